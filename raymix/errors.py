@@ -1,0 +1,69 @@
+"""The few exceptions raymix raises. All of them pickle across Ray processes.
+
+``RaymixError`` is the base; the CLI turns any of them into a one-line message and a
+non-zero exit code.
+"""
+
+from __future__ import annotations
+
+
+class RaymixError(Exception):
+    """Base class of every error raymix raises on purpose."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self):
+        return (type(self), (self.message,))
+
+
+class RecipeError(RaymixError):
+    """A recipe or GDMix config is invalid. ``field`` is the dotted path of the culprit."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self._raw = message
+
+    def __reduce__(self):
+        return (type(self), (self._raw, self.field))
+
+
+class DataError(RaymixError):
+    """Input data is invalid. ``path``, ``row`` and ``column`` locate the problem when known."""
+
+    def __init__(
+        self,
+        message: str,
+        path: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ):
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.path, self.row, self.column = path, row, column
+        self._raw = message
+
+    def __reduce__(self):
+        return (type(self), (self._raw, self.path, self.row, self.column))
+
+
+class FitError(RaymixError):
+    """A coordinate could not be fitted. ``entities`` lists the failing entity ids, if any."""
+
+    def __init__(self, message: str, coordinate: str | None = None, entities=()):
+        prefix = f"coordinate '{coordinate}': " if coordinate else ""
+        super().__init__(prefix + message)
+        self.coordinate = coordinate
+        self.entities = list(entities)
+        self._raw = message
+
+    def __reduce__(self):
+        return (type(self), (self._raw, self.coordinate, self.entities))
