@@ -1,0 +1,226 @@
+"""Arrow tables in raymix's row convention -> the numpy arrays a coordinate trains on.
+
+The row convention (README, "Data"): scalar columns (uid, label, weight, offset, entity ids),
+and a feature bag ``B`` either sparse, as ``B_indices: list<int64>`` + ``B_values:
+list<float>``, or dense, as ``B: fixed_size_list<float>[k]``.
+
+:class:`Rows` is one shard of rows: ``uid`` (int64), ``label``, ``weight``, ``offset``
+(float64), an optional ``entity`` column (int64 or str objects) and ``X``, the coordinate's
+feature bag as a CSR matrix (sparse bags) or a float64 array (dense bags), shape (n_rows, dim),
+dim 0 for an intercept-only coordinate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from raymix.errors import DataError
+
+
+@dataclass
+class Rows:
+    uid: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray
+    offset: np.ndarray
+    X: sp.csr_matrix | np.ndarray
+    entity: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.uid)
+
+    def take(self, index: np.ndarray) -> Rows:
+        return Rows(
+            uid=self.uid[index],
+            label=self.label[index],
+            weight=self.weight[index],
+            offset=self.offset[index],
+            X=self.X[index],
+            entity=None if self.entity is None else self.entity[index],
+        )
+
+
+@dataclass(frozen=True)
+class RowSchema:
+    """Which columns of a table hold what, for one coordinate."""
+
+    uid: str
+    label: str
+    weight: str | None
+    offset: str | None
+    bag: str | None
+    dim: int
+    dense_bag: bool = False
+    entity: str | None = None
+    label_optional: bool = False
+
+    def columns(self) -> list[str]:
+        """Arrow column names to read."""
+        names = [self.uid]
+        if not self.label_optional:
+            names.append(self.label)
+        names += [c for c in (self.weight, self.offset, self.entity) if c]
+        if self.bag:
+            names += [self.bag] if self.dense_bag else [f"{self.bag}_indices", f"{self.bag}_values"]
+        return names
+
+
+def rows_from_table(table: pa.Table, schema: RowSchema, source: str = "table") -> Rows:
+    """Convert one table to :class:`Rows`, checking values and naming the file and row."""
+    n = table.num_rows
+    for name in schema.columns():
+        if name not in table.column_names:
+            raise DataError(f"missing column (has {table.column_names})", path=source, column=name)
+    uid = _scalar(table, schema.uid, np.int64, source)
+    if schema.label in table.column_names:
+        label = _scalar(table, schema.label, np.float64, source)
+    else:
+        label = np.full(n, np.nan)
+    weight = _scalar(table, schema.weight, np.float64, source) if schema.weight else np.ones(n)
+    offset = _scalar(table, schema.offset, np.float64, source) if schema.offset else np.zeros(n)
+    _finite(label[~np.isnan(label)] if schema.label_optional else label, schema.label, source)
+    _finite(weight, schema.weight, source)
+    _finite(offset, schema.offset, source)
+    negative = np.flatnonzero(weight < 0)
+    if negative.size:
+        raise DataError("negative weight", path=source, row=int(negative[0]), column=schema.weight)
+    entity = None
+    if schema.entity:
+        entity = _entity(table.column(schema.entity), schema.entity, source)
+    if not schema.bag:
+        X = sp.csr_matrix((n, 0), dtype=np.float64)
+    elif schema.dense_bag:
+        X = _dense_bag(table.column(schema.bag), schema, source)
+    else:
+        X = _sparse_bag(table, schema, source)
+    return Rows(uid=uid, label=label, weight=weight, offset=offset, X=X, entity=entity)
+
+
+def concat_rows(parts: list[Rows], dim: int) -> Rows:
+    """Stack shards; an empty list gives zero rows."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        empty = np.zeros(0)
+        return Rows(
+            uid=np.zeros(0, np.int64),
+            label=empty,
+            weight=empty,
+            offset=empty,
+            X=sp.csr_matrix((0, dim)),
+            entity=None,
+        )
+    entity = None
+    if parts[0].entity is not None:
+        entity = np.concatenate([p.entity for p in parts])
+    return Rows(
+        uid=np.concatenate([p.uid for p in parts]),
+        label=np.concatenate([p.label for p in parts]),
+        weight=np.concatenate([p.weight for p in parts]),
+        offset=np.concatenate([p.offset for p in parts]),
+        X=np.vstack([p.X for p in parts])
+        if isinstance(parts[0].X, np.ndarray)
+        else sp.vstack([p.X for p in parts], format="csr"),
+        entity=entity,
+    )
+
+
+def _scalar(table: pa.Table, name: str, dtype, source: str) -> np.ndarray:
+    column = table.column(name)
+    if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(lengths != 1)
+        if bad.size:
+            raise DataError("expected one value per row", path=source, row=int(bad[0]), column=name)
+        column = pc.list_flatten(column)
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError("missing value", path=source, row=row, column=name)
+    try:
+        return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    except (ValueError, TypeError, pa.ArrowInvalid) as exc:
+        raise DataError(
+            f"cannot read as {np.dtype(dtype).name}: {exc}", path=source, column=name
+        ) from None
+
+
+def _finite(values: np.ndarray, name: str | None, source: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise DataError("value is NaN or infinite", path=source, row=int(bad[0]), column=name)
+
+
+def _entity(column, name: str, source: str) -> np.ndarray:
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError("missing entity id", path=source, row=row, column=name)
+    kind = column.type
+    if pa.types.is_integer(kind):
+        return column.to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return np.asarray(column.to_pylist(), dtype=object)
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return np.asarray([v.decode("utf-8", "replace") for v in column.to_pylist()], dtype=object)
+    raise DataError(f"entity ids must be integers or strings, got {kind}", path=source, column=name)
+
+
+def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matrix:
+    name_i, name_v = f"{schema.bag}_indices", f"{schema.bag}_values"
+    indices = table.column(name_i).combine_chunks()
+    values = table.column(name_v).combine_chunks()
+    n = table.num_rows
+    len_i = pc.list_value_length(indices).to_numpy(zero_copy_only=False)
+    len_v = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    if indices.null_count or values.null_count:
+        len_i = np.nan_to_num(len_i.astype(float), nan=0).astype(np.int64)
+        len_v = np.nan_to_num(len_v.astype(float), nan=0).astype(np.int64)
+    mismatch = np.flatnonzero(len_i != len_v)
+    if mismatch.size:
+        raise DataError(
+            f"{name_i} and {name_v} differ in length",
+            path=source,
+            row=int(mismatch[0]),
+            column=name_i,
+        )
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(len_i, out=indptr[1:])
+    flat_i = pc.list_flatten(indices).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat_v = pc.list_flatten(values).to_numpy(zero_copy_only=False).astype(np.float64)
+    bad = np.flatnonzero((flat_i < 0) | (flat_i >= schema.dim))
+    if bad.size:
+        row = int(np.searchsorted(indptr, bad[0], side="right") - 1)
+        raise DataError(
+            f"feature index {flat_i[bad[0]]} outside [0, {schema.dim})",
+            path=source,
+            row=row,
+            column=name_i,
+        )
+    bad = np.flatnonzero(~np.isfinite(flat_v))
+    if bad.size:
+        row = int(np.searchsorted(indptr, bad[0], side="right") - 1)
+        raise DataError("feature value is NaN or infinite", path=source, row=row, column=name_v)
+    X = sp.csr_matrix((flat_v, flat_i, indptr), shape=(n, schema.dim))
+    X.sum_duplicates()  # sorts indices and merges repeats, as tf.SparseFeature would
+    return X
+
+
+def _dense_bag(column, schema: RowSchema, source: str) -> np.ndarray:
+    flat = (
+        pc.list_flatten(column.combine_chunks()).to_numpy(zero_copy_only=False).astype(np.float64)
+    )
+    n = len(column)
+    if flat.size != n * schema.dim:
+        raise DataError(
+            f"dense bag must have {schema.dim} values per row", path=source, column=schema.bag
+        )
+    dense = flat.reshape(n, schema.dim)
+    bad = np.argwhere(~np.isfinite(dense))
+    if bad.size:
+        raise DataError(
+            "feature value is NaN or infinite", path=source, row=int(bad[0, 0]), column=schema.bag
+        )
+    return dense

@@ -1,0 +1,94 @@
+"""Atomic file writes and the output directory contract.
+
+* Every file is written to a temporary sibling and ``os.replace``d into place, so a crash
+  never leaves a half-written file under its final name.
+* A run refuses a non-empty output directory unless asked to overwrite, and even then only
+  clears a directory that raymix itself wrote (it holds ``run.json``): a user's directory is
+  never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from raymix.errors import RecipeError
+
+RUN_FILE = "run.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path next to ``path``; on success rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, payload) -> Path:
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def prepare_output(
+    path: str | Path, overwrite: bool, resume: bool = False
+) -> tuple[Path, Path | None]:
+    """Check the output directory before anything starts; return it and the previous run's copy.
+
+    With ``overwrite`` a previous raymix run is moved aside to a hidden sibling, not deleted:
+    the caller deletes it with :func:`discard_previous` once the new run has succeeded, so a
+    failing run never loses the earlier results.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RecipeError(f"output '{path}' exists and is not a directory", field="output")
+    if resume:
+        if not (path / RUN_FILE).is_file():
+            raise RecipeError(f"cannot resume: '{path}' holds no {RUN_FILE}", field="output")
+        return path, None
+    previous = None
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise RecipeError(
+                f"output directory '{path}' is not empty (use --overwrite to replace a previous run)",
+                field="output",
+            )
+        if not (path / RUN_FILE).is_file():
+            raise RecipeError(
+                f"refusing to overwrite '{path}': it is not a raymix output (no {RUN_FILE})",
+                field="output",
+            )
+        previous = path.with_name(f".{path.name}.previous-{os.getpid()}")
+        os.replace(path, previous)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RecipeError(
+            f"cannot create output directory '{path}': {exc}", field="output"
+        ) from None
+    if not os.access(path, os.W_OK):
+        raise RecipeError(f"output directory '{path}' is not writable", field="output")
+    return path, previous
+
+
+def discard_previous(previous: Path | None) -> None:
+    """Delete the previous run moved aside by :func:`prepare_output` (after success)."""
+    if previous is not None and previous.is_dir():
+        shutil.rmtree(previous, ignore_errors=True)

@@ -1,0 +1,220 @@
+"""The recipe: a frozen, JSON round-trippable description of one raymix run.
+
+A recipe is data. It names the input files, the ordered coordinates of the mixed model,
+the number of coordinate-descent passes, the output directory and the resources; building
+live objects (datasets, actors, trainers) happens in :mod:`raymix.engine`.
+
+Every model here is frozen and forbids unknown fields, so a misspelt field fails with its
+dotted path (``coordinates.per_user.l3: unknown field``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+Task = Literal["logistic", "linear", "poisson"]
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class LBFGS(Spec):
+    """L-BFGS for a fixed effect. GDMix's defaults: history 10, 100 iterations, factr = 1e-12/eps.
+
+    ``precondition`` rescales (and centres) columns internally as an exact change of
+    variables: the optimum of the objective is unchanged, only conditioning improves.
+    """
+
+    kind: Literal["lbfgs"] = "lbfgs"
+    max_iter: Annotated[int, Field(gt=0)] = 100
+    history: Annotated[int, Field(gt=0)] = 10
+    tolerance: Annotated[float, Field(gt=0)] = 1e-12
+    gtol: Annotated[float, Field(gt=0)] = 1e-5
+    precondition: bool = True
+
+
+class Newton(Spec):
+    """The batched, compiled per-entity Newton solver of a random effect."""
+
+    kind: Literal["newton"] = "newton"
+    max_iter: Annotated[int, Field(gt=0)] = 100
+    tolerance: Annotated[float, Field(gt=0)] = 1e-8
+
+
+def _solver_from_string(value, choices: dict):
+    if isinstance(value, str):
+        if value not in choices:
+            raise ValueError(f"must be one of {sorted(choices)} or a solver object. Got '{value}'")
+        return choices[value]()
+    return value
+
+
+class Data(Spec):
+    """Where the rows are. ``train``/``validation`` are directories, globs or lists of files.
+
+    TFRecord data (GDMix's layout) needs ``metadata`` (``tensor_metadata.json``); Parquet data
+    follows raymix's row convention (see README) and may omit it. ``feature_lists`` is GDMix's
+    ``featureList`` directory (one ``name,term`` file per feature bag), used to name
+    coefficients in the Avro models; without it features are named by their index.
+    """
+
+    train: str | tuple[str, ...]
+    validation: str | tuple[str, ...] | None = None
+    format: Literal["auto", "tfrecord", "parquet"] = "auto"
+    metadata: str | None = None
+    feature_lists: str | None = None
+
+
+class Columns(Spec):
+    """Names of the reserved columns (GDMix's ``gdmix_config`` schema params)."""
+
+    uid: str = "uid"
+    label: str = "response"
+    weight: str | None = "weight"
+    offset: str | None = None
+
+
+class _Coordinate(Spec):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1)]
+    data: Data | None = None
+    locked: bool = False
+    warm_start: str | None = None
+
+
+class _LinearCoordinate(_Coordinate):
+    feature_bag: str | None = None
+    task: Task = "logistic"
+    l2: NonNegative = 1.0
+    l1: NonNegative = 0.0
+    fit_intercept: bool = True
+    regularize_intercept: bool = False
+    sparsity_threshold: NonNegative = 1e-4
+    variance: Literal["simple", "full"] | None = None
+
+    @model_validator(mode="after")
+    def _intercept_rules(self):
+        if self.regularize_intercept and not self.fit_intercept:
+            raise ValueError("regularize_intercept=True needs fit_intercept=True")
+        if self.feature_bag is None and not self.fit_intercept:
+            raise ValueError(
+                "a coordinate without feature_bag is intercept-only: fit_intercept must be True"
+            )
+        return self
+
+
+class FixedEffect(_LinearCoordinate):
+    """One global GLM over all rows, trained data-parallel (Ray Train, all-reduced L-BFGS).
+
+    Objective: sum_i w_i loss(y_i, x_i.coef + b + o_i) + l2/2 ||coef||^2 (+ l1 ||coef||_1),
+    with b regularized only if ``regularize_intercept``.
+    """
+
+    kind: Literal["fixed_effect"] = "fixed_effect"
+    solver: LBFGS = LBFGS()
+    workers: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("solver", mode="before")
+    @classmethod
+    def _solver(cls, value):
+        return _solver_from_string(value, {"lbfgs": LBFGS})
+
+
+class RandomEffect(_LinearCoordinate):
+    """One small GLM per value of ``entity`` (per user, per movie, ...), fitted by Ray actors.
+
+    Per-entity objective: (1/n_e) [sum_i w_i loss(y_i, b + x_i.w + o_i) + l2/2 ||w||^2].
+    Entities with fewer than ``min_samples`` rows get no model (their rows are passive:
+    scored by the offset alone); entities with more than ``max_samples`` rows are fitted on
+    a deterministic sample of that size, re-weighted by count/max_samples.
+    """
+
+    kind: Literal["random_effect"] = "random_effect"
+    entity: Annotated[str, Field(min_length=1)]
+    solver: Newton = Newton()
+    min_samples: Annotated[int, Field(ge=0)] = 0
+    max_samples: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("solver", mode="before")
+    @classmethod
+    def _solver(cls, value):
+        return _solver_from_string(value, {"newton": Newton})
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_samples is not None and self.max_samples < self.min_samples:
+            raise ValueError("max_samples must be >= min_samples")
+        return self
+
+
+class ExternalEffect(_Coordinate):
+    """Per-row scores from a model trained outside raymix (GDMix's third mode).
+
+    ``train_scores``/``validation_scores`` are Avro or Parquet files with ``uid`` and
+    ``predictionScore`` (a logit). The coordinate is never refitted.
+    """
+
+    kind: Literal["external"] = "external"
+    train_scores: str
+    validation_scores: str | None = None
+    score_column: str = "predictionScore"
+
+
+Coordinate = Annotated[FixedEffect | RandomEffect | ExternalEffect, Field(discriminator="kind")]
+
+
+class Resources(Spec):
+    """How much of the machine or cluster a run uses. Zeros mean "size it for me"."""
+
+    address: str | None = None
+    num_cpus: Annotated[int, Field(ge=0)] = 0
+    object_store_gib: Annotated[float, Field(ge=0)] = 0.0
+    actors: Annotated[int, Field(ge=0)] = 0
+    buckets: Annotated[int, Field(ge=0)] = 0
+
+
+class EarlyStopping(Spec):
+    """Stop passing when the validation metric of the last coordinate has not improved."""
+
+    patience: Annotated[int, Field(gt=0)] = 1
+    min_delta: NonNegative = 0.0
+
+
+class Recipe(Spec):
+    """A whole run: data, the ordered coordinates, passes, output and resources."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "raymix"
+    data: Data
+    columns: Columns = Columns()
+    coordinates: tuple[Coordinate, ...]
+    passes: Annotated[int, Field(gt=0)] = 1
+    early_stopping: EarlyStopping | None = None
+    metric: Literal["auc", "logloss", "rmse"] = "auc"
+    output: str
+    resources: Resources = Resources()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _coordinates(self):
+        if not self.coordinates:
+            raise ValueError("a recipe needs at least one coordinate")
+        names = [c.name for c in self.coordinates]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"coordinate names must be unique; repeated: {duplicated}")
+        if all(c.locked or c.kind == "external" for c in self.coordinates):
+            raise ValueError("every coordinate is locked or external: nothing to train")
+        return self
+
+    def coordinate(self, name: str):
+        for coordinate in self.coordinates:
+            if coordinate.name == name:
+                return coordinate
+        raise KeyError(name)
+
+    def data_for(self, coordinate) -> Data:
+        return coordinate.data or self.data
