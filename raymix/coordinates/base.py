@@ -1,0 +1,120 @@
+"""The protocol every coordinate kind implements, and the uid alignment they share.
+
+Rows live with whoever trains on them (fixed-effect workers, random-effect actors); each of
+those *holders* reports its rows' uids once. The descent loop keeps one global order of rows
+(sorted uids) per split and, for every coordinate, vectors of per-row scores in that order.
+A coordinate receives offsets in the global order and gives back its own scores in the same
+order; inside, it scatters and gathers per holder with the positions found at bind time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from raymix.errors import DataError
+
+
+@dataclass
+class HolderRows:
+    """The rows one holder owns: uid, label and weight per row (its own order)."""
+
+    uid: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray
+    offset: np.ndarray | None = None  # offsets given in the data (None: zeros)
+    entity_code: np.ndarray | None = None  # random effects: a global entity code per row
+
+
+@dataclass
+class Outcome:
+    """A coordinate's own scores after a fit (global order) and what happened."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+class Coordinate(Protocol):
+    name: str
+    kind: str
+
+    def start(self) -> None:
+        """Begin reading data (asynchronously where possible)."""
+
+    def holders(self) -> tuple[list[HolderRows], list[HolderRows]]:
+        """Wait for the data and report (train, validation) rows of every holder."""
+
+    def bind(self, train: RowIndex, validation: RowIndex) -> None:
+        """Learn where each holder's rows sit in the global order."""
+
+    def fit(
+        self, train_offsets: np.ndarray, val_offsets: np.ndarray, refit: bool = True
+    ) -> Outcome:
+        """Fit with these offsets (or only score if ``refit`` is False) and return own scores."""
+
+    def write_models(self, directory: Path) -> list[Path]:
+        """Write the current model(s) as Avro under ``directory``."""
+
+    def close(self) -> None:
+        """Release workers and actors."""
+
+
+class RowIndex:
+    """The global order of a split's rows: their uids, sorted."""
+
+    def __init__(self, uids: list[np.ndarray], what: str):
+        allu = np.concatenate(uids) if uids else np.zeros(0, np.int64)
+        self.uid = np.sort(allu, kind="stable")
+        if self.uid.size > 1:
+            repeats = np.flatnonzero(self.uid[1:] == self.uid[:-1])
+            if repeats.size:
+                raise DataError(
+                    f"duplicate uid {int(self.uid[repeats[0]])} in {what}", column="uid"
+                )
+        self.what = what
+
+    def __len__(self) -> int:
+        return self.uid.size
+
+    def positions(self, uid: np.ndarray, who: str) -> np.ndarray:
+        """Positions of ``uid`` in the global order; every uid must be known."""
+        pos = np.searchsorted(self.uid, uid)
+        pos_clipped = np.minimum(pos, max(self.uid.size - 1, 0))
+        missing = (
+            np.flatnonzero((pos >= self.uid.size) | (self.uid[pos_clipped] != uid))
+            if uid.size
+            else []
+        )
+        if len(missing):
+            raise DataError(
+                f"{who} has uid {int(uid[missing[0]])} that the first coordinate's {self.what} data lacks: "
+                "every coordinate must hold the same rows",
+                column="uid",
+            )
+        return pos
+
+    def check_covered(self, positions: list[np.ndarray], who: str) -> None:
+        total = sum(p.size for p in positions)
+        if total != self.uid.size:
+            raise DataError(
+                f"{who} holds {total} {self.what} rows but the first coordinate holds {self.uid.size}: "
+                "every coordinate must hold the same rows",
+                column="uid",
+            )
+
+
+def gather(values: np.ndarray, positions: list[np.ndarray]) -> list[np.ndarray]:
+    """Split a global-order vector into per-holder pieces."""
+    return [values[p] for p in positions]
+
+
+def scatter(pieces: list[np.ndarray], positions: list[np.ndarray], size: int) -> np.ndarray:
+    """Assemble per-holder pieces into a global-order vector."""
+    out = np.zeros(size, dtype=np.float64)
+    for piece, p in zip(pieces, positions, strict=True):
+        out[p] = piece
+    return out

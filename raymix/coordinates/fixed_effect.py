@@ -1,0 +1,117 @@
+"""The fixed-effect coordinate: one global GLM, trained by :mod:`raymix.engine.fixed_effect`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from raymix.coordinates.base import HolderRows, Outcome, RowIndex, gather, scatter
+from raymix.data.avro import coefficients_by_index, model_record, read_models, write_models
+from raymix.data.source import Source
+from raymix.errors import DataError
+from raymix.recipe.spec import FixedEffect
+
+
+class FixedEffectCoordinate:
+    kind = "fixed_effect"
+
+    def __init__(
+        self,
+        spec: FixedEffect,
+        train: Source,
+        validation: Source | None,
+        names: list[tuple[str, str]] | None,
+    ):
+        from raymix.engine.fixed_effect import FixedEffectService
+
+        self.spec, self.name, self.names = spec, spec.name, names
+        self.dim = train.schema.dim
+        self.service = FixedEffectService(spec, train, validation, spec.name)
+        self.theta: np.ndarray | None = None
+        self.variances: np.ndarray | None = None
+        self._train_pos: list[np.ndarray] = []
+        self._val_pos: list[np.ndarray] = []
+        self._sizes = (0, 0)
+        self._uids: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        if spec.warm_start:
+            self.theta = self._load_warm_start(spec.warm_start)
+
+    def start(self) -> None:
+        self.service.start()
+
+    def holders(self) -> tuple[list[HolderRows], list[HolderRows]]:
+        replies = self.service.request(None)
+        train = [HolderRows(r.train_uid, r.train_label, r.train_weight, r.train_offset) for r in replies]
+        val = [HolderRows(r.val_uid, r.val_label, np.ones(r.val_uid.size), r.val_offset) for r in replies]
+        self._uids = ([h.uid for h in train], [h.uid for h in val])
+        return train, val
+
+    def bind(self, train: RowIndex, validation: RowIndex) -> None:
+        rows_train, rows_val = self._uids
+        self._train_pos = [train.positions(u, f"coordinate '{self.name}'") for u in rows_train]
+        self._val_pos = [validation.positions(u, f"coordinate '{self.name}'") for u in rows_val]
+        train.check_covered(self._train_pos, f"coordinate '{self.name}'")
+        self._sizes = (len(train), len(validation))
+
+    def fit(
+        self, train_offsets: np.ndarray, val_offsets: np.ndarray, refit: bool = True
+    ) -> Outcome:
+        import ray
+
+        refs = [ray.put(piece) for piece in gather(train_offsets, self._train_pos)]
+        replies = self.service.request(
+            {"kind": "fit", "fit": refit, "train_offsets": refs, "theta": self.theta}
+        )
+        if refit:
+            self.theta = replies[0]["theta"]
+            self.variances = replies[0].get("variances")
+        train = scatter([r["train"] for r in replies], self._train_pos, self._sizes[0])
+        val = scatter([r["val"] for r in replies], self._val_pos, self._sizes[1])
+        info = {
+            k: v for k, v in replies[0].items() if k not in ("theta", "train", "val", "variances")
+        }
+        return Outcome(train=train, validation=val, info=info)
+
+    def write_models(self, directory: Path) -> list[Path]:
+        if self.theta is None:
+            return []
+        coef, intercept = self._split(self.theta)
+        nonzero = np.flatnonzero(coef)
+        variances = None
+        if self.variances is not None:
+            v = np.asarray(self.variances)
+            ordered = np.concatenate([[v[-1]], v[:-1]]) if self.spec.fit_intercept else v
+            keep = np.concatenate([[0], nonzero + 1]) if self.spec.fit_intercept else nonzero
+            variances = ordered[keep]
+        record = model_record(
+            "global model",
+            intercept if self.spec.fit_intercept else None,
+            nonzero,
+            coef[nonzero],
+            self.names,
+            self.spec.task,
+            variances,
+        )
+        return [write_models(Path(directory) / "part-00000.avro", [record])]
+
+    def close(self) -> None:
+        self.service.stop()
+
+    def _split(self, theta: np.ndarray) -> tuple[np.ndarray, float]:
+        if self.spec.fit_intercept:
+            return theta[:-1], float(theta[-1])
+        return theta, 0.0
+
+    def _load_warm_start(self, path: str) -> np.ndarray:
+        records = list(read_models(path))
+        if len(records) != 1:
+            raise DataError(f"a fixed-effect model has one record, found {len(records)}", path=path)
+        intercept, index, value = coefficients_by_index(records[0], self.names)
+        coef = np.zeros(self.dim)
+        if index.size and index.max() >= self.dim:
+            raise DataError(
+                f"model feature index {index.max()} outside the bag (dim {self.dim})", path=path
+            )
+        coef[index] = value
+        return np.concatenate([coef, [intercept]]) if self.spec.fit_intercept else coef

@@ -1,0 +1,120 @@
+"""The random-effect coordinate: per-entity GLMs on a pool of bucket actors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from raymix.coordinates.base import HolderRows, Outcome, RowIndex, gather, scatter
+from raymix.data.source import Source
+from raymix.recipe.spec import RandomEffect
+
+
+class RandomEffectCoordinate:
+    kind = "random_effect"
+
+    def __init__(
+        self,
+        spec: RandomEffect,
+        train: Source,
+        validation: Source | None,
+        names: list[tuple[str, str]] | None,
+        *,
+        actors: int,
+        buckets: int,
+        threads: int,
+        seed: int,
+    ):
+        self.spec, self.name, self.names = spec, spec.name, names
+        self.train_source, self.val_source = train, validation
+        self.n_actors, self.n_buckets, self.threads, self.seed = actors, buckets, threads, seed
+        self.actors: list = []
+        self._loads: list = []
+        self._train_pos: list[np.ndarray] = []
+        self._val_pos: list[np.ndarray] = []
+        self._uids: tuple[list, list] = ([], [])
+        self._sizes = (0, 0)
+
+    def start(self) -> None:
+        from raymix.engine.random_effect import BucketActor, route
+
+        self.actors = [
+            BucketActor.options(num_cpus=0, name=None).remote(self.spec, self.seed, self.threads)
+            for _ in range(self.n_actors)
+        ]
+        train_parts = route(self.train_source, self.n_actors, self.n_buckets)
+        val_parts = (
+            route(self.val_source, self.n_actors, self.n_buckets)
+            if self.val_source is not None
+            else [[] for _ in range(self.n_actors)]
+        )
+        self._loads = [
+            actor.load.remote(train_parts[a], val_parts[a], self.train_source, self.val_source)
+            for a, actor in enumerate(self.actors)
+        ]
+
+    def holders(self) -> tuple[list[HolderRows], list[HolderRows]]:
+        import ray
+
+        loaded = ray.get(self._loads)
+        train, val = [], []
+        offset = 0  # global entity codes for per-entity metrics: actors' local codes shifted
+        for (t_uid, t_label, t_weight, t_off), (v_uid, v_label, v_off, v_codes), n_val in loaded:
+            train.append(HolderRows(t_uid, t_label, t_weight, t_off))
+            val.append(HolderRows(v_uid, v_label, np.ones(v_uid.size), v_off, v_codes + offset))
+            offset += n_val
+        self._uids = ([h.uid for h in train], [h.uid for h in val])
+        if self.spec.warm_start:
+            ray.get(
+                [
+                    a.load_warm_start.remote(self.spec.warm_start, self.names, self.train_source.schema.dim)
+                    for a in self.actors
+                ]
+            )
+        return train, val
+
+    def bind(self, train: RowIndex, validation: RowIndex) -> None:
+        who = f"coordinate '{self.name}'"
+        self._train_pos = [train.positions(u, who) for u in self._uids[0]]
+        self._val_pos = [validation.positions(u, who) for u in self._uids[1]]
+        train.check_covered(self._train_pos, who)
+        self._sizes = (len(train), len(validation))
+
+    def fit(self, train_offsets: np.ndarray, val_offsets: np.ndarray, refit: bool = True) -> Outcome:
+        import ray
+
+        pieces = gather(train_offsets, self._train_pos)
+        results = ray.get(
+            [
+                actor.fit.remote(ray.put(piece), None, refit, None)
+                for actor, piece in zip(self.actors, pieces, strict=True)
+            ]
+        )
+        train = scatter([r[0] for r in results], self._train_pos, self._sizes[0])
+        val = scatter([r[1] for r in results], self._val_pos, self._sizes[1])
+        info = {}
+        if refit:
+            infos = [r[2] for r in results]
+            info = {
+                "entities": sum(i["entities"] for i in infos),
+                "not_converged": sum(i["not_converged"] for i in infos),
+                "solver_seconds": max(i["solver_seconds"] for i in infos),
+            }
+        return Outcome(train=train, validation=val, info=info)
+
+    def write_models(self, directory: Path) -> list[Path]:
+        import ray
+
+        directory.mkdir(parents=True, exist_ok=True)
+        written = ray.get(
+            [a.write_models.remote(str(directory), self.names, self.spec.task) for a in self.actors]
+        )
+        return sorted(Path(p) for paths in written for p in paths)
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []

@@ -1,0 +1,169 @@
+"""Blockwise coordinate descent over the recipe's ordered coordinates.
+
+Per row, the model's logit is ``base offset + sum_c score_c``. Each coordinate ``c`` is
+trained with ``offset = base + sum_{c' != c} score_c'`` (the other coordinates' current
+scores; Photon ML's residual offset and GDMix's ``OffsetUpdater`` semantics) and returns its
+new ``score_c``. In the first pass untrained coordinates score 0, so the offset of the k-th
+coordinate is the cumulative score of the ones before it, exactly as GDMix passes it. After
+every coordinate the validation metric of the cumulative score is recorded.
+
+The loop only sees :class:`~raymix.coordinates.base.Coordinate`; it knows nothing of Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raymix import metrics as M
+from raymix.coordinates.base import Coordinate, RowIndex, scatter
+
+
+@dataclass
+class Split:
+    """One split's rows in the global order and the per-coordinate scores on them."""
+
+    index: RowIndex
+    label: np.ndarray
+    weight: np.ndarray
+    base: np.ndarray  # offsets given in the data (0 when none)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    entity_codes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def total(self) -> np.ndarray:
+        total = self.base.copy()
+        for score in self.scores.values():
+            total += score
+        return total
+
+
+@dataclass
+class Step:
+    """What happened when one coordinate was updated in one pass."""
+
+    pass_index: int
+    coordinate: str
+    metrics: dict
+    info: dict
+    seconds: float
+
+
+@dataclass
+class DescentState:
+    train: Split
+    validation: Split
+    steps: list[Step] = field(default_factory=list)
+    best_pass: int = 0
+    load_seconds: float = 0.0
+
+
+def load(coordinates: list[Coordinate]) -> DescentState:
+    """Start every coordinate's reading at once, then align them on the first one's rows."""
+    started = time.perf_counter()
+    for coordinate in coordinates:
+        coordinate.start()
+    reports = [coordinate.holders() for coordinate in coordinates]
+    splits = []
+    for which, what in ((0, "training"), (1, "validation")):
+        holders = reports[0][which]
+        index = RowIndex([h.uid for h in holders], what)
+        first = f"coordinate '{coordinates[0].name}'"
+        positions = [index.positions(h.uid, first) for h in holders]
+        split = Split(
+            index=index,
+            label=scatter([h.label for h in holders], positions, len(index)),
+            weight=scatter([h.weight for h in holders], positions, len(index)),
+            base=scatter(
+                [h.offset if h.offset is not None else np.zeros(h.uid.size) for h in holders],
+                positions,
+                len(index),
+            ),
+        )
+        splits.append(split)
+    for coordinate, (_, val) in zip(coordinates, reports, strict=True):
+        coordinate.bind(splits[0].index, splits[1].index)
+        for split in splits:
+            split.scores[coordinate.name] = np.zeros(len(split.index))
+        if val and val[0].entity_code is not None:
+            pos = [splits[1].index.positions(h.uid, coordinate.name) for h in val]
+            codes = np.full(len(splits[1].index), -1, np.int64)
+            for h, p in zip(val, pos, strict=True):
+                codes[p] = h.entity_code
+            splits[1].entity_codes[coordinate.name] = codes
+    return DescentState(train=splits[0], validation=splits[1], load_seconds=time.perf_counter() - started)
+
+
+def descend(
+    coordinates: list[Coordinate],
+    state: DescentState,
+    *,
+    passes: int,
+    metric: str = "auc",
+    locked: frozenset[str] = frozenset(),
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    start: tuple[int, int] = (0, 0),
+    after_step: Callable[[DescentState, Step], None] | None = None,
+) -> DescentState:
+    """Run the passes (resuming at ``start`` = (pass, coordinate index) if given)."""
+    best, best_pass, stale = None, state.best_pass, 0
+    higher = M.HIGHER_IS_BETTER[metric]
+    for p in range(start[0], passes):
+        first = start[1] if p == start[0] else 0
+        for k in range(first, len(coordinates)):
+            coordinate = coordinates[k]
+            if coordinate.name in locked and p > 0:
+                continue
+            step = _update(coordinate, state, p, metric, refit=coordinate.name not in locked)
+            state.steps.append(step)
+            if after_step is not None:
+                after_step(state, step)
+        value = _last_metric(state, p, metric)
+        improved = best is None or (value > best + min_delta if higher else value < best - min_delta)
+        if improved or np.isnan(value):
+            best, best_pass, stale = value, p, 0
+        else:
+            stale += 1
+        state.best_pass = best_pass
+        if patience is not None and stale >= patience:
+            break
+    return state
+
+
+def _update(coordinate: Coordinate, state: DescentState, p: int, metric: str, refit: bool) -> Step:
+    started = time.perf_counter()
+    train, val = state.train, state.validation
+    train_offsets = train.total() - train.scores[coordinate.name]
+    val_offsets = val.total() - val.scores[coordinate.name]
+    outcome = coordinate.fit(train_offsets, val_offsets, refit=refit)
+    train.scores[coordinate.name] = outcome.train
+    val.scores[coordinate.name] = outcome.validation
+    results = evaluate(state, metric, coordinate.name)
+    return Step(p, coordinate.name, results, outcome.info, time.perf_counter() - started)
+
+
+def evaluate(state: DescentState, metric: str, coordinate: str | None = None) -> dict:
+    """Validation metrics of the cumulative score (and per-entity AUC for a random effect)."""
+    val = state.validation
+    out: dict = {}
+    if len(val.index) == 0:
+        return out
+    total = val.total()
+    out[metric] = M.evaluate(metric, total, val.label, val.weight)
+    if metric == "auc":
+        out["logloss"] = M.logloss(total, val.label, val.weight)
+    codes = val.entity_codes.get(coordinate) if coordinate else None
+    if codes is not None and metric == "auc":
+        per_entity = M.per_entity_auc(total, val.label, codes)
+        if per_entity.size:
+            out["per_entity_auc"] = float(per_entity.mean())
+            out["per_entity_auc_entities"] = int(per_entity.size)
+    return out
+
+
+def _last_metric(state: DescentState, p: int, metric: str) -> float:
+    steps = [s for s in state.steps if s.pass_index == p and metric in s.metrics]
+    return steps[-1].metrics[metric] if steps else float("nan")
