@@ -42,8 +42,13 @@ class FixedEffectCoordinate:
 
     def holders(self) -> tuple[list[HolderRows], list[HolderRows]]:
         replies = self.service.request(None)
-        train = [HolderRows(r.train_uid, r.train_label, r.train_weight, r.train_offset) for r in replies]
-        val = [HolderRows(r.val_uid, r.val_label, np.ones(r.val_uid.size), r.val_offset) for r in replies]
+        train = [
+            HolderRows(r.train_uid, r.train_label, r.train_weight, r.train_offset) for r in replies
+        ]
+        val = [
+            HolderRows(r.val_uid, r.val_label, np.ones(r.val_uid.size), r.val_offset)
+            for r in replies
+        ]
         self._uids = ([h.uid for h in train], [h.uid for h in val])
         return train, val
 

@@ -56,7 +56,9 @@ class Grouped:
     has_model: np.ndarray  # bool per entity
 
 
-def group_rows(rows: Rows, min_samples: int = 0, max_samples: int | None = None, seed: int = 0) -> Grouped:
+def group_rows(
+    rows: Rows, min_samples: int = 0, max_samples: int | None = None, seed: int = 0
+) -> Grouped:
     entity = rows.entity
     entities, codes = np.unique(entity, return_inverse=True)
     order = np.lexsort((rows.uid, codes))

@@ -68,7 +68,9 @@ class RandomEffectCoordinate:
         if self.spec.warm_start:
             ray.get(
                 [
-                    a.load_warm_start.remote(self.spec.warm_start, self.names, self.train_source.schema.dim)
+                    a.load_warm_start.remote(
+                        self.spec.warm_start, self.names, self.train_source.schema.dim
+                    )
                     for a in self.actors
                 ]
             )
@@ -81,7 +83,9 @@ class RandomEffectCoordinate:
         train.check_covered(self._train_pos, who)
         self._sizes = (len(train), len(validation))
 
-    def fit(self, train_offsets: np.ndarray, val_offsets: np.ndarray, refit: bool = True) -> Outcome:
+    def fit(
+        self, train_offsets: np.ndarray, val_offsets: np.ndarray, refit: bool = True
+    ) -> Outcome:
         import ray
 
         pieces = gather(train_offsets, self._train_pos)

@@ -1,0 +1,220 @@
+"""The ``raymix`` command: fit | score | data | k8s.
+
+Exit code 0 on success; on bad input a one-line error and a non-zero code (2 for a recipe
+or data error, 1 for anything else), with the traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from raymix.errors import RaymixError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        print("raymix: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:  # one line, unless --debug
+        cause = _unwrap(exc)
+        if getattr(args, "debug", False):
+            raise
+        if isinstance(cause, RaymixError):
+            print(f"raymix: error: {cause.message}", file=sys.stderr)
+            return 2
+        if isinstance(cause, SystemExit):
+            raise
+        print(f"raymix: error: {type(cause).__name__}: {cause}", file=sys.stderr)
+        return 1
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The raymix error inside Ray's wrappers (RayTaskError, Train's worker failures), if any."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, RaymixError) and getattr(current, "cause", None) is None:
+            return current
+        pending += [getattr(current, "cause", None), current.__cause__, current.__context__]
+        failures = getattr(current, "worker_failures", None)
+        if isinstance(failures, dict):
+            pending += list(failures.values())
+    return exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raymix",
+        description="Train generalized (deep) mixed models - GLMix/GAME, like GDMix and Photon ML - on Ray.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fit = sub.add_parser(
+        "fit", help="train a recipe (recipe.py, run.json or a GDMix YAML/JSON config)"
+    )
+    fit.add_argument("recipe", help="recipe .py file, resolved run.json, or GDMix config")
+    fit.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a recipe field, e.g. --set passes=3 --set coordinates.per_user.l2=0.5",
+    )
+    fit.add_argument(
+        "--dry-run", action="store_true", help="validate recipe, schema and paths; print the plan"
+    )
+    fit.add_argument(
+        "--overwrite", action="store_true", help="replace a previous run in the output directory"
+    )
+    fit.add_argument(
+        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)"
+    )
+    fit.add_argument("--quiet", action="store_true", help="no progress lines")
+    fit.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    fit.set_defaults(handler=_fit)
+
+    score = sub.add_parser("score", help="apply a trained model to new data in batch")
+    score.add_argument("model_dir", help="the output directory of a fit (holds run.json)")
+    score.add_argument(
+        "data",
+        nargs="*",
+        help="data files or directories per coordinate (default: the fit's validation data)",
+    )
+    score.add_argument("--out", required=True, help="directory for the score files")
+    score.add_argument("--overwrite", action="store_true")
+    score.add_argument("--address", default=None)
+    score.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    score.set_defaults(handler=_score)
+
+    data = sub.add_parser("data", help="prepare data sets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATASET")
+    movielens = data_sub.add_parser(
+        "movielens", help="convert raw MovieLens 100k into GDMix's layout"
+    )
+    movielens.add_argument("--source", required=True, help="directory with u.data, u.item, u.user")
+    movielens.add_argument("--dest", required=True, help="output directory")
+    movielens.add_argument(
+        "--seed", type=int, default=0, help="seed of the 80/20 split (default 0)"
+    )
+    movielens.add_argument("--format", choices=["tfrecord", "parquet"], default="tfrecord")
+    movielens.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    movielens.set_defaults(handler=_movielens)
+
+    k8s = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests")
+    k8s_sub = k8s.add_subparsers(dest="k8s_command", metavar="ACTION")
+    render = k8s_sub.add_parser("render", help="write RayCluster and RayJob manifests for a recipe")
+    render.add_argument("recipe")
+    render.add_argument(
+        "--out", default="k8s/rendered", help="output directory (default k8s/rendered)"
+    )
+    render.add_argument("--workers", type=int, default=2)
+    render.add_argument("--worker-cpus", type=float, default=2)
+    render.add_argument("--worker-memory-gib", type=float, default=8)
+    render.add_argument("--image", default="raymix:0.1.0")
+    render.add_argument("--namespace", default="default")
+    render.add_argument(
+        "--data-pvc", default="raymix-data", help="PVC with data and outputs ('' for none)"
+    )
+    render.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    render.set_defaults(handler=_k8s_render)
+    return parser
+
+
+def _progress(quiet: bool):
+    start = time.perf_counter()
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _fit(args) -> int:
+    from raymix.recipe.load import load_recipe
+    from raymix.run import fit, plan
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        print(plan(recipe).describe())
+        print("dry run: recipe, schema and paths are valid; nothing was started")
+        return 0
+    from raymix.report import table
+
+    result = fit(
+        recipe, overwrite=args.overwrite, address=args.address, progress=_progress(args.quiet)
+    )
+    print(table(result))
+    print(f"outputs in {result.output}")
+    return 0
+
+
+def _score(args) -> int:
+    from raymix.scoring import score_command
+
+    score_command(
+        args.model_dir,
+        args.data,
+        args.out,
+        overwrite=args.overwrite,
+        address=args.address,
+        progress=_progress(False),
+    )
+    return 0
+
+
+def _movielens(args) -> int:
+    from raymix.data.movielens import convert_movielens
+
+    start = time.perf_counter()
+    summary = convert_movielens(Path(args.source), Path(args.dest), seed=args.seed, fmt=args.format)
+    print(f"wrote {args.dest} in {time.perf_counter() - start:.1f} s: {summary}")
+    return 0
+
+
+def _k8s_render(args) -> int:
+    from raymix.k8s import ClusterShape, render_for_recipe
+
+    shape = ClusterShape(
+        workers=args.workers,
+        worker_cpus=args.worker_cpus,
+        worker_memory_gib=args.worker_memory_gib,
+        image=args.image,
+        namespace=args.namespace,
+        data_pvc=args.data_pvc or None,
+    )
+    for path in render_for_recipe(args.recipe, args.out, shape):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Scores from a model trained outside raymix, used as a fixed coordinate (GDMix's third mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from raymix.coordinates.base import HolderRows, Outcome, RowIndex
+from raymix.data.avro import read_scores_avro
+from raymix.errors import DataError
+from raymix.recipe.spec import ExternalEffect
+
+
+def read_scores(path: str, score_column: str, uid: str = "uid") -> tuple[np.ndarray, np.ndarray]:
+    """(uid, score) from Avro score files or Parquet files (a file or a directory)."""
+    p = Path(path)
+    parquet = (
+        sorted(p.rglob("*.parquet")) if p.is_dir() else ([p] if p.suffix == ".parquet" else [])
+    )
+    if not parquet:
+        return read_scores_avro(path, uid=uid, score=score_column)
+    uids, scores = [], []
+    for file in parquet:
+        table = pq.read_table(file)
+        for name in (uid, score_column):
+            if name not in table.column_names:
+                raise DataError("missing column", path=str(file), column=name)
+        uids.append(table.column(uid).to_numpy().astype(np.int64))
+        scores.append(table.column(score_column).to_numpy().astype(np.float64))
+    return np.concatenate(uids), np.concatenate(scores)
+
+
+class ExternalCoordinate:
+    kind = "external"
+
+    def __init__(self, spec: ExternalEffect):
+        self.spec, self.name = spec, spec.name
+        self._scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._aligned = (np.zeros(0), np.zeros(0))
+
+    def start(self) -> None:
+        self._scores["train"] = read_scores(self.spec.train_scores, self.spec.score_column)
+        if self.spec.validation_scores:
+            self._scores["validation"] = read_scores(
+                self.spec.validation_scores, self.spec.score_column
+            )
+
+    def holders(self) -> tuple[list[HolderRows], list[HolderRows]]:
+        def rows(which):
+            uid, _ = self._scores.get(which, (np.zeros(0, np.int64), np.zeros(0)))
+            return [HolderRows(uid, np.full(uid.size, np.nan), np.ones(uid.size))]
+
+        return rows("train"), rows("validation")
+
+    def bind(self, train: RowIndex, validation: RowIndex) -> None:
+        aligned = []
+        for which, index in (("train", train), ("validation", validation)):
+            out = np.zeros(len(index))
+            if which in self._scores:
+                uid, score = self._scores[which]
+                pos = index.positions(uid, f"coordinate '{self.name}'")
+                if which == "train":
+                    index.check_covered([pos], f"coordinate '{self.name}'")
+                out[pos] = score
+            elif len(index) and which == "validation":
+                raise DataError(
+                    f"coordinate '{self.name}' has no validation_scores but the recipe has validation data"
+                )
+            aligned.append(out)
+        self._aligned = tuple(aligned)
+
+    def fit(self, train_offsets, val_offsets, refit: bool = True) -> Outcome:
+        return Outcome(train=self._aligned[0], validation=self._aligned[1], info={"external": True})
+
+    def write_models(self, directory: Path) -> list[Path]:
+        return []
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,211 @@
+"""``raymix fit``: validate everything, start Ray, run the descent, write the outputs.
+
+Outputs under ``recipe.output`` (GDMix's layout, plus raymix's own files)::
+
+    run.json                         the resolved recipe (re-run it with ``raymix fit run.json``)
+    <coordinate>/models/*.avro       BayesianLinearModelAvro (FE: part-00000, RE: one part per bucket)
+    <coordinate>/training_scores/    per-row scores: uid, predictionScore (cumulative logit),
+    <coordinate>/validation_scores/  predictionScorePerCoordinate, label, weight
+    <coordinate>/metric/evalSummary.json
+    checkpoint/                      state after each coordinate (for --resume)
+    summary.json, report.html        metrics per coordinate and pass, timings per phase
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raymix.data.source import Source, build_source, feature_names
+from raymix.engine.cluster import physical_cores
+from raymix.errors import RecipeError
+from raymix.recipe.spec import ExternalEffect, FixedEffect, RandomEffect, Recipe
+
+
+@dataclass(frozen=True)
+class CoordinatePlan:
+    """A coordinate with its resolved inputs: what ``--dry-run`` prints and ``fit`` builds."""
+
+    spec: FixedEffect | RandomEffect | ExternalEffect
+    train: Source | None
+    validation: Source | None
+    names: list[tuple[str, str]] | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    coordinates: tuple[CoordinatePlan, ...]
+    actors: int
+    buckets: int
+    threads: int
+
+    def describe(self) -> str:
+        r = self.recipe
+        lines = [
+            f"recipe '{r.name}': {len(r.coordinates)} coordinates, {r.passes} pass(es), metric {r.metric}",
+            f"output: {r.output}",
+            f"ray: {r.resources.address or 'embedded local Ray'}; random-effect actors {self.actors}, "
+            f"buckets {self.buckets}, solver threads per actor {self.threads}",
+        ]
+        for k, c in enumerate(self.coordinates, 1):
+            s = c.spec
+            if isinstance(s, ExternalEffect):
+                lines.append(f"{k}. {s.name} [external scores] train={s.train_scores}")
+                continue
+            where = f"{len(c.train.files)} {c.train.format} file(s)"
+            val = (
+                f", validation {len(c.validation.files)} file(s)"
+                if c.validation
+                else ", no validation"
+            )
+            bag = (
+                f"bag '{s.feature_bag}' (dim {c.train.schema.dim})"
+                if s.feature_bag
+                else "intercept only"
+            )
+            extra = (
+                f" by '{s.entity}'"
+                if isinstance(s, RandomEffect)
+                else f" workers={s.workers or 'in-process'}"
+            )
+            lock = " [locked]" if s.locked else ""
+            lines.append(
+                f"{k}. {s.name} [{s.kind}{extra}] {s.task}, {bag}, l2={s.l2}, l1={s.l1}{lock}: {where}{val}"
+            )
+        return "\n".join(lines)
+
+
+def plan(recipe: Recipe) -> Plan:
+    """Resolve and check every input before anything starts (the ``--dry-run``)."""
+    coordinates = []
+    for spec in recipe.coordinates:
+        if isinstance(spec, ExternalEffect):
+            for path in (spec.train_scores, spec.validation_scores):
+                if path and not Path(path).exists():
+                    raise RecipeError(
+                        f"no such file or directory: {path}", field=f"coordinates.{spec.name}"
+                    )
+            coordinates.append(CoordinatePlan(spec, None, None, None))
+            continue
+        data = recipe.data_for(spec)
+        entity = spec.entity if isinstance(spec, RandomEffect) else None
+        train = build_source(
+            data, recipe.columns, split="train", bag=spec.feature_bag, entity=entity
+        )
+        validation = None
+        if data.validation is not None:
+            validation = build_source(
+                data, recipe.columns, split="validation", bag=spec.feature_bag, entity=entity
+            )
+        names = feature_names(data, spec.feature_bag, train.schema.dim)
+        coordinates.append(CoordinatePlan(spec, train, validation, names))
+    cores = physical_cores()
+    actors = recipe.resources.actors or cores
+    buckets = recipe.resources.buckets or 4 * actors
+    if buckets < actors:
+        raise RecipeError(
+            "resources.buckets must be >= resources.actors", field="resources.buckets"
+        )
+    threads = max(1, cores // actors)
+    return Plan(recipe, tuple(coordinates), actors, buckets, threads)
+
+
+@dataclass
+class FitResult:
+    """What a fit produced: metrics per step, timings and where the files are."""
+
+    output: Path
+    steps: list[dict]
+    final: dict
+    timings: dict
+    best_pass: int
+    files: dict = field(default_factory=dict)
+
+
+def fit(
+    recipe: Recipe,
+    *,
+    overwrite: bool = False,
+    address: str | None = None,
+    progress=None,
+) -> FitResult:
+    """Run a recipe end to end and write its outputs. See the module docstring."""
+    from raymix import outputs
+    from raymix.descent import descend, load
+    from raymix.engine.cluster import ray_session
+    from raymix.report import write_outputs
+
+    say = progress or (lambda message: None)
+    timings: dict = {}
+    clock = time.perf_counter()
+    the_plan = plan(recipe)
+    out, previous = outputs.prepare_output(recipe.output, overwrite)
+    outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+    timings["validate"] = time.perf_counter() - clock
+    with ray_session(recipe.resources, address):
+        timings["ray_start"] = time.perf_counter() - clock - timings["validate"]
+        coordinates = build_coordinates(the_plan)
+        try:
+            say(f"reading data for {len(coordinates)} coordinates")
+            state = load(coordinates)
+            timings["read"] = state.load_seconds
+            say(
+                f"{len(state.train.index)} training rows, {len(state.validation.index)} validation rows"
+            )
+
+            def after_step(state, step):
+                shown = ", ".join(
+                    f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float)
+                )
+                say(f"pass {step.pass_index + 1} {step.coordinate}: {shown} ({step.seconds:.2f} s)")
+
+            stopping = recipe.early_stopping
+            descend(
+                coordinates,
+                state,
+                passes=recipe.passes,
+                metric=recipe.metric,
+                locked=frozenset(c.name for c in recipe.coordinates if c.locked),
+                patience=stopping.patience if stopping else None,
+                min_delta=stopping.min_delta if stopping else 0.0,
+                after_step=after_step,
+            )
+            clock = time.perf_counter()
+            files = write_outputs(out, recipe, coordinates, state)
+            timings["write"] = time.perf_counter() - clock
+        finally:
+            for coordinate in coordinates:
+                coordinate.close()
+    outputs.discard_previous(previous)
+    from raymix.report import summarize
+
+    return summarize(out, recipe, state, timings, files)
+
+
+def build_coordinates(the_plan: Plan) -> list:
+    from raymix.coordinates.external import ExternalCoordinate
+    from raymix.coordinates.fixed_effect import FixedEffectCoordinate
+    from raymix.coordinates.random_effect import RandomEffectCoordinate
+
+    built = []
+    for c in the_plan.coordinates:
+        if isinstance(c.spec, FixedEffect):
+            built.append(FixedEffectCoordinate(c.spec, c.train, c.validation, c.names))
+        elif isinstance(c.spec, RandomEffect):
+            built.append(
+                RandomEffectCoordinate(
+                    c.spec,
+                    c.train,
+                    c.validation,
+                    c.names,
+                    actors=the_plan.actors,
+                    buckets=the_plan.buckets,
+                    threads=the_plan.threads,
+                    seed=the_plan.recipe.seed,
+                )
+            )
+        else:
+            built.append(ExternalCoordinate(c.spec))
+    return built
