@@ -52,7 +52,8 @@ def _read_raw(path: Path) -> dict:
         try:
             namespace = runpy.run_path(str(path))
         except pydantic.ValidationError as exc:
-            raise RecipeError(f"{path}: {_describe(exc, None)}") from None
+            where = f"{path} line {_line_in(exc, path)}"
+            raise RecipeError(f"{where}: {exc.title}.{_describe(exc, None)}") from None
         except RecipeError:
             raise
         except Exception as exc:  # the user's code failed: say where
@@ -84,6 +85,17 @@ def _read_raw(path: Path) -> dict:
             return translate_gdmix_config(raw, source=str(path)).model_dump(mode="json")
         return raw
     raise RecipeError(f"{path}: a recipe is a .py, .json or .yaml file")
+
+
+def _line_in(exc: BaseException, path: Path) -> int | str:
+    """The line of the recipe file where ``exc`` was raised."""
+    line: int | str = "?"
+    tb = exc.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def apply_override(raw: dict, override: str) -> dict:
