@@ -188,21 +188,23 @@ def build_coordinates(the_plan: Plan) -> list:
     from raymix.coordinates.external import ExternalCoordinate
     from raymix.coordinates.fixed_effect import FixedEffectCoordinate
     from raymix.coordinates.random_effect import RandomEffectCoordinate
+    from raymix.engine.random_effect import start_pool
 
     built = []
+    pool = None
     for c in the_plan.coordinates:
         if isinstance(c.spec, FixedEffect):
             built.append(FixedEffectCoordinate(c.spec, c.train, c.validation, c.names))
         elif isinstance(c.spec, RandomEffect):
+            pool = pool or start_pool(the_plan.actors, the_plan.threads)
             built.append(
                 RandomEffectCoordinate(
                     c.spec,
                     c.train,
                     c.validation,
                     c.names,
-                    actors=the_plan.actors,
+                    actors=pool,
                     buckets=the_plan.buckets,
-                    threads=the_plan.threads,
                     seed=the_plan.recipe.seed,
                 )
             )

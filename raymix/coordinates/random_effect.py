@@ -21,15 +21,14 @@ class RandomEffectCoordinate:
         validation: Source | None,
         names: list[tuple[str, str]] | None,
         *,
-        actors: int,
+        actors: list,
         buckets: int,
-        threads: int,
         seed: int,
     ):
         self.spec, self.name, self.names = spec, spec.name, names
         self.train_source, self.val_source = train, validation
-        self.n_actors, self.n_buckets, self.threads, self.seed = actors, buckets, threads, seed
-        self.actors: list = []
+        self.actors, self.n_buckets, self.seed = actors, buckets, seed
+        self.n_actors = len(actors)
         self._loads: list = []
         self._train_pos: list[np.ndarray] = []
         self._val_pos: list[np.ndarray] = []
@@ -37,12 +36,8 @@ class RandomEffectCoordinate:
         self._sizes = (0, 0)
 
     def start(self) -> None:
-        from raymix.engine.random_effect import BucketActor, route
+        from raymix.engine.random_effect import route
 
-        self.actors = [
-            BucketActor.options(num_cpus=0, name=None).remote(self.spec, self.seed, self.threads)
-            for _ in range(self.n_actors)
-        ]
         train_parts = route(self.train_source, self.n_actors, self.n_buckets)
         val_parts = (
             route(self.val_source, self.n_actors, self.n_buckets)
@@ -50,7 +45,14 @@ class RandomEffectCoordinate:
             else [[] for _ in range(self.n_actors)]
         )
         self._loads = [
-            actor.load.remote(train_parts[a], val_parts[a], self.train_source, self.val_source)
+            actor.load.remote(
+                self.spec,
+                self.seed,
+                train_parts[a],
+                val_parts[a],
+                self.train_source,
+                self.val_source,
+            )
             for a, actor in enumerate(self.actors)
         ]
 
@@ -91,7 +93,7 @@ class RandomEffectCoordinate:
         pieces = gather(train_offsets, self._train_pos)
         results = ray.get(
             [
-                actor.fit.remote(ray.put(piece), None, refit, None)
+                actor.fit.remote(self.name, ray.put(piece), refit)
                 for actor, piece in zip(self.actors, pieces, strict=True)
             ]
         )
@@ -112,13 +114,11 @@ class RandomEffectCoordinate:
 
         directory.mkdir(parents=True, exist_ok=True)
         written = ray.get(
-            [a.write_models.remote(str(directory), self.names, self.spec.task) for a in self.actors]
+            [a.write_models.remote(self.name, str(directory), self.names) for a in self.actors]
         )
         return sorted(Path(p) for paths in written for p in paths)
 
     def close(self) -> None:
         import ray
 
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
+        ray.get([actor.drop.remote(self.name) for actor in self.actors])

@@ -28,7 +28,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from raymix.errors import DataError
+from raymix.outputs import atomic_path
 
 __all__ = [
     "DTYPES",
@@ -229,7 +229,7 @@ class Metadata:
                 spec = _parse_tensor(item, f"{section}[{i}]", where)
                 if spec.name in seen:
                     raise DataError(
-                        f"{section}[{i}] '{spec.name}': field 'name' duplicates "
+                        f"{section}[{i}] (name {spec.name!r}): field 'name' duplicates "
                         f"{seen[spec.name]}; tensor names must be unique",
                         where,
                     )
@@ -305,22 +305,24 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with open(tmp, mode, **kwargs) as f:
             yield f
+        readable(tmp)
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path``, renamed onto ``path`` if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+def readable(path: str | os.PathLike) -> None:
+    """Give a temporary file the usual ``0o666 & ~umask`` mode (mkstemp makes it 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    # Read, not set-and-restore: os.umask() would briefly change it for every thread.
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def _describe(item: Any, label: str) -> str:

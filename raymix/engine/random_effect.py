@@ -18,7 +18,7 @@ import ray
 from raymix.coordinates.grouping import Grouped, group_rows, lookup_entities, stable_bucket
 from raymix.data.rows import Rows, concat_rows, rows_from_table
 from raymix.data.source import Source, read_table
-from raymix.errors import DataError, RaymixError
+from raymix.errors import DataError
 from raymix.recipe.spec import RandomEffect
 
 
@@ -82,69 +82,77 @@ def _rows_of_parts(parts: list[tuple[str, pa.Table]], source: Source) -> tuple[R
     return merged, bucket
 
 
-@ray.remote(num_cpus=0)
-class BucketActor:
-    """Holds the rows of its buckets grouped by entity, fits and scores their models."""
+class _CoordinateState:
+    """One random-effect coordinate's rows and models inside an actor."""
 
-    def __init__(self, spec: RandomEffect, seed: int, threads: int):
-        self.spec, self.seed, self.threads = spec, seed, threads
+    def __init__(self, spec: RandomEffect, seed: int):
+        self.spec, self.seed = spec, seed
         self.train: Grouped | None = None
         self.val: Grouped | None = None
-        self.models = None  # EntityModels of entities with has_model, in entity order
+        self.val_model_group = np.zeros(0, np.int64)
+        self.models = None  # EntityModels of the entities with has_model, in entity order
         self.bucket_of_entity = np.zeros(0, np.int64)
+
+
+@ray.remote(num_cpus=0)
+class BucketActor:
+    """Holds the rows of its buckets, grouped by entity, for every random-effect coordinate;
+    fits and scores their models. One pool of actors serves all random effects."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.coordinates: dict[str, _CoordinateState] = {}
 
     def pid(self) -> int:
         return os.getpid()
 
-    def load(self, train_parts, val_parts, train_source: Source, val_source: Source | None):
-        """Group the routed rows; return (train uid/label/weight, val uid/label, codes)."""
+    def load(self, spec: RandomEffect, seed: int, train_parts, val_parts, train_source, val_source):
+        """Group the routed rows; return (train uid/label/weight/offset, val uid/label/offset/codes)."""
+        state = self.coordinates[spec.name] = _CoordinateState(spec, seed)
         train_rows, train_bucket = _rows_of_parts(_resolve(train_parts), train_source)
-        spec = self.spec
-        self.train = group_rows(train_rows, spec.min_samples, spec.max_samples, self.seed)
-        order_bucket = {}
+        state.train = group_rows(train_rows, spec.min_samples, spec.max_samples, seed)
+        bucket = {}
         if len(train_rows):
-            # bucket of every entity (for the per-bucket model files)
             entities, first = np.unique(train_rows.entity, return_index=True)
-            order_bucket = dict(zip(entities.tolist(), train_bucket[first].tolist(), strict=True))
-        self.bucket_of_entity = np.asarray(
-            [order_bucket[e] for e in self.train.entities.tolist()], np.int64
+            bucket = dict(zip(entities.tolist(), train_bucket[first].tolist(), strict=True))
+        state.bucket_of_entity = np.asarray(
+            [bucket[e] for e in state.train.entities.tolist()], np.int64
         )
         val_out = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
+        n_val_entities = 0
         if val_source is not None:
             val_rows, _ = _rows_of_parts(_resolve(val_parts), val_source)
-            self.val = group_rows(val_rows)
-            code = lookup_entities(self.val.entities, self.train.entities)
-            self.val_model_group = code
-            val_codes = np.repeat(np.arange(self.val.entities.size), np.diff(self.val.entity_ptr))
-            val_out = (self.val.rows.uid, self.val.rows.label, self.val.rows.offset, val_codes)
-        rows = self.train.rows
-        return (rows.uid, rows.label, rows.weight, rows.offset), val_out, int(self.val.entities.size if self.val else 0)
+            state.val = group_rows(val_rows)
+            state.val_model_group = lookup_entities(state.val.entities, state.train.entities)
+            n_val_entities = int(state.val.entities.size)
+            codes = np.repeat(np.arange(n_val_entities), np.diff(state.val.entity_ptr))
+            val_out = (state.val.rows.uid, state.val.rows.label, state.val.rows.offset, codes)
+        rows = state.train.rows
+        return (rows.uid, rows.label, rows.weight, rows.offset), val_out, n_val_entities
 
-    def set_models(self, models) -> None:
-        self.models = models
-
-    def fit(self, train_offsets, val_offsets, refit: bool, warm_start):
+    def fit(self, name: str, train_offsets, refit: bool):
         from raymix.solvers.entity import EntityProblem, fit_entities, score_entities
 
-        train_offsets = _resolve_one(train_offsets)
-        grouped, spec = self.train, self.spec
+        state = self.coordinates[name]
+        grouped, spec = state.train, state.spec
         rows = grouped.rows
-        offsets = train_offsets
         info = {}
         model_of_entity = np.where(grouped.has_model, np.cumsum(grouped.has_model) - 1, -1)
         if refit:
             active = grouped.active
-            act_codes = np.repeat(np.arange(grouped.entities.size), np.diff(grouped.entity_ptr))[active]
-            counts = np.bincount(act_codes, minlength=grouped.entities.size)[grouped.has_model]
+            codes = np.repeat(np.arange(grouped.entities.size), np.diff(grouped.entity_ptr))[active]
+            counts = np.bincount(codes, minlength=grouped.entities.size)[grouped.has_model]
             ptr = np.zeros(counts.size + 1, np.int64)
             np.cumsum(counts, out=ptr[1:])
             problem = EntityProblem(
-                ptr, rows.X[active], rows.label[active], grouped.fit_weight[active], offsets[active]
+                ptr,
+                rows.X[active],
+                rows.label[active],
+                grouped.fit_weight[active],
+                train_offsets[active],
             )
-            if warm_start is None and self.models is not None:
-                warm_start = self.models
             started = time.perf_counter()
-            self.models = fit_entities(
+            state.models = fit_entities(
                 problem,
                 task=spec.task,
                 l2=spec.l2,
@@ -153,62 +161,59 @@ class BucketActor:
                 regularize_intercept=spec.regularize_intercept,
                 max_iter=spec.solver.max_iter,
                 tol=spec.solver.tolerance,
-                warm_start=warm_start,
+                warm_start=state.models,
                 variance=spec.variance,
                 threshold=spec.sparsity_threshold,
                 n_threads=self.threads,
             )
             info = {
-                "entities": int(self.models.n_entities),
-                "not_converged": int(self.models.n_not_converged),
+                "entities": int(state.models.n_entities),
+                "not_converged": int(state.models.n_not_converged),
                 "solver_seconds": time.perf_counter() - started,
             }
-        if self.models is None:
-            train_scores = np.zeros(len(rows))
-        else:
+        train_scores = np.zeros(len(rows))
+        if state.models is not None:
             train_scores = score_entities(
-                self.models, rows.X, grouped.entity_ptr, model_index=model_of_entity
+                state.models, rows.X, grouped.entity_ptr, model_index=model_of_entity
             )
-        val_scores = np.zeros(0)
-        if self.val is not None and self.models is not None:
-            group_model = np.where(
-                self.val_model_group >= 0, model_of_entity[np.maximum(self.val_model_group, 0)], -1
-            )
+        val_scores = np.zeros(0 if state.val is None else len(state.val.rows))
+        if state.val is not None and state.models is not None:
+            known = state.val_model_group
+            group_model = np.where(known >= 0, model_of_entity[np.maximum(known, 0)], -1)
             val_scores = score_entities(
-                self.models, self.val.rows.X, self.val.entity_ptr, model_index=group_model
+                state.models, state.val.rows.X, state.val.entity_ptr, model_index=group_model
             )
-        elif self.val is not None:
-            val_scores = np.zeros(len(self.val.rows))
         return train_scores, val_scores, info
 
-    def write_models(self, directory: str, names, task: str) -> list[str]:
+    def write_models(self, name: str, directory: str, names) -> list[str]:
         """One Avro file per bucket: ``part-<bucket:05d>.avro``; entities in id order."""
         from raymix.data.avro import model_record, write_models
 
-        if self.models is None:
+        state = self.coordinates[name]
+        if state.models is None:
             return []
-        modelled = np.flatnonzero(self.train.has_model)
+        spec, models = state.spec, state.models
+        modelled = np.flatnonzero(state.train.has_model)
+        buckets = state.bucket_of_entity[modelled]
         written = []
-        buckets = self.bucket_of_entity[modelled]
         for bucket in np.unique(buckets):
             records = []
             for m in np.flatnonzero(buckets == bucket):
-                entity = self.train.entities[modelled[m]]
-                intercept, index, value = self.models.coefficients(int(m))
+                intercept, index, value = models.coefficients(int(m))
                 variances = None
-                if self.models.variances is not None:
-                    vp = self.models.variance_ptr
-                    variances = self.models.variances[vp[m] : vp[m + 1]]
-                    if not self.spec.fit_intercept:
+                if models.variances is not None:
+                    vp = models.variance_ptr
+                    variances = models.variances[vp[m] : vp[m + 1]]
+                    if not spec.fit_intercept:
                         variances = variances[1:]
                 records.append(
                     model_record(
-                        _entity_id(entity),
-                        intercept if self.spec.fit_intercept else None,
+                        _entity_id(state.train.entities[modelled[m]]),
+                        intercept if spec.fit_intercept else None,
                         index,
                         value,
                         names,
-                        task,
+                        spec.task,
                         variances,
                     )
                 )
@@ -217,28 +222,29 @@ class BucketActor:
             written.append(path)
         return written
 
-    def load_warm_start(self, path: str, names, dim: int):
+    def load_warm_start(self, name: str, path: str, names, dim: int) -> int:
         """Models for this actor's entities from an Avro model directory (others ignored)."""
         from raymix.data.avro import coefficients_by_index, read_models
         from raymix.solvers.entity import EntityModels
 
-        wanted = {_entity_id(e): k for k, e in enumerate(self.train.entities.tolist())}
+        state = self.coordinates[name]
+        wanted = {_entity_id(e): k for k, e in enumerate(state.train.entities.tolist())}
         found = {}
         for record in read_models(path):
             k = wanted.get(record["modelId"])
-            if k is not None and self.train.has_model[k]:
+            if k is not None and state.train.has_model[k]:
                 found[k] = coefficients_by_index(record, names)
-        modelled = np.flatnonzero(self.train.has_model)
+        modelled = np.flatnonzero(state.train.has_model)
         intercepts, ptr, index, value = [], [0], [], []
-        for k in modelled:
-            b, i, v = found.get(int(k), (0.0, np.zeros(0, np.int64), np.zeros(0)))
+        for k in modelled.tolist():
+            b, i, v = found.get(k, (0.0, np.zeros(0, np.int64), np.zeros(0)))
             keep = i < dim
             intercepts.append(b)
             index.append(i[keep])
             value.append(v[keep])
             ptr.append(ptr[-1] + int(keep.sum()))
         n = modelled.size
-        self.models = EntityModels(
+        state.models = EntityModels(
             np.asarray(intercepts, np.float64),
             np.asarray(ptr, np.int64),
             np.concatenate(index) if index else np.zeros(0, np.int64),
@@ -247,6 +253,9 @@ class BucketActor:
             np.zeros(n, np.int32),
         )
         return len(found)
+
+    def drop(self, name: str) -> None:
+        self.coordinates.pop(name, None)
 
 
 def _entity_id(value) -> str:
@@ -259,8 +268,6 @@ def _resolve(parts) -> list[tuple[str, pa.Table]]:
     return list(zip(paths, tables, strict=True))
 
 
-def _resolve_one(value):
-    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
-
-
-__all__ = ["BucketActor", "route", "route_file", "RaymixError"]
+def start_pool(n_actors: int, threads: int) -> list:
+    """The bucket actors shared by every random-effect coordinate of a run."""
+    return [BucketActor.options(num_cpus=0).remote(threads) for _ in range(n_actors)]

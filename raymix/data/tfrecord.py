@@ -1,0 +1,275 @@
+"""Read and write GDMix TFRecord data as Arrow tables of rows (see :mod:`raymix.data.metadata`).
+
+Reading uses ``tf.data`` + ``tf.io.parse_example`` on large batches; the ragged outputs' row
+splits become Arrow list offsets directly, with no Python loop per row. TensorFlow is imported
+on first use, never at module import.
+
+Layouts:
+
+- per-record (GDMix §4.3): one ``tf.train.Example`` per row; a bag ``B`` is ``B_indices``
+  (Int64List) + ``B_values`` (FloatList); a dense scalar is a one-element list.
+- grouped per entity (GDMix §4.4, DataPartitioner output): one ``tf.train.SequenceExample``
+  per entity; the entity id is a scalar in the context, every other dense tensor is a context
+  list with one value per record, and each bag is a pair of feature lists ``B_indices`` /
+  ``B_values`` with one Feature per record. :func:`read_grouped_tfrecord_file` flattens it
+  back to one row per record.
+
+Compression follows the suffix: ``.tfrecord`` none, ``.tfrecord.gz`` GZIP,
+``.tfrecord.deflate`` ZLIB.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raymix.data import example_codec as codec
+from raymix.data.example_codec import compression_type, first_records
+from raymix.data.grouped import read_grouped_tfrecord_file
+from raymix.data.metadata import Metadata, TensorSpec, readable
+from raymix.errors import DataError
+from raymix.outputs import atomic_path
+
+__all__ = [
+    "compression_type",
+    "first_records",
+    "list_data_files",
+    "read_data_file",
+    "read_grouped_tfrecord_file",
+    "read_tfrecord_file",
+    "validate_against_metadata",
+    "write_tfrecord_file",
+]
+
+#: GDMix's discovery order: the first pattern that matches any file wins.
+DATA_PATTERNS = ("*.tfrecord", "*.tfrecord.deflate", "*.tfrecord.gz", "*.parquet")
+_BATCH = 65536
+
+
+def list_data_files(dir_or_glob: str | os.PathLike) -> list[str]:
+    """The data files of a directory, a glob or a single file, sorted.
+
+    A directory follows GDMix: its ``*.tfrecord`` files, else ``*.tfrecord.deflate``, else
+    ``*.tfrecord.gz``; failing those, its ``*.parquet`` files.
+    """
+    where = str(dir_or_glob)
+    if os.path.isdir(where):
+        for pattern in DATA_PATTERNS:
+            found = sorted(p for p in glob.glob(os.path.join(where, pattern)) if os.path.isfile(p))
+            if found:
+                return found
+        raise DataError(f"no data files ({', '.join(DATA_PATTERNS)}) in the directory", where)
+    if os.path.isfile(where):
+        return [where]
+    found = sorted(p for p in glob.glob(where) if os.path.isfile(p))
+    if not found:
+        raise DataError("no data files match", where)
+    return found
+
+
+def read_tfrecord_file(
+    path: str | os.PathLike,
+    metadata: Metadata,
+    columns: Sequence[str] | None = None,
+    *,
+    batch_size: int = _BATCH,
+) -> pa.Table:
+    """Read a per-record TFRecord file of ``tf.train.Example`` into a table of rows.
+
+    ``columns`` are tensor names (default: every feature and label of ``metadata``); the table
+    has their columns in the row convention, in that order. A tensor missing from the records,
+    a type that does not match the metadata, a bag index outside ``[0, dim)``, or a corrupt /
+    truncated file raises :class:`DataError` naming the file (and feature and row when known).
+    A record that lacks a bag's keys altogether has an empty bag, as in ``tf.io.SparseFeature``.
+    """
+    path = _existing(path)
+    specs = metadata.select(columns)
+    validate_against_metadata(path, metadata, [s.name for s in specs], num_records=1)
+    t = codec.tf()
+    spec = codec.parse_spec(specs)
+    ds = t.data.TFRecordDataset(
+        [path], compression_type=compression_type(path), buffer_size=1 << 22
+    )
+    ds = ds.batch(batch_size).map(codec.counted(lambda x: t.io.parse_example(x, spec)))
+    chunks: dict[str, list[pa.Array]] = {}
+    rows = payload = 0
+    try:
+        for parsed, n, nbytes in ds.prefetch(1):
+            n = int(n)
+            payload += int(nbytes)
+            for s in specs:
+                if s.is_sparse:
+                    idx, val = parsed[s.columns[0]], parsed[s.columns[1]]
+                    arrays = codec.bag_arrays(
+                        idx.row_splits.numpy(),
+                        idx.flat_values.numpy(),
+                        val.row_splits.numpy(),
+                        val.flat_values.numpy(),
+                        s,
+                        path,
+                        rows,
+                    )
+                else:
+                    arrays = (codec.dense_array(parsed[s.name].numpy(), s),)
+                for col, arr in zip(s.columns, arrays, strict=True):
+                    chunks.setdefault(col, []).append(arr)
+            rows += n
+    except t.errors.OpError as e:
+        raise codec.tf_error(e, path, specs, rows) from None
+    codec.check_complete(path, rows, payload)
+    return codec.finish_table(chunks, specs)
+
+
+def validate_against_metadata(
+    path: str | os.PathLike,
+    metadata: Metadata,
+    columns: Sequence[str] | None = None,
+    *,
+    num_records: int = 8,
+) -> None:
+    """Cheaply check that a data file holds ``columns`` as ``metadata`` describes them.
+
+    For TFRecord, decodes the first ``num_records`` Examples and checks each tensor's keys,
+    kinds (Int64List / FloatList / BytesList) and value counts; for Parquet, checks the schema.
+    Raises :class:`DataError` naming the file, the feature and the row.
+    """
+    path = _existing(path)
+    specs = metadata.select(columns)
+    if path.endswith(".parquet"):
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"cannot read Parquet: {e}", path) from None
+        _check_parquet_schema(path, schema, specs)
+        return
+    t = codec.tf()
+    for row, record in enumerate(first_records(path, num_records)):
+        try:
+            example = t.train.Example.FromString(record)
+        except Exception as e:  # protobuf DecodeError
+            raise DataError(f"record is not a tf.train.Example: {e}", path, row=row) from None
+        codec.check_example(example.features.feature, specs, path, row)
+
+
+def write_tfrecord_file(
+    table: pa.Table,
+    path: str | os.PathLike,
+    metadata: Metadata,
+    columns: Sequence[str] | None = None,
+) -> int:
+    """Write ``table`` (row convention) as ``tf.train.Example`` records; returns the row count.
+
+    Writes the tensors ``columns`` (default: all of ``metadata``), compressed by the suffix of
+    ``path``. The file appears atomically, and the same table gives byte-identical bytes.
+    """
+    path = str(path)
+    specs = metadata.select(columns)
+    plan = codec.example_plan(table, specs, path)
+    t = codec.tf()
+    options = t.io.TFRecordOptions(compression_type=compression_type(path))
+    with atomic_path(path) as tmp, t.io.TFRecordWriter(str(tmp), options) as writer:
+        for record in codec.serialize_rows(plan, table.num_rows):
+            writer.write(record)
+        writer.close()
+        readable(tmp)
+    return table.num_rows
+
+
+def read_data_file(
+    path: str | os.PathLike, metadata: Metadata, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Read one per-record data file, TFRecord or Parquet (by suffix), into rows."""
+    path = _existing(path)
+    if not path.endswith(".parquet"):
+        return read_tfrecord_file(path, metadata, columns)
+    specs = metadata.select(columns)
+    names = [c for s in specs for c in s.columns]
+    try:
+        _check_parquet_schema(path, pq.read_schema(path), specs)
+        table = pq.read_table(path, columns=names)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"cannot read Parquet: {e}", path) from None
+    table = _check_parquet_schema(path, table.schema, specs, table)
+    for s in specs:
+        if s.is_sparse:
+            _check_bag(table, s, path)
+    return table
+
+
+def _existing(path: str | os.PathLike) -> str:
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DataError("data file not found", path)
+    return path
+
+
+def _check_bag(table: pa.Table, spec: TensorSpec, path: str) -> None:
+    idx = table.column(spec.columns[0]).combine_chunks()
+    val = table.column(spec.columns[1]).combine_chunks()
+    io_, vo = idx.offsets.to_numpy(), val.offsets.to_numpy()
+    codec.bag_arrays(
+        io_ - io_[0],
+        idx.flatten().to_numpy(zero_copy_only=False),
+        vo - vo[0],
+        val.flatten().to_numpy(zero_copy_only=False),
+        spec,
+        path,
+        0,
+    )
+
+
+def _check_parquet_schema(
+    path: str, schema: pa.Schema, specs: list[TensorSpec], table: pa.Table | None = None
+) -> pa.Table | None:
+    """Check (and, given ``table``, cast to) the row-convention types of ``specs``."""
+    for s in specs:
+        for field in s.arrow_fields():
+            if field.name not in schema.names:
+                raise DataError(
+                    f"column '{field.name}' of tensor '{s.name}' is missing; "
+                    f"the file has {schema.names}",
+                    path,
+                    column=field.name,
+                )
+            have = schema.field(field.name).type
+            if have == field.type or (
+                s.dtype in ("string", "bytes") and have == codec._binary_type(field.type)
+            ):
+                continue
+            if table is None:
+                if not _castable(have, field.type):
+                    raise DataError(
+                        f"type {have} does not match the metadata (dtype '{s.dtype}', "
+                        f"shape {list(s.shape)}, expected {field.type})",
+                        path,
+                        column=field.name,
+                    )
+                continue
+            try:
+                col = table.column(field.name).cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise DataError(
+                    f"type {have} does not match the metadata (expected {field.type})",
+                    path,
+                    column=field.name,
+                ) from None
+            table = table.set_column(table.schema.get_field_index(field.name), field, col)
+    return table
+
+
+def _castable(have: pa.DataType, want: pa.DataType) -> bool:
+    def leaf(t: pa.DataType) -> pa.DataType:
+        while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            t = t.value_type
+        return t
+
+    def depth(t: pa.DataType) -> int:
+        return 1 + depth(t.value_type) if hasattr(t, "value_type") else 0
+
+    numeric = pa.types.is_integer(leaf(have)) or pa.types.is_floating(leaf(have))
+    want_numeric = pa.types.is_integer(leaf(want)) or pa.types.is_floating(leaf(want))
+    return depth(have) == depth(want) and numeric and want_numeric

@@ -1,0 +1,466 @@
+"""Very many small per-entity GLMs fitted at once: the maths of a random effect (no Ray).
+
+Rows are grouped by entity: rows ``entity_ptr[k]:entity_ptr[k+1]`` of ``X`` belong to entity
+``k``. ``X`` is CSR with GLOBAL column indices of the coordinate's feature bag. Each entity's
+model lives on the features its rows actually have (local feature indexing); coefficients of
+the other features are 0. With ``theta_e = [b, w]`` (intercept FIRST, as in GDMix) and margins
+``z_i = b + x_i.w + o_i``, entity ``e`` with ``n_e`` rows minimizes (GDMix's
+``BinaryLogisticRegressionTrainer`` objective, plus optional L1)::
+
+    f_e(theta) = (1/n_e) [ sum_i w_i loss(y_i, z_i) + (l2/2) ||w||^2 (+ (l2/2) b^2) + l1 ||w||_1 ]
+
+``n_e`` is the number of rows, not the sum of weights; ``(l2/2) b^2`` only with
+``regularize_intercept``. Losses: logistic ``log(1 + e^z) - y z`` (y in {0, 1}); linear
+``(z - y)^2 / 2``; poisson ``e^z - y z`` (log link, y >= 0).
+
+Solver: a compiled (numba) damped Newton per entity, with a Cholesky solve of the
+``(d_e+1)^2`` Hessian and Armijo step halving; with ``l1 > 0`` a proximal Newton whose
+direction comes from coordinate descent on the quadratic model (glmnet style). It stops when
+the max-abs (min-norm sub)gradient of ``f_e`` is ``<= tol``. Entities with more than
+``max_newton_dim`` parameters use scipy's L-BFGS-B instead (split variables for L1).
+Entities are spread over ``n_threads`` threads; every entity's result is bitwise independent
+of the split, so batching never changes a model.
+"""
+
+from __future__ import annotations
+
+import numbers
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+from scipy.special import expit
+
+from raymix.errors import DataError, RecipeError
+from raymix.solvers import entity_kernels as _k
+
+__all__ = ["EntityModels", "EntityProblem", "fit_entities", "score_entities"]
+
+TASKS = {"logistic": _k.LOGISTIC, "linear": _k.LINEAR, "poisson": _k.POISSON}
+VARIANCES = {None: 0, "simple": 1, "full": 2}
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _vector(name, value, n, default):
+    if value is None:
+        return np.full(n, default, dtype=np.float64)
+    a = np.ascontiguousarray(value, dtype=np.float64)
+    if a.shape != (n,):
+        raise DataError(f"must have shape ({n},) like X's rows; got {a.shape}", column=name)
+    return a
+
+
+@dataclass(frozen=True)
+class EntityProblem:
+    """Rows grouped by entity (see the module docstring). Arrays are coerced to float64 /
+    int64 / CSR on construction and their shapes checked; value checks that depend on the
+    task (labels, finiteness, weights) happen in :func:`fit_entities`.
+
+    entity_ptr: int64 ``(n_entities + 1,)``, non-decreasing, from 0 to ``n_rows``.
+    X: CSR ``(n_rows, dim)`` float64, GLOBAL column indices; ``dim`` may be 0 (intercept only).
+    y, weights, offsets: float64 ``(n_rows,)``; weights default to 1 and offsets to 0.
+    """
+
+    entity_ptr: np.ndarray
+    X: sp.csr_matrix
+    y: np.ndarray
+    weights: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+
+    def __post_init__(self):
+        X = self.X
+        if not sp.issparse(X) or X.ndim != 2:
+            raise DataError(
+                f"must be a 2-D scipy.sparse CSR matrix; got {type(X).__name__}", column="X"
+            )
+        X = X.tocsr() if X.format != "csr" else X
+        if X.dtype != np.float64:
+            X = X.astype(np.float64)
+        n = X.shape[0]
+        ptr = np.asarray(self.entity_ptr)
+        if ptr.ndim != 1 or ptr.size == 0 or not np.issubdtype(ptr.dtype, np.integer):
+            raise DataError("must be a non-empty 1-D integer array", column="entity_ptr")
+        ptr = np.ascontiguousarray(ptr, dtype=np.int64)
+        if ptr[0] != 0 or ptr[-1] != n:
+            raise DataError(
+                f"must start at 0 and end at n_rows={n}; got {ptr[0]}..{ptr[-1]}",
+                column="entity_ptr",
+            )
+        bad = np.flatnonzero(np.diff(ptr) < 0)
+        if bad.size:
+            raise DataError(
+                f"must be non-decreasing; entity {bad[0]} ends before it starts",
+                column="entity_ptr",
+            )
+        if X.nnz and (X.indices.min() < 0 or X.indices.max() >= X.shape[1]):
+            raise DataError(f"column indices must lie in [0, {X.shape[1]})", column="X")
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "entity_ptr", ptr)
+        object.__setattr__(self, "y", _vector("y", self.y, n, 0.0))
+        object.__setattr__(self, "weights", _vector("weights", self.weights, n, 1.0))
+        object.__setattr__(self, "offsets", _vector("offsets", self.offsets, n, 0.0))
+
+    @property
+    def n_entities(self) -> int:
+        return self.entity_ptr.size - 1
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+    def subset(self, start: int, stop: int) -> EntityProblem:
+        """Entities ``start..stop-1`` as their own problem (rows re-based to 0)."""
+        r0, r1 = self.entity_ptr[start], self.entity_ptr[stop]
+        sl = slice(r0, r1)
+        return EntityProblem(
+            self.entity_ptr[start : stop + 1] - r0,
+            self.X[sl],
+            self.y[sl],
+            self.weights[sl],
+            self.offsets[sl],
+        )
+
+
+@dataclass(frozen=True)
+class EntityModels:
+    """Ragged per-entity coefficients (compact, picklable).
+
+    Entity ``k``: intercept ``intercepts[k]`` (0 without intercept); coefficients
+    ``coef_value[coef_ptr[k]:coef_ptr[k+1]]`` on global features ``coef_index[...]``
+    (ascending). ``variances``, when asked for, holds ``[var(b), var(w)...]`` per entity at
+    ``variance_ptr[k]:variance_ptr[k+1]`` (``variance_ptr = coef_ptr + arange``); ``var(b)``
+    is NaN without intercept. ``converged``/``n_iter`` report the solver per entity.
+    """
+
+    intercepts: np.ndarray
+    coef_ptr: np.ndarray
+    coef_index: np.ndarray
+    coef_value: np.ndarray
+    converged: np.ndarray
+    n_iter: np.ndarray
+    variances: np.ndarray | None = None
+
+    @property
+    def n_entities(self) -> int:
+        return self.intercepts.size
+
+    @property
+    def n_not_converged(self) -> int:
+        return int(self.n_entities - np.count_nonzero(self.converged))
+
+    @property
+    def variance_ptr(self) -> np.ndarray:
+        return self.coef_ptr + np.arange(self.n_entities + 1)
+
+    def coefficients(self, k: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(intercept, global feature indices, values)`` of entity ``k``."""
+        sl = slice(self.coef_ptr[k], self.coef_ptr[k + 1])
+        return float(self.intercepts[k]), self.coef_index[sl], self.coef_value[sl]
+
+    @staticmethod
+    def concatenate(parts: list[EntityModels]) -> EntityModels:
+        """Models of consecutive entity batches, as one."""
+        starts = np.cumsum([0] + [p.coef_index.size for p in parts[:-1]])
+        ptr = np.concatenate(
+            [[0]] + [p.coef_ptr[1:] + s for p, s in zip(parts, starts, strict=True)]
+        )
+        has_var = all(p.variances is not None for p in parts)
+
+        def cat(field):
+            return np.concatenate([getattr(p, field) for p in parts])
+
+        return EntityModels(
+            cat("intercepts"),
+            ptr.astype(np.int64),
+            cat("coef_index"),
+            cat("coef_value"),
+            cat("converged"),
+            cat("n_iter"),
+            cat("variances") if has_var else None,
+        )
+
+
+def _real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+_RULES = {  # parameter -> (accepts, what it must be); checked first thing in fit_entities
+    "task": (lambda v: v in TASKS, f"one of {sorted(TASKS)}"),
+    "l2": (lambda v: _real(v) and v >= 0, "a finite float >= 0"),
+    "l1": (lambda v: _real(v) and v >= 0, "a finite float >= 0"),
+    "fit_intercept": (lambda v: isinstance(v, bool | np.bool_), "a bool"),
+    "regularize_intercept": (lambda v: isinstance(v, bool | np.bool_), "a bool"),
+    "max_iter": (lambda v: _int(v) and v >= 0, "an int >= 0"),
+    "tol": (lambda v: _real(v) and v > 0, "a finite float > 0"),
+    "variance": (lambda v: v in VARIANCES, "one of 'simple', 'full' or None"),
+    "threshold": (lambda v: _real(v) and v >= 0, "a finite float >= 0"),
+    "n_threads": (lambda v: v is None or (_int(v) and v >= 1), "None or an int >= 1"),
+    "max_newton_dim": (lambda v: _int(v) and v >= 1, "an int >= 1"),
+}
+
+
+def _validate_params(params: dict):
+    for name, value in params.items():
+        accepts, spec = _RULES[name]
+        if not accepts(value):
+            msg = f"must be {spec}. Got {value!r} instead."
+            raise RecipeError(msg, field=f"fit_entities.{name}")
+    if params["regularize_intercept"] and not params["fit_intercept"]:
+        msg = "needs fit_intercept=True (there is no intercept to regularize)"
+        raise RecipeError(msg, field="fit_entities.regularize_intercept")
+
+
+def _first_bad(mask):
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_values(problem: EntityProblem, task: str):
+    for name in ("y", "weights", "offsets"):
+        a = getattr(problem, name)
+        if not np.isfinite(a).all():
+            raise DataError(
+                "must be finite (got NaN or inf)", row=_first_bad(~np.isfinite(a)), column=name
+            )
+    X = problem.X
+    if not np.isfinite(X.data).all():
+        row = int(np.searchsorted(X.indptr, _first_bad(~np.isfinite(X.data)), side="right") - 1)
+        raise DataError("feature values must be finite (got NaN or inf)", row=row, column="X")
+    if (problem.weights < 0).any():
+        raise DataError("must be >= 0", row=_first_bad(problem.weights < 0), column="weights")
+    y = problem.y
+    if task == "logistic" and ((y != 0) & (y != 1)).any():
+        row = _first_bad((y != 0) & (y != 1))
+        raise DataError(
+            f"labels must be 0 or 1 for task='logistic'; got {y[row]!r}", row=row, column="y"
+        )
+    if task == "poisson" and (y < 0).any():
+        row = _first_bad(y < 0)
+        raise DataError(
+            f"labels must be >= 0 for task='poisson'; got {y[row]!r}", row=row, column="y"
+        )
+
+
+def _ro(a):
+    """Read-only view: numba then sees one array type whether or not the caller's array (e.g.
+    from Ray's object store) is writeable, so kernels compile once."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def _chunks(cost: np.ndarray, n_chunks: int) -> list[tuple[int, int]]:
+    """Contiguous entity ranges of about equal total cost, largest first."""
+    cum = np.cumsum(cost)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_chunks) / n_chunks, side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [cost.size]]))
+    ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    ranges.sort(key=lambda r: -(cum[r[1] - 1] - (cum[r[0] - 1] if r[0] else 0.0)))
+    return ranges
+
+
+def fit_entities(
+    problem: EntityProblem,
+    *,
+    task: str = "logistic",
+    l2: float = 1.0,
+    l1: float = 0.0,
+    fit_intercept: bool = True,
+    regularize_intercept: bool = False,
+    max_iter: int = 100,
+    tol: float = 1e-8,
+    warm_start: EntityModels | None = None,
+    variance: str | None = None,
+    threshold: float = 0.0,
+    n_threads: int | None = None,
+    max_newton_dim: int = 500,
+) -> EntityModels:
+    """Fit one GLM per entity of ``problem`` (objective in the module docstring).
+
+    ``warm_start`` (same entities) starts each entity from its previous model, mapped by
+    global feature index; features the entity no longer has are dropped. ``variance``
+    ("simple" | "full" | None) gives GDMix's ``1/(diag H + 1e-12)`` or ``diag((H +
+    1e-12 I)^-1)`` with ``H`` the Hessian of the UNSCALED objective at the solution.
+    Coefficients (intercept included) with ``|v| <= threshold`` are zeroed; zeroed
+    coefficients are dropped from the ragged arrays (the intercept slot stays). Entities
+    that did not reach ``tol`` within ``max_iter`` Newton steps are flagged in
+    ``converged`` (and counted by ``n_not_converged``), never printed. ``n_threads``
+    defaults to ``numba.get_num_threads()``; entities with more than ``max_newton_dim``
+    parameters are fitted by L-BFGS-B (dense Newton would cost ``O(d^3)``).
+    """
+    _validate_params(dict(
+        task=task, l2=l2, l1=l1, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
+        regularize_intercept=regularize_intercept, variance=variance, threshold=threshold,
+        n_threads=n_threads, max_newton_dim=max_newton_dim,
+    ))  # fmt: skip
+    if not isinstance(problem, EntityProblem):
+        msg = f"must be an EntityProblem; got {type(problem).__name__}"
+        raise RecipeError(msg, field="fit_entities.problem")
+    _check_values(problem, task)
+    n_threads = numba.get_num_threads() if n_threads is None else int(n_threads)
+    E, dim, X, ptr = problem.n_entities, problem.X.shape[1], problem.X, problem.entity_ptr
+    idx_dtype = np.int32 if dim <= _INT32_MAX else np.int64
+    indptr = X.indptr.astype(np.int64, copy=False)
+    nnz = indptr[ptr[1:]] - indptr[ptr[:-1]]
+    slot_ptr = np.zeros(E + 1, np.int64)  # entity k may use slots slot_ptr[k]:slot_ptr[k+1]
+    np.cumsum(np.minimum(nnz, dim), out=slot_ptr[1:])
+    inp = tuple(_ro(a) for a in (ptr, indptr, X.indices.astype(idx_dtype, copy=False), X.data,
+                                 problem.y, problem.weights, problem.offsets, slot_ptr))  # fmt: skip
+    var_mode, n_slots = VARIANCES[variance], int(slot_ptr[-1])
+    opt = (TASKS[task], float(l2), float(l1), bool(fit_intercept), bool(regularize_intercept),
+           int(max_iter), float(tol), int(max_newton_dim), var_mode)  # fmt: skip
+    warm = _warm_arrays(warm_start, E, idx_dtype)
+    out = (np.zeros(E), np.zeros(n_slots, idx_dtype), np.zeros(n_slots), np.full(E, np.nan),
+           np.zeros(n_slots if var_mode else 0), np.zeros(E, np.int64), np.zeros(E, np.int64),
+           np.zeros(E, np.int32))  # fmt: skip
+    if E and n_threads == 1:
+        _k.fit_range(0, E, inp, opt, warm, out)
+    elif E:
+        rows = np.maximum(np.diff(ptr), 1)
+        ranges = _chunks(32.0 + rows + nnz * (1.0 + nnz / rows), 8 * n_threads)
+        with ThreadPoolExecutor(n_threads) as pool:
+            for f in [pool.submit(_k.fit_range, lo, hi, inp, opt, warm, out) for lo, hi in ranges]:
+                f.result()
+    out_b, out_idx, out_val, out_vb, out_var, out_d, status, n_iter = out
+    fb = int(fit_intercept)
+    for k in np.flatnonzero(status == _k.TOO_LARGE):
+        theta, feats, ok, n_iter[k], var = _fit_wide(problem, int(k), opt, warm)
+        s0, d = slot_ptr[k], feats.size
+        out_b[k], out_idx[s0 : s0 + d], out_val[s0 : s0 + d] = theta[0] * fb, feats, theta[fb:]
+        if var_mode:
+            out_vb[k] = var[0] if fb else np.nan
+            out_var[s0 : s0 + d] = var[fb:]
+        out_d[k], status[k] = d, _k.CONVERGED if ok else _k.MAX_ITER
+    m = int(out_d.sum())
+    dst = (np.zeros(E + 1, np.int64), np.empty(m, idx_dtype), np.empty(m), np.empty(m + E if var_mode else 0))  # fmt: skip
+    m = _k.compact(inp[-1], _ro(out_d), _ro(out_val), bool(var_mode), float(threshold),
+                   (_ro(out_idx), _ro(out_val), _ro(out_var)), dst)  # fmt: skip
+    coef_ptr, idx, val, var = dst
+    if var_mode:
+        var = var[: m + E].copy()
+        var[coef_ptr[:-1] + np.arange(E)] = out_vb
+    out_b[np.abs(out_b) <= threshold] = 0.0
+    converged = status == _k.CONVERGED
+    return EntityModels(out_b, coef_ptr, idx[:m].copy(), val[:m].copy(), converged, n_iter,
+                        var if var_mode else None)  # fmt: skip
+
+
+def _warm_arrays(warm: EntityModels | None, E: int, idx_dtype):
+    """``(b, ptr, idx, val)`` of the warm start for the kernel (all empty for a cold start)."""
+    if warm is None:
+        return _ro(np.zeros(0)), _ro(np.zeros(0, np.int64)), _ro(np.zeros(0, idx_dtype)), _ro(np.zeros(0))  # fmt: skip
+    if not isinstance(warm, EntityModels) or warm.n_entities != E:
+        got = f"{warm.n_entities} entities" if isinstance(warm, EntityModels) else type(warm).__name__  # fmt: skip
+        msg = f"must be EntityModels of the same {E} entities; got {got}"
+        raise RecipeError(msg, field="fit_entities.warm_start")
+    cptr = np.ascontiguousarray(warm.coef_ptr, dtype=np.int64)
+    cidx = np.ascontiguousarray(warm.coef_index, dtype=idx_dtype)
+    owner = np.repeat(np.arange(E), np.diff(cptr))
+    if ((np.diff(cidx) <= 0) & (owner[1:] == owner[:-1])).any():
+        msg = "coef_index must be strictly ascending within each entity"
+        raise DataError(msg, column="warm_start.coef_index")
+    b, val = (np.ascontiguousarray(a, dtype=np.float64) for a in (warm.intercepts, warm.coef_value))
+    return _ro(b), _ro(cptr), _ro(cidx), _ro(val)
+
+
+def _loss_terms(task, y, z):
+    """Per-row (loss, d loss/dz, d2 loss/dz2) in numpy (for the wide-entity fallback)."""
+    if task == _k.LOGISTIC:
+        p = expit(z)
+        return np.logaddexp(0.0, z) - y * z, p - y, p * (1.0 - p)
+    if task == _k.LINEAR:
+        return 0.5 * (z - y) ** 2, z - y, np.ones_like(z)
+    mu = np.exp(z)
+    return mu - y * z, mu - y, mu
+
+
+def _fit_wide(problem, k, opt, warm):
+    """One entity with too many features for a dense Newton: scipy L-BFGS-B on ``f_e`` (L1 by
+    splitting ``w = w+ - w-`` with bounds ``>= 0``). Returns theta, features, ok, nit, var."""
+    task, l2, l1, fit_b, reg_b, max_iter, tol, _, var_mode = opt
+    r0, r1 = problem.entity_ptr[k], problem.entity_ptr[k + 1]
+    y, wt, off = problem.y[r0:r1], problem.weights[r0:r1], problem.offsets[r0:r1]
+    Xe, n, fb = problem.X[r0:r1], r1 - r0, int(fit_b)
+    feats, inv = np.unique(Xe.indices, return_inverse=True)
+    Z = sp.csr_matrix((Xe.data, inv.ravel(), Xe.indptr), shape=(n, feats.size))
+    if fit_b:
+        Z = sp.hstack([np.ones((n, 1)), Z], format="csr")
+    p, ps = Z.shape[1], 0 if (reg_b or not fit_b) else 1
+    theta0 = np.zeros(p)
+    if warm[1].size:
+        theta0[0] = warm[0][k] if fit_b else 0.0
+        widx, wval = warm[2][warm[1][k] : warm[1][k + 1]], warm[3][warm[1][k] : warm[1][k + 1]]
+        pos = np.searchsorted(widx, feats).clip(max=max(widx.size - 1, 0))
+        hit = (widx[pos] == feats) if widx.size else np.zeros(feats.size, bool)
+        theta0[fb:][hit] = wval[pos[hit]]
+
+    def smooth(th):
+        loss, d1, _ = _loss_terms(task, y, Z @ th + off)
+        g = Z.T @ (wt * d1)
+        g[ps:] += l2 * th[ps:]
+        return (wt @ loss + 0.5 * l2 * th[ps:] @ th[ps:]) / n, g / n
+
+    opts = {"maxiter": max(10 * max_iter, 1000), "maxcor": 20, "gtol": tol, "ftol": 1e-15}
+    if l1 == 0:
+        res = scipy.optimize.minimize(smooth, theta0, jac=True, method="L-BFGS-B", options=opts)
+        theta = res.x
+    else:
+        lam = l1 / n
+
+        def split(v):
+            f, g = smooth(np.concatenate([v[:fb], v[fb:p] - v[p:]]))
+            return f + lam * v[fb:].sum(), np.concatenate([g[:fb], g[fb:] + lam, lam - g[fb:]])
+
+        v0 = np.concatenate([theta0[:fb], np.maximum(theta0[fb:], 0), np.maximum(-theta0[fb:], 0)])
+        bounds = [(None, None)] * fb + [(0, None)] * (2 * (p - fb))
+        res = scipy.optimize.minimize(split, v0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)  # fmt: skip
+        theta = np.concatenate([res.x[:fb], res.x[fb:p] - res.x[p:]])
+    var = None
+    if var_mode:
+        D = wt * _loss_terms(task, y, Z @ theta + off)[2]
+        reg = np.where(np.arange(p) >= ps, l2, 0.0) + 1e-12
+        if var_mode == 1:
+            var = 1.0 / (Z.multiply(Z).T @ D + reg)
+        else:
+            var = np.diag(np.linalg.inv((Z.T @ Z.multiply(D[:, None])).toarray() + np.diag(reg)))
+    return theta, feats, bool(res.success), int(res.nit), var
+
+
+def score_entities(
+    models: EntityModels, X, entity_ptr, *, model_index: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-row logit of each row's entity model, ``b_m + x_r . w_m``, WITHOUT the offset.
+
+    Rows ``entity_ptr[g]:entity_ptr[g+1]`` of CSR ``X`` (global feature indices) form group
+    ``g``. By default group ``g`` is scored with model ``g`` (``len(entity_ptr) - 1 ==
+    models.n_entities``). ``model_index`` picks the model per group: an int array (``-1`` =
+    no model) or a boolean mask over the models' entities (``False`` = no model). Rows of a
+    group without a model score 0, as GDMix scores unseen entities by the offset alone.
+    """
+    prob = EntityProblem(entity_ptr, X, np.zeros(X.shape[0]))
+    G, E = prob.n_entities, models.n_entities
+    model_index = np.arange(E) if model_index is None else np.asarray(model_index)
+    if model_index.dtype == bool:
+        model_index = np.where(model_index, np.arange(model_index.size), -1)
+    if model_index.shape != (G,) or not np.issubdtype(model_index.dtype, np.integer):
+        got = f"{model_index.dtype} array of shape {model_index.shape}"
+        msg = f"must be an int or bool array of shape ({G},), one per entity group; got {got}"
+        raise DataError(msg, column="model_index")
+    if G and (model_index.min() < -1 or model_index.max() >= E):
+        raise DataError(f"must lie in [-1, {E}) (the models' entities)", column="model_index")
+    dt = np.int32 if prob.X.shape[1] <= _INT32_MAX else np.int64
+    x = (prob.X.indptr.astype(np.int64, copy=False), prob.X.indices.astype(dt, copy=False), prob.X.data)  # fmt: skip
+    m = (np.ascontiguousarray(models.intercepts, dtype=np.float64),
+         np.ascontiguousarray(models.coef_ptr, dtype=np.int64),
+         np.ascontiguousarray(models.coef_index, dtype=dt),
+         np.ascontiguousarray(models.coef_value, dtype=np.float64))  # fmt: skip
+    out = np.empty(prob.n_rows)
+    ro = tuple(map(_ro, x)), tuple(map(_ro, m))
+    _k.score_groups(_ro(prob.entity_ptr), _ro(model_index.astype(np.int64)), *ro, out)
+    return out
