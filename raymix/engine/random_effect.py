@@ -18,6 +18,7 @@ import ray
 from raymix.coordinates.grouping import Grouped, group_rows, lookup_entities, stable_bucket
 from raymix.data.rows import Rows, concat_rows, rows_from_table
 from raymix.data.source import Source, read_table
+from raymix.engine.reading import READ_TASK_CPUS
 from raymix.errors import DataError
 from raymix.recipe.spec import RandomEffect
 
@@ -49,7 +50,9 @@ def route(source: Source, n_actors: int, n_buckets: int) -> list[list[tuple[str,
     """Start the shuffle; return, per actor, (file, part ref) of every file."""
     per_actor: list[list] = [[] for _ in range(n_actors)]
     for path in source.files:
-        refs = _route_task.options(num_returns=n_actors).remote(source, path, n_actors, n_buckets)
+        refs = _route_task.options(num_returns=n_actors, num_cpus=READ_TASK_CPUS).remote(
+            source, path, n_actors, n_buckets
+        )
         refs = [refs] if n_actors == 1 else list(refs)
         for actor, ref in enumerate(refs):
             per_actor[actor].append((path, ref))

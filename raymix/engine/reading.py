@@ -11,9 +11,14 @@ import pyarrow as pa
 
 from raymix.data.rows import Rows, concat_rows, rows_from_table
 from raymix.data.source import Source, read_table
+from raymix.engine.cluster import OVERSUBSCRIBE
 from raymix.errors import DataError
 
 FILE, ROW = "__raymix_file", "__raymix_row"
+# A read task is CPU-bound: give it one physical core's worth of Ray's (oversubscribed)
+# logical CPUs, so a 2-core machine runs two at a time and reuses their worker processes
+# (each pays TensorFlow's import once) instead of starting four.
+READ_TASK_CPUS = OVERSUBSCRIBE
 
 
 def read_dataset(source: Source):
@@ -26,7 +31,11 @@ def read_dataset(source: Source):
     context.print_on_execution_start = False
     items = [{"path": path} for path in source.files]
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _read_files, fn_kwargs={"source": source}, batch_size=1, batch_format="pyarrow"
+        _read_files,
+        fn_kwargs={"source": source},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=READ_TASK_CPUS,
     )
 
 

@@ -1,0 +1,207 @@
+"""``raymix score``: apply a trained model (a fit's output directory) to data, in batch.
+
+Each coordinate's rows are read and scored with Ray Data (``map_batches``); per-row scores
+are then summed by uid in the recipe's order, exactly as the fit sums them, so scoring the
+validation split reproduces the fit's validation scores bit for bit. Entities without a
+model (unseen, or under ``min_samples``) contribute 0: they are scored by the other
+coordinates alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from raymix.coordinates.base import RowIndex
+from raymix.data.avro import coefficients_by_index, read_models, write_scores_avro
+from raymix.data.rows import rows_from_table
+from raymix.data.source import Source, build_source, feature_names
+from raymix.errors import DataError, RecipeError
+from raymix.outputs import RUN_FILE
+from raymix.recipe.spec import Data, ExternalEffect, FixedEffect, RandomEffect, Recipe
+
+
+@dataclass(frozen=True)
+class LinearModels:
+    """Models of one coordinate: ``keys`` sorted entity ids (one "" for a fixed effect)."""
+
+    keys: np.ndarray
+    intercepts: np.ndarray
+    coef_ptr: np.ndarray
+    coef_index: np.ndarray
+    coef_value: np.ndarray
+
+    def scores(self, X, entity: np.ndarray | None) -> np.ndarray:
+        from raymix.solvers.entity import EntityModels, score_entities
+
+        n = X.shape[0]
+        if entity is None:  # a fixed effect: the fit's own scoring, X @ coef + b
+            coef = np.zeros(X.shape[1])
+            coef[self.coef_index] = self.coef_value
+            return np.asarray(X @ coef, dtype=np.float64) + self.intercepts[0]
+        keys = np.asarray([_key(v) for v in entity.tolist()], dtype=str)
+        which = np.full(n, -1, np.int64)
+        if self.keys.size and n:
+            pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+            which = np.where(self.keys[pos] == keys, pos, -1)
+        order = np.argsort(which, kind="stable")
+        grouped = which[order]
+        starts = (
+            np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else np.zeros(0, np.int64)
+        )
+        ptr = np.r_[starts, n].astype(np.int64)
+        models = EntityModels(
+            self.intercepts,
+            self.coef_ptr,
+            self.coef_index,
+            self.coef_value,
+            np.ones(self.keys.size, bool),
+            np.zeros(self.keys.size, np.int32),
+        )
+        out = np.empty(n)
+        out[order] = score_entities(models, X[order], ptr, model_index=grouped[starts])
+        return out
+
+
+def _key(value) -> str:
+    return value if isinstance(value, str) else str(int(value))
+
+
+def load_models(directory: Path, names, dim: int) -> LinearModels:
+    keys, intercepts, ptr, index, value = [], [], [0], [], []
+    records = sorted(read_models(directory), key=lambda r: r["modelId"])
+    for record in records:
+        b, i, v = coefficients_by_index(record, names)
+        if i.size and i.max() >= dim:
+            raise DataError(
+                f"model '{record['modelId']}' has feature index {i.max()} >= {dim}",
+                path=str(directory),
+            )
+        keys.append(record["modelId"])
+        intercepts.append(b)
+        index.append(i)
+        value.append(v)
+        ptr.append(ptr[-1] + i.size)
+    return LinearModels(
+        np.asarray(keys, dtype=str),
+        np.asarray(intercepts, np.float64),
+        np.asarray(ptr, np.int64),
+        np.concatenate(index) if index else np.zeros(0, np.int64),
+        np.concatenate(value) if value else np.zeros(0),
+    )
+
+
+def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Table:
+    rows = rows_from_table(table, source.schema, source="input")
+    own = models.scores(rows.X, rows.entity)
+    return pa.table({"uid": rows.uid, "score": own, "offset": rows.offset, "label": rows.label})
+
+
+def score_command(
+    model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
+) -> Path:
+    from raymix.engine.cluster import ray_session
+    from raymix.engine.reading import read_dataset
+    from raymix.outputs import prepare_output
+    from raymix.recipe.load import load_recipe
+
+    say = progress or (lambda message: None)
+    model_dir = Path(model_dir)
+    if not (model_dir / RUN_FILE).is_file():
+        raise RecipeError(f"'{model_dir}' is not a raymix fit output (no {RUN_FILE})")
+    recipe: Recipe = load_recipe(model_dir / RUN_FILE)
+    inputs = _inputs(recipe, data)
+    plans = []
+    for spec in recipe.coordinates:
+        if isinstance(spec, ExternalEffect):
+            raise RecipeError(
+                f"coordinate '{spec.name}' is external: score it with the model that made it"
+            )
+        entity = spec.entity if isinstance(spec, RandomEffect) else None
+        base = recipe.data_for(spec)
+        source = build_source(
+            inputs[spec.name],
+            recipe.columns,
+            split="train",
+            bag=spec.feature_bag,
+            entity=entity,
+            label_optional=True,
+        )
+        names = feature_names(base, spec.feature_bag, source.schema.dim)
+        models = load_models(model_dir / spec.name / "models", names, source.schema.dim)
+        if isinstance(spec, FixedEffect) and models.keys.size != 1:
+            raise DataError(
+                "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
+            )
+        plans.append((spec, source, models))
+    out_dir, previous = prepare_output(out, overwrite=overwrite)
+    with ray_session(recipe.resources, address):
+        per_coordinate = []
+        for spec, source, models in plans:
+            dataset = read_dataset(source).map_batches(
+                _score_batch,
+                fn_kwargs={"source": source, "models": models},
+                batch_size=None,
+                batch_format="pyarrow",
+            )
+            tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+            table = pa.concat_tables(tables) if tables else None
+            per_coordinate.append(table)
+            say(f"scored {0 if table is None else table.num_rows} rows with '{spec.name}'")
+    first = per_coordinate[0]
+    index = RowIndex([first.column("uid").to_numpy()], "scoring")
+    total = np.zeros(len(index))
+    base = np.zeros(len(index))
+    label = np.full(len(index), np.nan)
+    pos = index.positions(first.column("uid").to_numpy(), plans[0][0].name)
+    base[pos] = first.column("offset").to_numpy()
+    label[pos] = first.column("label").to_numpy()
+    total += base
+    for (spec, _, _), table in zip(plans, per_coordinate, strict=True):
+        uid = table.column("uid").to_numpy()
+        p = index.positions(uid, f"coordinate '{spec.name}'")
+        index.check_covered([p], f"coordinate '{spec.name}'")
+        own = np.zeros(len(index))
+        own[p] = table.column("score").to_numpy()
+        total = total + own
+    has_label = not np.all(np.isnan(label))
+    path = write_scores_avro(
+        out_dir / "scores" / "part-00000.avro",
+        index.uid,
+        total,
+        total - base,
+        label if has_label else None,
+        None,
+        names=("uid", recipe.columns.label, None),
+    )
+    from raymix.outputs import discard_previous
+
+    discard_previous(previous)
+    say(f"wrote {path}")
+    return path
+
+
+def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:
+    """Data to score per coordinate: the fit's validation data, one path for all, or name=path."""
+    inputs = {}
+    named = dict(item.split("=", 1) for item in data if "=" in item)
+    plain = [item for item in data if "=" not in item]
+    if len(plain) > 1:
+        raise RecipeError("give one data path for every coordinate, or name=path per coordinate")
+    for spec in recipe.coordinates:
+        base = recipe.data_for(spec)
+        path = named.get(spec.name) or (plain[0] if plain else None)
+        if path is None:
+            if base.validation is None:
+                raise RecipeError(
+                    f"coordinate '{spec.name}': no data given and the recipe has no validation data"
+                )
+            path = base.validation
+        inputs[spec.name] = base.model_copy(update={"train": path, "validation": None})
+    unknown = set(named) - {c.name for c in recipe.coordinates}
+    if unknown:
+        raise RecipeError(f"unknown coordinates in data arguments: {sorted(unknown)}")
+    return inputs
