@@ -1,6 +1,7 @@
 import json
 import textwrap
 
+import pydantic
 import pytest
 
 from raymix import FixedEffect, RandomEffect, Recipe, RecipeError
@@ -101,6 +102,6 @@ def test_override_parsing():
 
 def test_recipe_is_frozen():
     recipe = Recipe(data={"train": "t"}, coordinates=[FixedEffect(name="g")], output="o")
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         recipe.passes = 2
     assert json.loads(recipe.model_dump_json())["coordinates"][0]["kind"] == "fixed_effect"
