@@ -290,7 +290,9 @@ def tf_error(e: Exception, path: str, specs: list[TensorSpec], row0: int | None)
         if "could not be found" in message:
             message = f"feature '{column}' (tensor '{owner}') is missing from a record"
         else:
-            message = f"feature '{column}' (tensor '{owner}') does not match the metadata: {message}"
+            message = (
+                f"feature '{column}' (tensor '{owner}') does not match the metadata: {message}"
+            )
     return DataError(message, path, row=row, column=column)
 
 
@@ -298,9 +300,10 @@ def tf_error(e: Exception, path: str, specs: list[TensorSpec], row0: int | None)
 
 
 def example_plan(table: pa.Table, specs: list[TensorSpec], path: str) -> list[tuple]:
-    """Per-feature ``(key, kind, values, offsets)`` with Python lists, for ``write_examples``.
+    """Per-feature ``(key, kind, values, offsets)`` as Python lists, for ``serialize_rows``.
 
-    ``offsets`` is None for scalars (one value per row).
+    ``offsets`` is None for a scalar column (one value per row), else the row offsets into the
+    flat ``values``.
     """
     plan = []
     for spec in specs:
@@ -313,49 +316,54 @@ def example_plan(table: pa.Table, specs: list[TensorSpec], path: str) -> list[tu
                     column=key,
                 )
             col = table.column(key).combine_chunks()
-            if col.null_count:
-                row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-                raise DataError("null values cannot be written to TFRecord", path, row, key)
-            want = "int64_list" if key.endswith("_indices") and spec.is_sparse else KIND[spec.dtype]
-            if pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type):
-                if pa.types.is_fixed_size_list(col.type):
-                    k = col.type.list_size
-                    offsets = (np.arange(len(col) + 1, dtype=np.int64) * k).tolist()
-                    flat = col.flatten()
-                else:
-                    offsets = (col.offsets.to_numpy() - col.offsets[0].as_py()).tolist()
-                    flat = col.flatten()
-                plan.append((key, want, _pylist(flat, want, path, key), offsets))
+            _no_nulls(col, path, key)
+            kind = "int64_list" if spec.is_sparse and key == spec.columns[0] else KIND[spec.dtype]
+            if pa.types.is_fixed_size_list(col.type):
+                offsets = (np.arange(len(col) + 1, dtype=np.int64) * col.type.list_size).tolist()
+            elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                offsets = (col.offsets.to_numpy() - col.offsets[0].as_py()).tolist()
             else:
-                plan.append((key, want, _pylist(col, want, path, key), None))
+                plan.append((key, kind, _pylist(col, kind, path, key), None))
+                continue
+            flat = col.flatten()
+            _no_nulls(flat, path, key)
+            plan.append((key, kind, _pylist(flat, kind, path, key), offsets))
     return plan
+
+
+def _no_nulls(arr: pa.Array, path: str, key: str) -> None:
+    if arr.null_count:
+        row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError("null values cannot be written to TFRecord", path, row, key)
 
 
 def _pylist(arr: pa.Array, kind: str, path: str, key: str) -> list:
     t = arr.type
     if kind == "bytes_list":
-        if not (pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t)):
-            raise DataError(f"expected strings, got Arrow type {t}", path, column=key)
-        return pc.cast(arr, pa.binary()).to_pylist()
-    ok = pa.types.is_integer(t) if kind == "int64_list" else pa.types.is_floating(t)
-    if not ok and not (kind == "float_list" and pa.types.is_integer(t)):
+        ok = pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t)
+    elif kind == "int64_list":
+        ok = pa.types.is_integer(t)
+    else:
+        ok = pa.types.is_floating(t) or pa.types.is_integer(t)
+    if not ok:
         raise DataError(f"cannot write Arrow type {t} as a {kind}", path, column=key)
+    if kind == "bytes_list":
+        return pc.cast(arr, pa.binary()).to_pylist()
     return arr.to_numpy(zero_copy_only=False).tolist()
 
 
-def serialize_rows(plan: list[tuple], n: int, start: int = 0, stop: int | None = None):
-    """Yield the deterministic serialized ``tf.train.Example`` of rows ``start..stop``."""
+def serialize_rows(plan: list[tuple], n: int):
+    """Yield the deterministic serialized ``tf.train.Example`` of each of the ``n`` rows."""
     Example = tf().train.Example
-    stop = n if stop is None else stop
-    for i in range(start, stop):
+    for i in range(n):
         ex = Example()
         fmap = ex.features.feature
         for key, kind, values, offsets in plan:
-            lst = getattr(fmap[key], kind).value
+            lst = getattr(fmap[key], kind)
             if offsets is None:
-                lst.append(values[i])
+                lst.value.append(values[i])
             elif offsets[i] == offsets[i + 1]:
-                getattr(fmap[key], kind).SetInParent()  # an empty list, not a missing kind
+                lst.SetInParent()  # an empty list, not a feature of no kind
             else:
-                lst.extend(values[offsets[i] : offsets[i + 1]])
+                lst.value.extend(values[offsets[i] : offsets[i + 1]])
         yield ex.SerializeToString(deterministic=True)

@@ -59,9 +59,11 @@ def read_grouped_tfrecord_file(
 
     t = codec.tf()
     for row, record in enumerate(codec.first_records(path, 1)):
-        _check_sequence_example(
-            t.train.SequenceExample.FromString(record), entity, counters, path, row
-        )
+        try:
+            example = t.train.SequenceExample.FromString(record)
+        except Exception as e:  # protobuf DecodeError
+            raise DataError(f"record is not a tf.train.SequenceExample: {e}", path, row) from None
+        _check_sequence_example(example, entity, counters, path, row)
 
     context = {entity.name: t.io.FixedLenFeature([], codec.tf_dtype(entity))}
     sequence = {}
@@ -102,8 +104,8 @@ def read_grouped_tfrecord_file(
 
 def _record_counts(parsed: dict, counters: list[TensorSpec], path: str, entity0: int) -> np.ndarray:
     """Records per entity of a batch; every per-record tensor must agree."""
-    counts = None
-    first = None
+    counts: np.ndarray | None = None
+    first = ""
     for s in counters:
         if s.is_sparse:
             c = np.diff(parsed[s.columns[0]].row_splits.numpy())
@@ -128,6 +130,8 @@ def _record_counts(parsed: dict, counters: list[TensorSpec], path: str, entity0:
             counts, first = c, key
         else:
             _agree(counts, c, first, key, path, entity0)
+    if counts is None:
+        raise DataError("no per-record tensor to count the records of an entity", path)
     return counts
 
 

@@ -23,12 +23,11 @@ The column names are GDMix's TFRecord keys, so Parquet files in this convention 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,10 @@ __all__ = [
     "DTYPES",
     "Metadata",
     "TensorSpec",
-    "atomic_write",
     "load_feature_list",
     "load_metadata",
     "write_feature_list",
+    "write_text",
 ]
 
 #: The dtypes GDMix accepts, in the order GDMix documents them.
@@ -207,8 +206,7 @@ class Metadata:
 
     def write(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> None:
         """Write ``tensor_metadata.json`` atomically."""
-        with atomic_write(path, "w") as f:
-            f.write(self.to_json(extra))
+        write_text(path, self.to_json(extra))
 
     @classmethod
     def from_dict(cls, obj: Any, path: str | os.PathLike | None = None) -> Metadata:
@@ -290,21 +288,14 @@ def write_feature_list(path: str | os.PathLike, features: Iterable[tuple[str, st
         if not (isinstance(item, tuple | list) and len(item) == 2):
             raise DataError(f"feature {i} must be a (name, term) pair, got {item!r}", str(path))
         writer.writerow([str(item[0]), str(item[1])])
-    with atomic_write(path, "w") as f:
-        f.write(buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file beside ``path``; on success ``os.replace`` it onto ``path``.
-
-    Text mode writes UTF-8 with ``\\n`` line endings. On error the temporary file is removed
-    and ``path`` is left untouched.
-    """
-    with atomic_path(path) as tmp:
-        kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
-        with open(tmp, mode, **kwargs) as f:
-            yield f
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 text with ``\\n`` line endings atomically (temporary file + ``os.replace``)."""
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
         readable(tmp)
 
 

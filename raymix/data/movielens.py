@@ -37,10 +37,10 @@ import pyarrow.parquet as pq
 from raymix.data.metadata import (
     Metadata,
     TensorSpec,
-    atomic_write,
     load_metadata,
     readable,
     write_feature_list,
+    write_text,
 )
 from raymix.data.tfrecord import list_data_files, read_data_file, write_tfrecord_file
 from raymix.errors import DataError
@@ -143,8 +143,8 @@ def convert_movielens(
     users = _read_users(source / "u.user")
     movies, titles = _read_items(source / "u.item")
     user_id, movie_id, rating = ratings.T
-    _check_known(user_id, users, source / "u.user", "user_id")
-    _check_known(movie_id, movies, source / "u.item", "movie_id")
+    _check_known(user_id, users, source / "u.data", "u.user", "user_id")
+    _check_known(movie_id, movies, source / "u.data", "u.item", "movie_id")
 
     n = len(ratings)
     base = {
@@ -190,8 +190,7 @@ def convert_movielens(
         files.append(_write(part, dest / "detext" / split, dmeta, None, fmt))
     dmeta.write(dest / "detext" / "metadata" / "tensor_metadata.json", extra)
     vocab = _vocabulary(clean, np.bincount(movie_id[train], minlength=len(clean)))
-    with atomic_write(dest / "detext" / "vocab.txt", "w") as f:
-        f.write("".join(f"{token}\n" for token in vocab))
+    write_text(dest / "detext" / "vocab.txt", "".join(f"{token}\n" for token in vocab))
     files += [dest / "detext" / "metadata" / "tensor_metadata.json", dest / "detext" / "vocab.txt"]
     if overwrite:
         _remove_other_format(dest, fmt)
@@ -253,17 +252,10 @@ def _read_ratings(path: Path) -> np.ndarray:
             raise DataError(f"expected 4 tab-separated fields, got {len(r)}", str(path), row=i + 1)
     if not rows:
         raise DataError("the file is empty", str(path))
-    try:
-        out = np.array([r[:3] for r in rows], dtype=np.int64)
-    except ValueError:
-        out = None
-    if out is None or (out < 0).any():
-        for i, r in enumerate(rows):
-            if not all(v.strip().isdigit() for v in r[:3]):
-                raise DataError(
-                    f"expected non-negative integers, got {r[:3]}", str(path), row=i + 1
-                )
-    return out
+    for i, r in enumerate(rows):
+        if not all(v.strip().isdecimal() for v in r[:3]):
+            raise DataError(f"expected non-negative integers, got {r[:3]}", str(path), row=i + 1)
+    return np.array([r[:3] for r in rows], dtype=np.int64)
 
 
 def _read_users(path: Path) -> np.ndarray:
@@ -313,16 +305,15 @@ def _ids_of(rows: list[list[str]], width: int, path: Path) -> np.ndarray:
     return np.array([int(r[0]) for r in rows], dtype=np.int64)
 
 
-def _check_known(ids: np.ndarray, table: np.ndarray, path: Path, column: str) -> None:
+def _check_known(ids: np.ndarray, table: np.ndarray, path: Path, where: str, column: str) -> None:
+    """Every id of ``u.data`` (``path``) must have a row in ``where`` (u.user / u.item)."""
     known = np.zeros(max(len(table), int(ids.max()) + 1), dtype=bool)
     known[: len(table)] = ~np.isnan(table).all(axis=1)
     unknown = ~known[ids]
     if unknown.any():
         row = int(np.flatnonzero(unknown)[0])
         raise DataError(
-            f"u.data row {row + 1} refers to {column} {int(ids[row])}, not in {path.name}",
-            str(path),
-            column=column,
+            f"{column} {int(ids[row])} is not in {where}", str(path), row=row + 1, column=column
         )
 
 

@@ -88,6 +88,8 @@ def read_tfrecord_file(
     """
     path = _existing(path)
     specs = metadata.select(columns)
+    if not specs:
+        raise DataError("no tensors to read: columns is empty", path)
     validate_against_metadata(path, metadata, [s.name for s in specs], num_records=1)
     t = codec.tf()
     spec = codec.parse_spec(specs)
@@ -102,6 +104,7 @@ def read_tfrecord_file(
             n = int(n)
             payload += int(nbytes)
             for s in specs:
+                arrays: tuple[pa.Array, ...]
                 if s.is_sparse:
                     idx, val = parsed[s.columns[0]], parsed[s.columns[1]]
                     arrays = codec.bag_arrays(
@@ -144,7 +147,7 @@ def validate_against_metadata(
             schema = pq.read_schema(path)
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(f"cannot read Parquet: {e}", path) from None
-        _check_parquet_schema(path, schema, specs)
+        _parquet_target(path, schema, specs)
         return
     t = codec.tf()
     for row, record in enumerate(first_records(path, num_records)):
@@ -174,7 +177,6 @@ def write_tfrecord_file(
     with atomic_path(path) as tmp, t.io.TFRecordWriter(str(tmp), options) as writer:
         for record in codec.serialize_rows(plan, table.num_rows):
             writer.write(record)
-        writer.close()
         readable(tmp)
     return table.num_rows
 
@@ -189,11 +191,15 @@ def read_data_file(
     specs = metadata.select(columns)
     names = [c for s in specs for c in s.columns]
     try:
-        _check_parquet_schema(path, pq.read_schema(path), specs)
+        target = _parquet_target(path, pq.read_schema(path), specs)
         table = pq.read_table(path, columns=names)
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"cannot read Parquet: {e}", path) from None
-    table = _check_parquet_schema(path, table.schema, specs, table)
+    if not table.schema.equals(target):
+        try:
+            table = table.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(f"cannot cast to the metadata's types: {e}", path) from None
     for s in specs:
         if s.is_sparse:
             _check_bag(table, s, path)
@@ -222,10 +228,9 @@ def _check_bag(table: pa.Table, spec: TensorSpec, path: str) -> None:
     )
 
 
-def _check_parquet_schema(
-    path: str, schema: pa.Schema, specs: list[TensorSpec], table: pa.Table | None = None
-) -> pa.Table | None:
-    """Check (and, given ``table``, cast to) the row-convention types of ``specs``."""
+def _parquet_target(path: str, schema: pa.Schema, specs: list[TensorSpec]) -> pa.Schema:
+    """The row-convention schema to cast a Parquet file to; DataError for a bad column."""
+    fields = []
     for s in specs:
         for field in s.arrow_fields():
             if field.name not in schema.names:
@@ -236,29 +241,17 @@ def _check_parquet_schema(
                     column=field.name,
                 )
             have = schema.field(field.name).type
-            if have == field.type or (
-                s.dtype in ("string", "bytes") and have == codec._binary_type(field.type)
-            ):
-                continue
-            if table is None:
-                if not _castable(have, field.type):
-                    raise DataError(
-                        f"type {have} does not match the metadata (dtype '{s.dtype}', "
-                        f"shape {list(s.shape)}, expected {field.type})",
-                        path,
-                        column=field.name,
-                    )
-                continue
-            try:
-                col = table.column(field.name).cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if s.dtype in ("string", "bytes") and have == codec._binary_type(field.type):
+                field = field.with_type(have)  # non-UTF-8 strings stay binary
+            elif have != field.type and not _castable(have, field.type):
                 raise DataError(
-                    f"type {have} does not match the metadata (expected {field.type})",
+                    f"type {have} does not match the metadata (dtype '{s.dtype}', "
+                    f"shape {list(s.shape)}, expected {field.type})",
                     path,
                     column=field.name,
-                ) from None
-            table = table.set_column(table.schema.get_field_index(field.name), field, col)
-    return table
+                )
+            fields.append(field)
+    return pa.schema(fields)
 
 
 def _castable(have: pa.DataType, want: pa.DataType) -> bool:
