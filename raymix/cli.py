@@ -15,7 +15,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from raymix.errors import RaymixError  # noqa: E402
+from raymix.errors import RaymixError, RecipeError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     fit = sub.add_parser(
         "fit", help="train a recipe (recipe.py, run.json or a GDMix YAML/JSON config)"
     )
-    fit.add_argument("recipe", help="recipe .py file, resolved run.json, or GDMix config")
+    fit.add_argument(
+        "recipe", nargs="?", help="recipe .py file, resolved run.json, or GDMix config"
+    )
+    fit.add_argument(
+        "--resume",
+        metavar="OUT",
+        default=None,
+        help="continue an interrupted run from its output directory's last checkpoint",
+    )
     fit.add_argument(
         "--set",
         dest="overrides",
@@ -120,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the 80/20 split (default 0)"
     )
     movielens.add_argument("--format", choices=["tfrecord", "parquet"], default="tfrecord")
+    movielens.add_argument("--overwrite", action="store_true", help="replace a previous conversion in --dest")
     movielens.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -161,7 +170,16 @@ def _fit(args) -> int:
     from raymix.recipe.load import load_recipe
     from raymix.run import fit, plan
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise RecipeError(
+                "--resume OUT takes no recipe and no --set: the run's own run.json is used"
+            )
+        recipe = load_recipe(Path(args.resume) / "run.json")
+    elif not args.recipe:
+        raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
+    else:
+        recipe = load_recipe(args.recipe, args.overrides)
     if args.dry_run:
         print(plan(recipe).describe())
         print("dry run: recipe, schema and paths are valid; nothing was started")
@@ -169,7 +187,11 @@ def _fit(args) -> int:
     from raymix.report import table
 
     result = fit(
-        recipe, overwrite=args.overwrite, address=args.address, progress=_progress(args.quiet)
+        recipe,
+        overwrite=args.overwrite,
+        resume=bool(args.resume),
+        address=args.address,
+        progress=_progress(args.quiet),
     )
     print(table(result))
     print(f"outputs in {result.output}")
@@ -194,7 +216,9 @@ def _movielens(args) -> int:
     from raymix.data.movielens import convert_movielens
 
     start = time.perf_counter()
-    summary = convert_movielens(Path(args.source), Path(args.dest), seed=args.seed, fmt=args.format)
+    summary = convert_movielens(
+        Path(args.source), Path(args.dest), seed=args.seed, fmt=args.format, overwrite=args.overwrite
+    )
     print(f"wrote {args.dest} in {time.perf_counter() - start:.1f} s: {summary}")
     return 0
 

@@ -93,7 +93,9 @@ def load(coordinates: list[Coordinate]) -> DescentState:
             for h, p in zip(val, pos, strict=True):
                 codes[p] = h.entity_code
             splits[1].entity_codes[coordinate.name] = codes
-    return DescentState(train=splits[0], validation=splits[1], load_seconds=time.perf_counter() - started)
+    return DescentState(
+        train=splits[0], validation=splits[1], load_seconds=time.perf_counter() - started
+    )
 
 
 def descend(
@@ -108,11 +110,24 @@ def descend(
     start: tuple[int, int] = (0, 0),
     after_step: Callable[[DescentState, Step], None] | None = None,
 ) -> DescentState:
-    """Run the passes (resuming at ``start`` = (pass, coordinate index) if given)."""
-    best, best_pass, stale = None, state.best_pass, 0
+    """Run the passes, resuming at ``start`` = (pass, coordinate index) if given.
+
+    With ``patience``, stop once the last coordinate's metric has not improved for that many
+    passes; ``state.best_pass`` is the pass with the best metric.
+    """
     higher = M.HIGHER_IS_BETTER[metric]
-    for p in range(start[0], passes):
-        first = start[1] if p == start[0] else 0
+    best, best_pass, stale = None, 0, 0
+    first_pass, first_coordinate = start
+    if first_coordinate >= len(coordinates):
+        first_pass, first_coordinate = first_pass + 1, 0
+    for p in range(first_pass):  # passes completed before a resume
+        best, best_pass, stale = _track(
+            _last_metric(state, p, metric), p, best, best_pass, stale, higher, min_delta
+        )
+    if patience is not None and stale >= patience:
+        return state
+    for p in range(first_pass, passes):
+        first = first_coordinate if p == first_pass else 0
         for k in range(first, len(coordinates)):
             coordinate = coordinates[k]
             if coordinate.name in locked and p > 0:
@@ -121,16 +136,20 @@ def descend(
             state.steps.append(step)
             if after_step is not None:
                 after_step(state, step)
-        value = _last_metric(state, p, metric)
-        improved = best is None or (value > best + min_delta if higher else value < best - min_delta)
-        if improved or np.isnan(value):
-            best, best_pass, stale = value, p, 0
-        else:
-            stale += 1
+        best, best_pass, stale = _track(
+            _last_metric(state, p, metric), p, best, best_pass, stale, higher, min_delta
+        )
         state.best_pass = best_pass
         if patience is not None and stale >= patience:
             break
     return state
+
+
+def _track(value, p, best, best_pass, stale, higher, min_delta):
+    improved = best is None or (value > best + min_delta if higher else value < best - min_delta)
+    if improved or np.isnan(value):
+        return value, p, 0
+    return best, best_pass, stale + 1
 
 
 def _update(coordinate: Coordinate, state: DescentState, p: int, metric: str, refit: bool) -> Step:

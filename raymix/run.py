@@ -128,34 +128,50 @@ def fit(
     recipe: Recipe,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     address: str | None = None,
     progress=None,
 ) -> FitResult:
-    """Run a recipe end to end and write its outputs. See the module docstring."""
+    """Run a recipe end to end and write its outputs. See the module docstring.
+
+    With ``resume`` the run continues from the last checkpoint in ``recipe.output`` (the
+    state after the last completed coordinate update) and ends as an uninterrupted run would.
+    """
     from raymix import outputs
+    from raymix.checkpoint import Checkpoint
     from raymix.descent import descend, load
     from raymix.engine.cluster import ray_session
-    from raymix.report import write_outputs
+    from raymix.report import summarize, write_outputs
 
     say = progress or (lambda message: None)
-    timings: dict = {}
-    clock = time.perf_counter()
+    watch = Stopwatch()
+    checkpoint = Checkpoint(Path(recipe.output))
+    start = (0, 0)
+    if resume:
+        start = tuple(checkpoint.load()["completed"])
+        recipe = _with_checkpoint_models(recipe, checkpoint)
     the_plan = plan(recipe)
-    out, previous = outputs.prepare_output(recipe.output, overwrite)
-    outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
-    timings["validate"] = time.perf_counter() - clock
+    out, previous = outputs.prepare_output(recipe.output, overwrite, resume=resume)
+    if not resume:
+        outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+    watch.lap("validate")
     with ray_session(recipe.resources, address):
-        timings["ray_start"] = time.perf_counter() - clock - timings["validate"]
+        watch.lap("ray_start")
         coordinates = build_coordinates(the_plan)
         try:
             say(f"reading data for {len(coordinates)} coordinates")
             state = load(coordinates)
-            timings["read"] = state.load_seconds
+            watch.lap("read")
             say(
                 f"{len(state.train.index)} training rows, {len(state.validation.index)} validation rows"
             )
+            if resume:
+                start = checkpoint.restore(state)
+                say(f"resuming after pass {start[0] + 1}, coordinate {start[1]}")
 
             def after_step(state, step):
+                if recipe.checkpoint:
+                    checkpoint.save(state, coordinates, step)
                 shown = ", ".join(
                     f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float)
                 )
@@ -170,18 +186,42 @@ def fit(
                 locked=frozenset(c.name for c in recipe.coordinates if c.locked),
                 patience=stopping.patience if stopping else None,
                 min_delta=stopping.min_delta if stopping else 0.0,
+                start=start,
                 after_step=after_step,
             )
-            clock = time.perf_counter()
+            watch.lap("coordinates")
             files = write_outputs(out, recipe, coordinates, state)
-            timings["write"] = time.perf_counter() - clock
+            watch.lap("write")
         finally:
             for coordinate in coordinates:
                 coordinate.close()
     outputs.discard_previous(previous)
-    from raymix.report import summarize
+    return summarize(out, recipe, state, watch.laps, files)
 
-    return summarize(out, recipe, state, timings, files)
+
+class Stopwatch:
+    """Named laps of wall time, in order."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._last
+        self._last = now
+        return self.laps[name]
+
+
+def _with_checkpoint_models(recipe: Recipe, checkpoint) -> Recipe:
+    """The recipe with each checkpointed coordinate warm-started from its saved model."""
+    coordinates = []
+    for spec in recipe.coordinates:
+        saved = checkpoint.model_dir(spec.name)
+        if saved is not None and not isinstance(spec, ExternalEffect):
+            spec = spec.model_copy(update={"warm_start": str(saved)})
+        coordinates.append(spec)
+    return recipe.model_copy(update={"coordinates": tuple(coordinates)})
 
 
 def build_coordinates(the_plan: Plan) -> list:

@@ -71,7 +71,7 @@ class RandomEffectCoordinate:
             ray.get(
                 [
                     a.load_warm_start.remote(
-                        self.spec.warm_start, self.names, self.train_source.schema.dim
+                        self.name, self.spec.warm_start, self.names, self.train_source.schema.dim
                     )
                     for a in self.actors
                 ]

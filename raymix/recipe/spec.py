@@ -197,6 +197,7 @@ class Recipe(Spec):
     output: str
     resources: Resources = Resources()
     seed: int = 0
+    checkpoint: bool = True
 
     @model_validator(mode="after")
     def _coordinates(self):

@@ -1,0 +1,86 @@
+"""Driver failure: kill ``raymix fit`` between coordinates; ``--resume`` ends identically."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raymix.data.avro import read_models
+from raymix.recipe.load import load_recipe
+from raymix.run import fit
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def models_of(out: Path, name: str):
+    return sorted(
+        (r["modelId"], [(m["name"], m["value"]) for m in r["means"]])
+        for r in read_models(out / name / "models")
+    )
+
+
+def test_killed_driver_resumes_to_identical_models_and_metrics(movielens, ray_session, tmp_path):
+    env = dict(os.environ, RAYMIX_MOVIELENS=str(movielens))
+    env.pop("RAY_ADDRESS", None)
+    killed = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "raymix.cli",
+        "fit",
+        str(REPO / "recipes" / "movielens_lr.py"),
+        "--set",
+        f"output={killed}",
+        "--set",
+        "passes=3",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    state = killed / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if state.is_file() and json.loads(state.read_text())["completed"] >= [0, 1]:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no checkpoint appeared")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.wait()
+    completed = json.loads(state.read_text())["completed"]
+    assert completed < [2, 2], "the run had finished; nothing to resume"
+    assert not (killed / "summary.json").exists()
+
+    code = subprocess.call(
+        [sys.executable, "-m", "raymix.cli", "fit", "--resume", str(killed), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    assert code == 0
+
+    whole = tmp_path / "whole"
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("RAYMIX_MOVIELENS", str(movielens))
+    try:
+        recipe = load_recipe(REPO / "recipes" / "movielens_lr.py", [f"output={whole}", "passes=3"])
+    finally:
+        monkey.undo()
+    fit(recipe)
+    for name in ("global", "per-user", "per-movie"):
+        assert models_of(killed, name) == models_of(whole, name)
+    resumed = json.loads((killed / "summary.json").read_text())
+    uninterrupted = json.loads((whole / "summary.json").read_text())
+    assert [s["metrics"] for s in resumed["steps"]] == [
+        s["metrics"] for s in uninterrupted["steps"]
+    ]
+    assert resumed["final"] == uninterrupted["final"]
