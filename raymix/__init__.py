@@ -8,8 +8,12 @@ A recipe imports what it needs from here::
 from raymix.errors import DataError, FitError, RaymixError, RecipeError
 from raymix.recipe.spec import (
     LBFGS,
+    SGD,
+    Adam,
+    AdamW,
     Columns,
     Data,
+    DeepEffect,
     EarlyStopping,
     ExternalEffect,
     FixedEffect,
@@ -21,9 +25,13 @@ from raymix.recipe.spec import (
 
 __all__ = [
     "LBFGS",
+    "SGD",
+    "Adam",
+    "AdamW",
     "Columns",
     "Data",
     "DataError",
+    "DeepEffect",
     "EarlyStopping",
     "ExternalEffect",
     "FitError",

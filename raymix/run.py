@@ -20,14 +20,14 @@ from pathlib import Path
 from raymix.data.source import Source, build_source, feature_names
 from raymix.engine.cluster import physical_cores
 from raymix.errors import RecipeError
-from raymix.recipe.spec import ExternalEffect, FixedEffect, RandomEffect, Recipe
+from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
 
 @dataclass(frozen=True)
 class CoordinatePlan:
     """A coordinate with its resolved inputs: what ``--dry-run`` prints and ``fit`` builds."""
 
-    spec: FixedEffect | RandomEffect | ExternalEffect
+    spec: FixedEffect | RandomEffect | ExternalEffect | DeepEffect
     train: Source | None
     validation: Source | None
     names: list[tuple[str, str]] | None
@@ -71,6 +71,14 @@ class Plan:
                 else f" workers={s.workers or 'in-process'}"
             )
             lock = " [locked]" if s.locked else ""
+            if isinstance(s, DeepEffect):
+                wide = bag if s.feature_bag else "no wide bag"
+                backend = f" {s.backend}" if s.workers else ""
+                lines.append(
+                    f"{k}. {s.name} [deep{backend}{extra}] text '{s.text_column}', {wide}, "
+                    f"{s.steps} steps x {s.batch_size}{lock}: {where}{val}"
+                )
+                continue
             lines.append(
                 f"{k}. {s.name} [{s.kind}{extra}] {s.task}, {bag}, l2={s.l2}, l1={s.l1}{lock}: {where}{val}"
             )
@@ -100,6 +108,10 @@ def plan(recipe: Recipe) -> Plan:
                 data, recipe.columns, split="validation", bag=spec.feature_bag, entity=entity
             )
         names = feature_names(data, spec.feature_bag, train.schema.dim)
+        if isinstance(spec, DeepEffect):
+            from raymix.coordinates.deep import check_deep_inputs
+
+            check_deep_inputs(spec, train, validation)
         coordinates.append(CoordinatePlan(spec, train, validation, names))
     cores = physical_cores()
     actors = recipe.resources.actors or cores
@@ -248,6 +260,10 @@ def build_coordinates(the_plan: Plan) -> list:
                     seed=the_plan.recipe.seed,
                 )
             )
+        elif isinstance(c.spec, DeepEffect):
+            from raymix.coordinates.deep import DeepCoordinate
+
+            built.append(DeepCoordinate(c.spec, c.train, c.validation))
         else:
             built.append(ExternalCoordinate(c.spec))
     return built

@@ -22,7 +22,7 @@ import pydantic
 from raymix.errors import RecipeError
 from raymix.recipe.spec import Recipe
 
-_UNION_TAGS = {"fixed_effect", "random_effect", "external"}
+_UNION_TAGS = {"fixed_effect", "random_effect", "external", "deep"}
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:

@@ -164,7 +164,124 @@ class ExternalEffect(_Coordinate):
     score_column: str = "predictionScore"
 
 
-Coordinate = Annotated[FixedEffect | RandomEffect | ExternalEffect, Field(discriminator="kind")]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+
+
+class AdamW(Spec):
+    """DeText's AdamW (BERT's ``AdamWeightDecayOptimizer``): Adam plus decoupled weight decay
+    ``p -= lr * wd * p`` on every non-bias variable, no bias correction unless asked.
+
+    ``learning_rate`` may be given here for convenience; it is moved to the coordinate's
+    ``learning_rate`` (the one place it lives), and giving both with different values fails.
+    """
+
+    kind: Literal["adamw"] = "adamw"
+    learning_rate: Positive | None = None
+    weight_decay: NonNegative = 0.01
+    beta_1: Probability = 0.9
+    beta_2: Probability = 0.999
+    epsilon: Positive = 1e-6
+    bias_correction: bool = False
+
+
+class Adam(Spec):
+    """Adam with bias correction and no weight decay."""
+
+    kind: Literal["adam"] = "adam"
+    learning_rate: Positive | None = None
+    beta_1: Probability = 0.9
+    beta_2: Probability = 0.999
+    epsilon: Positive = 1e-7
+
+
+class SGD(Spec):
+    """Plain (optionally momentum) gradient descent: deterministic, stateless without momentum."""
+
+    kind: Literal["sgd"] = "sgd"
+    learning_rate: Positive | None = None
+    momentum: Probability = 0.0
+
+
+DeepOptimizer = Annotated[AdamW | Adam | SGD, Field(discriminator="kind")]
+_OPTIMIZERS = {"adamw": AdamW, "adam": Adam, "sgd": SGD}
+
+
+class DeepEffect(_Coordinate):
+    """A wide-and-deep global model (DeText as GDMix configures it for movieLens).
+
+    ``logit = [CNN(text) ; v.x_wide] -> hidden layers -> linear``, trained on
+    sum_i w_i sigmoid_xent(y_i, logit_i + o_i) / batch_size by mini-batch steps
+    (see :mod:`raymix.deep`). The text is tokenized with ``vocab`` (one token a line, with
+    [PAD], [UNK], [CLS], [SEP]); ``feature_bag`` is the wide (linear) part. ``workers=0``
+    trains in-process; otherwise data-parallel over ``backend``: TensorFlow collectives
+    (Ray Train) or Horovod (Gloo, on Ray actors; needs ``scripts/install_horovod.sh``).
+    """
+
+    kind: Literal["deep"] = "deep"
+    task: Literal["logistic"] = "logistic"
+    text_column: Annotated[str, Field(min_length=1)] = "title"
+    vocab: Annotated[str, Field(min_length=1)]
+    feature_bag: str | None = None
+    embedding_size: Annotated[int, Field(gt=0)] = 64
+    filters: Annotated[int, Field(gt=0)] = 50
+    window_sizes: Annotated[tuple[Annotated[int, Field(gt=0)], ...], Field(min_length=1)] = (3,)
+    hidden: tuple[Annotated[int, Field(gt=0)], ...] = ()
+    optimizer: DeepOptimizer = AdamW()
+    learning_rate: Positive = 0.002
+    schedule: Literal["linear", "constant"] = "linear"
+    clip_norm: Positive | None = 1.0
+    steps: Annotated[int, Field(gt=0)] = 1000
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    max_len: Annotated[int, Field(gt=0)] = 16
+    min_len: Annotated[int, Field(ge=0)] = 3
+    seed: int = 1234
+    workers: Annotated[int, Field(ge=0)] = 0
+    backend: Literal["tensorflow", "horovod"] = "tensorflow"
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer(cls, value):
+        if isinstance(value, str) and value not in _OPTIMIZERS:
+            raise ValueError(
+                f"must be one of {sorted(_OPTIMIZERS)} or an optimizer object. Got '{value}'"
+            )
+        return _solver_from_string(value, _OPTIMIZERS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_learning_rate(cls, data):
+        if not isinstance(data, dict):
+            return data
+        optimizer = data.get("optimizer")
+        given = (
+            optimizer.get("learning_rate")
+            if isinstance(optimizer, dict)
+            else getattr(optimizer, "learning_rate", None)
+        )
+        if given is None:
+            return data
+        top = data.get("learning_rate")
+        if top is not None and top != given:
+            raise ValueError(
+                f"learning_rate is {top} but optimizer.learning_rate is {given}: give it once"
+            )
+        if isinstance(optimizer, dict):
+            optimizer = {**optimizer, "learning_rate": None}
+        else:
+            optimizer = optimizer.model_copy(update={"learning_rate": None})
+        return {**data, "learning_rate": given, "optimizer": optimizer}
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if self.batch_size < max(self.workers, 1):
+            raise ValueError(f"batch_size ({self.batch_size}) must be >= workers ({self.workers})")
+        return self
+
+
+Coordinate = Annotated[
+    FixedEffect | RandomEffect | ExternalEffect | DeepEffect, Field(discriminator="kind")
+]
 
 
 class Resources(Spec):

@@ -1,0 +1,227 @@
+"""The deep coordinate's input pipeline: Ray Data read tasks that tokenize, row-exact shards.
+
+Read tasks (one per file, as :mod:`raymix.engine.reading`) parse the rows and turn the text
+column into fixed-width token ids right there, so workers receive numbers only. The
+dataset is then materialised once and cut into ``world`` contiguous, row-exact pieces
+(``split_at_indices``: deterministic, no row dropped, whatever the number of files), each
+handed to one worker as a list of Arrow block references. A worker turns its blocks into a
+:class:`Shard`, sorted by uid, and keeps it resident across coordinate-descent passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from raymix.data.rows import Rows, concat_rows, rows_from_table
+from raymix.data.source import Source
+from raymix.deep.text import Framing, Vocabulary, tokenize
+from raymix.engine.reading import FILE, READ_TASK_CPUS, ROW
+from raymix.errors import DataError
+
+TOKENS, LENGTH = "__raymix_tokens", "__raymix_length"
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """Which column holds the text and how it becomes token ids."""
+
+    column: str
+    vocab: Vocabulary
+    framing: Framing
+
+
+@dataclass
+class Shard:
+    """One worker's rows, resident: what training and scoring need, as arrays.
+
+    ``wide_ids``/``wide_values`` are the wide bag padded to the shard's largest row
+    (``[n, K]``, id -1 marks padding), which keeps every batch a plain dense gather.
+    """
+
+    uid: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray
+    offset: np.ndarray
+    tokens: np.ndarray
+    lengths: np.ndarray
+    wide_ids: np.ndarray
+    wide_values: np.ndarray
+
+    def __len__(self) -> int:
+        return self.uid.size
+
+    @classmethod
+    def from_rows(cls, rows: Rows, tokens: np.ndarray, lengths: np.ndarray) -> Shard:
+        ids, values = pad_sparse(rows.X)
+        return cls(
+            rows.uid,
+            rows.label,
+            rows.weight,
+            rows.offset,
+            tokens.astype(np.int32),
+            lengths.astype(np.int32),
+            ids,
+            values,
+        )
+
+    def take(self, index: np.ndarray) -> Shard:
+        return Shard(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+
+
+def pad_sparse(X) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (or dense) rows -> padded ``(ids int64 [n, K], values float32 [n, K])``, pad id -1."""
+    import scipy.sparse as sp
+
+    X = sp.csr_matrix(X)
+    n = X.shape[0]
+    counts = np.diff(X.indptr)
+    k = max(int(counts.max()) if n else 0, 1)
+    ids = np.full((n, k), -1, np.int64)
+    values = np.zeros((n, k), np.float32)
+    rows = np.repeat(np.arange(n), counts)
+    cols = np.arange(X.nnz) - np.repeat(X.indptr[:-1], counts)
+    ids[rows, cols] = X.indices
+    values[rows, cols] = X.data
+    return ids, values
+
+
+def read_text_table(source: Source, column: str, path: str) -> pa.Table:
+    """One file of ``source`` with the text ``column`` as well (row convention)."""
+    if source.format == "parquet":
+        try:
+            columns = source.schema.columns() + [column]
+            if source.schema.label_optional and source.schema.label in pq.read_schema(path).names:
+                columns.append(source.schema.label)
+            return pq.read_table(path, columns=columns)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(f"cannot read Parquet file: {exc}", path=path) from None
+    from raymix.data.tfrecord import read_tfrecord_file
+
+    return read_tfrecord_file(path, source.metadata, source.tensors() + [column])
+
+
+def texts_of(column) -> list[str]:
+    """A string/binary Arrow column as Python strings (missing -> empty text)."""
+    out = []
+    for value in column.to_pylist():
+        if value is None:
+            value = ""
+        elif isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        out.append(value)
+    return out
+
+
+def read_deep_dataset(source: Source, text: TextInput):
+    """A Ray Dataset of ``source``'s rows with token ids: one read task per file, in order."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    items = [{"path": path} for path in source.files]
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _read_files,
+        fn_kwargs={"source": source, "text": text},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=READ_TASK_CPUS,
+    )
+
+
+def _read_files(batch: pa.Table, source: Source, text: TextInput) -> pa.Table:
+    tables = []
+    for path in batch.column("path").to_pylist():
+        table = read_text_table(source, text.column, path)
+        ids, lengths = tokenize(texts_of(table.column(text.column)), text.vocab, text.framing)
+        n = table.num_rows
+        table = table.drop_columns([text.column])
+        table = table.append_column(
+            TOKENS, pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), ids.shape[1])
+        )
+        table = table.append_column(LENGTH, pa.array(lengths))
+        files = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([path]))
+        table = table.append_column(FILE, files).append_column(
+            ROW, pa.array(np.arange(n, dtype=np.int64))
+        )
+        tables.append(table)
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def split_rows(dataset, world: int) -> list[list]:
+    """Materialise ``dataset`` and cut it into ``world`` contiguous row ranges of blocks."""
+    materialized = dataset.materialize()
+    if world <= 1:
+        return [materialized.to_arrow_refs()]
+    n = materialized.count()
+    cuts = [n * k // world for k in range(1, world)]
+    return [part.to_arrow_refs() for part in materialized.split_at_indices(cuts)]
+
+
+def load_shard(refs: list, source: Source, width: int) -> Shard:
+    """A worker's blocks -> :class:`Shard` sorted by uid (sums independent of block order)."""
+    import ray
+
+    tables = [t for t in ray.get(list(refs)) if t.num_rows]
+    parts, tokens, lengths = [], [], []
+    for table in tables:
+        parts.append(_rows(table, source))
+        flat = pc.list_flatten(table.column(TOKENS)).to_numpy(zero_copy_only=False)
+        tokens.append(flat.reshape(-1, width))
+        lengths.append(table.column(LENGTH).to_numpy(zero_copy_only=False))
+    rows = concat_rows(parts, source.schema.dim)
+    ids = np.concatenate(tokens) if tokens else np.zeros((0, width), np.int32)
+    length = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+    order = np.argsort(rows.uid, kind="stable")
+    return Shard.from_rows(rows.take(order), ids[order], length[order])
+
+
+def _rows(table: pa.Table, source: Source) -> Rows:
+    """Convert a block; an error names the file and the row within that file."""
+    try:
+        return rows_from_table(table, source.schema, source="input")
+    except DataError as exc:
+        if exc.row is None:
+            raise DataError(exc._raw, path=source.files[0], column=exc.column) from None
+        path = table.column(FILE)[exc.row].as_py()
+        row = table.column(ROW)[exc.row].as_py()
+        raise DataError(exc._raw, path=path, row=row, column=exc.column) from None
+
+
+def check_text_column(source: Source, column: str) -> None:
+    """Fail before anything starts if the data lacks the text column or it is not text."""
+    if source.metadata is not None:
+        if column not in source.metadata:
+            raise DataError(
+                f"metadata has no tensor '{column}' for the text column "
+                f"(has {list(source.metadata.names)})",
+                column=column,
+            )
+        spec = source.metadata[column]
+        if spec.dtype not in ("string", "bytes") or spec.shape:
+            raise DataError(
+                f"the text column must be a scalar string tensor, got {spec.dtype} {list(spec.shape)}",
+                column=column,
+            )
+        return
+    schema = pq.read_schema(source.files[0])
+    if column not in schema.names:
+        raise DataError(
+            f"missing text column (has {schema.names})", path=source.files[0], column=column
+        )
+    kind = schema.field(column).type
+    if not (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+    ):
+        raise DataError(
+            f"the text column must hold strings, got {kind}", path=source.files[0], column=column
+        )
