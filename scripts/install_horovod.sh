@@ -16,6 +16,7 @@ VERSION="${HOROVOD_VERSION:-0.28.1}"
 PYTHON="${PYTHON:-python3}"
 CACHE="${HOROVOD_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/raymix/wheels}"
 
+export TF_CPP_MIN_LOG_LEVEL=3 PIP_ROOT_USER_ACTION=ignore
 if "$PYTHON" -c "import horovod.tensorflow" >/dev/null 2>&1; then
     echo "install_horovod: horovod.tensorflow already importable; nothing to do"
     exit 0
@@ -45,4 +46,5 @@ fi
 # Only the runtime requirements Horovod declares for itself; TensorFlow is already here.
 "$PYTHON" -m pip install -q --no-deps "$wheel"
 "$PYTHON" -m pip install -q cloudpickle psutil pyyaml packaging
-"$PYTHON" -c "import horovod.tensorflow as hvd; print('install_horovod: horovod', hvd.__version__ if hasattr(hvd, '__version__') else '$VERSION', 'ok')"
+"$PYTHON" -c "import horovod.tensorflow" 2>/dev/null
+echo "install_horovod: horovod $VERSION installed"
