@@ -57,6 +57,10 @@ class Checkpoint:
             },
         )
 
+    def discard(self) -> None:
+        """Remove the checkpoint once the run's outputs are complete."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def exists(self) -> bool:
         return (self.root / "state.json").is_file()
 

@@ -91,7 +91,7 @@ def summarize(out: Path, recipe: Recipe, state: DescentState, timings: dict, fil
             "coordinate": s.coordinate,
             "metrics": s.metrics,
             "seconds": round(s.seconds, 4),
-            **{k: v for k, v in s.info.items() if isinstance(v, int | float | bool | str)},
+            **{k: v for k, v in s.info.items() if isinstance(v, int | float | bool | str | list)},
         }
         for s in state.steps
     ]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from raymix.data.source import Source, build_source, feature_names
 from raymix.engine.cluster import physical_cores
-from raymix.errors import RecipeError
+from raymix.errors import RecipeError, surfaced
 from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
 
@@ -99,13 +99,19 @@ def plan(recipe: Recipe) -> Plan:
             continue
         data = recipe.data_for(spec)
         entity = spec.entity if isinstance(spec, RandomEffect) else None
+        task = getattr(spec, "task", None)
         train = build_source(
-            data, recipe.columns, split="train", bag=spec.feature_bag, entity=entity
+            data, recipe.columns, split="train", bag=spec.feature_bag, entity=entity, task=task
         )
         validation = None
         if data.validation is not None:
             validation = build_source(
-                data, recipe.columns, split="validation", bag=spec.feature_bag, entity=entity
+                data,
+                recipe.columns,
+                split="validation",
+                bag=spec.feature_bag,
+                entity=entity,
+                task=task,
             )
         names = feature_names(data, spec.feature_bag, train.schema.dim)
         if isinstance(spec, DeepEffect):
@@ -162,53 +168,54 @@ def fit(
     if resume:
         start = tuple(checkpoint.load()["completed"])
         recipe = _with_checkpoint_models(recipe, checkpoint)
-    the_plan = plan(recipe)
-    out, previous = outputs.prepare_output(recipe.output, overwrite, resume=resume)
-    if not resume:
-        outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
-    watch.lap("validate")
-    with ray_session(recipe.resources, address):
-        watch.lap("ray_start")
-        coordinates = build_coordinates(the_plan)
-        try:
-            say(f"reading data for {len(coordinates)} coordinates")
-            state = load(coordinates)
-            watch.lap("read")
-            say(
-                f"{len(state.train.index)} training rows, {len(state.validation.index)} validation rows"
-            )
-            if resume:
-                start = checkpoint.restore(state)
-                say(f"resuming after pass {start[0] + 1}, coordinate {start[1]}")
-
-            def after_step(state, step):
-                if recipe.checkpoint:
-                    checkpoint.save(state, coordinates, step)
-                shown = ", ".join(
-                    f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float)
+    the_plan = plan(recipe)  # everything that can be checked, before the output is touched
+    with outputs.output_transaction(recipe.output, overwrite, resume=resume) as out, surfaced():
+        if not resume:
+            outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+        watch.lap("validate")
+        with ray_session(recipe.resources, address):
+            watch.lap("ray_start")
+            coordinates = build_coordinates(the_plan)
+            try:
+                say(f"reading data for {len(coordinates)} coordinates")
+                state = load(coordinates)
+                watch.lap("read")
+                say(
+                    f"{len(state.train.index)} training rows, {len(state.validation.index)} validation rows"
                 )
-                say(f"pass {step.pass_index + 1} {step.coordinate}: {shown} ({step.seconds:.2f} s)")
+                if resume:
+                    start = checkpoint.restore(state)
+                    say(f"resuming after pass {start[0] + 1}, coordinate {start[1]}")
 
-            stopping = recipe.early_stopping
-            descend(
-                coordinates,
-                state,
-                passes=recipe.passes,
-                metric=recipe.metric,
-                locked=frozenset(c.name for c in recipe.coordinates if c.locked),
-                patience=stopping.patience if stopping else None,
-                min_delta=stopping.min_delta if stopping else 0.0,
-                start=start,
-                after_step=after_step,
-            )
-            watch.lap("coordinates")
-            files = write_outputs(out, recipe, coordinates, state)
-            watch.lap("write")
-        finally:
-            for coordinate in coordinates:
-                coordinate.close()
-    outputs.discard_previous(previous)
-    return summarize(out, recipe, state, watch.laps, files)
+                def after_step(state, step):
+                    if recipe.checkpoint:
+                        checkpoint.save(state, coordinates, step)
+                    shown = ", ".join(
+                        f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float)
+                    )
+                    say(f"pass {step.pass_index + 1} {step.coordinate}: {shown} ({step.seconds:.2f} s)")
+
+                stopping = recipe.early_stopping
+                descend(
+                    coordinates,
+                    state,
+                    passes=recipe.passes,
+                    metric=recipe.metric,
+                    locked=frozenset(c.name for c in recipe.coordinates if c.locked),
+                    patience=stopping.patience if stopping else None,
+                    min_delta=stopping.min_delta if stopping else 0.0,
+                    start=start,
+                    after_step=after_step,
+                )
+                watch.lap("coordinates")
+                files = write_outputs(out, recipe, coordinates, state)
+                checkpoint.discard()
+                watch.lap("write")
+            finally:
+                for coordinate in coordinates:
+                    coordinate.close()
+        result = summarize(out, recipe, state, watch.laps, files)
+    return result
 
 
 class Stopwatch:

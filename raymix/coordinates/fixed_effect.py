@@ -34,6 +34,7 @@ class FixedEffectCoordinate:
         self._val_pos: list[np.ndarray] = []
         self._sizes = (0, 0)
         self._uids: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+        self.rows_per_worker: list[int] = []
         if spec.warm_start:
             self.theta = self._load_warm_start(spec.warm_start)
 
@@ -50,6 +51,7 @@ class FixedEffectCoordinate:
             for r in replies
         ]
         self._uids = ([h.uid for h in train], [h.uid for h in val])
+        self.rows_per_worker = [h.uid.size for h in train]
         return train, val
 
     def bind(self, train: RowIndex, validation: RowIndex) -> None:
@@ -76,6 +78,7 @@ class FixedEffectCoordinate:
         info = {
             k: v for k, v in replies[0].items() if k not in ("theta", "train", "val", "variances")
         }
+        info["rows_per_worker"] = self.rows_per_worker
         return Outcome(train=train, validation=val, info=info)
 
     def write_models(self, directory: Path) -> list[Path]:

@@ -98,6 +98,7 @@ def _serve_fit(command, rank, spec: FixedEffect, loss, stats, train, val, allred
     import ray
 
     from raymix.solvers.glm import LBFGSOptions, coefficient_variances, minimize_glm, threshold
+    from raymix.solvers.polish import newton_polish
 
     loss.set_offsets(ray.get(command["train_offsets"][rank]))
     theta = command.get("theta")
@@ -129,6 +130,28 @@ def _serve_fit(command, rank, spec: FixedEffect, loss, stats, train, val, allred
             ),
         )
         coef, intercept = fit.coef, fit.intercept
+        polished = 0
+        if (
+            solver.polish
+            and fit.converged
+            and spec.l1 == 0
+            and 0 < loss.n_params <= solver.polish_max_params
+        ):
+            theta0 = np.concatenate([coef, [intercept]]) if spec.fit_intercept else np.asarray(coef)
+            penalized = np.ones(loss.n_params)
+            if spec.fit_intercept and not spec.regularize_intercept:
+                penalized[-1] = 0.0
+            n = loss.n_params
+            theta0, polished = newton_polish(
+                lambda x: value_grad(x)[1],
+                lambda x: allreduce(loss.hessian(x).ravel()).reshape(n, n),
+                theta0,
+                l2=spec.l2,
+                penalized=penalized,
+            )
+            coef, intercept = (
+                (theta0[:-1], float(theta0[-1])) if spec.fit_intercept else (theta0, 0.0)
+            )
         if spec.sparsity_threshold > 0:
             coef, intercept = threshold(coef, intercept, spec.sparsity_threshold)
         theta = np.concatenate([coef, [intercept]]) if spec.fit_intercept else np.asarray(coef)
@@ -137,6 +160,7 @@ def _serve_fit(command, rank, spec: FixedEffect, loss, stats, train, val, allred
             "converged": bool(fit.converged),
             "objective": float(fit.objective),
             "message": fit.message,
+            "newton_steps": polished,
             "solver_seconds": time.perf_counter() - started,
         }
         if spec.variance:
