@@ -94,7 +94,10 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a previous run in the output directory"
     )
     fit.add_argument(
-        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)"
+        "--address",
+        default=None,
+        help="join a Ray cluster: 'auto' (inside 'ray job submit') or the head's host:port "
+        "(default: RAY_ADDRESS, else a local Ray)",
     )
     fit.add_argument("--quiet", action="store_true", help="no progress lines")
     fit.add_argument(
@@ -167,6 +170,8 @@ def _progress(quiet: bool):
 
 
 def _fit(args) -> int:
+    from raymix.engine.cluster import check_address
+    from raymix.outputs import absolute_paths
     from raymix.recipe.load import load_recipe
     from raymix.run import fit, plan
 
@@ -180,6 +185,11 @@ def _fit(args) -> int:
         raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
     else:
         recipe = load_recipe(args.recipe, args.overrides)
+    # Absolute paths (a Ray job's driver and the actors on other nodes share no working
+    # directory), a local or shared output, and a Ray address that answers: before any output.
+    recipe = absolute_paths(recipe)
+    address = args.address or recipe.resources.address or os.environ.get("RAY_ADDRESS")
+    check_address(address, reach=True)
     if args.dry_run:
         print(plan(recipe).describe())
         print("dry run: recipe, schema and paths are valid; nothing was started")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +20,36 @@ from pathlib import Path
 from raymix.errors import RecipeError
 
 RUN_FILE = "run.json"
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b/x, gs://..., also Path's s3:/b/x
+
+
+def local_output(path: str | Path, field: str = "output") -> Path:
+    """``path`` as an absolute local directory; object-store URIs are refused (not yet supported).
+
+    Absolute, because on a cluster the driver (a Ray job runs in its own working directory)
+    and the actors writing the random-effect models (in theirs) share no current directory.
+    """
+    text = str(path)
+    if _URI.match(text):
+        raise RecipeError(
+            f"'{text}' is a URI, but only local paths are supported for outputs yet: on a "
+            "cluster use a shared filesystem mounted at the same path on every node (NFS, a "
+            "Kubernetes volume), not an object store (s3://, gs://, ...)",
+            field=field,
+        )
+    return Path(os.path.abspath(text))
+
+
+def absolute_paths(recipe):
+    """The recipe with its output and warm starts as absolute paths (see :func:`local_output`)."""
+    coordinates = tuple(
+        c.model_copy(update={"warm_start": os.path.abspath(c.warm_start)})
+        if getattr(c, "warm_start", None) and not _URI.match(c.warm_start)
+        else c
+        for c in recipe.coordinates
+    )
+    output = str(local_output(recipe.output))
+    return recipe.model_copy(update={"output": output, "coordinates": coordinates})
 
 
 @contextlib.contextmanager
@@ -56,7 +87,7 @@ def prepare_output(
     the caller deletes it with :func:`discard_previous` once the new run has succeeded, so a
     failing run never loses the earlier results.
     """
-    path = Path(path)
+    path = local_output(path)
     if path.exists() and not path.is_dir():
         raise RecipeError(f"output '{path}' exists and is not a directory", field="output")
     if resume:

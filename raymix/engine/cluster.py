@@ -2,7 +2,11 @@
 
 Local runs start an embedded Ray sized to the machine: logical CPUs oversubscribed (2x the
 cores, so long-lived state actors and Ray Data tasks never starve each other on a 2-core
-laptop) and a modest object store. ``--address`` / ``RAY_ADDRESS`` joins a cluster instead.
+laptop) and a modest object store. ``--address`` / ``RAY_ADDRESS`` joins a cluster instead:
+``auto`` (the cluster this machine belongs to, e.g. inside a ``ray job submit`` job) or a GCS
+``host:port``. A dashboard ``http://`` address and Ray Client ``ray://`` addresses are
+refused with a one-line hint (Ray Data's streaming executor does not run under Ray Client),
+and an address that cannot be reached fails fast with a one-line error.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import warnings
 
+from raymix.errors import RecipeError
 from raymix.recipe.spec import Resources
 
 OVERSUBSCRIBE = 2
@@ -39,11 +45,11 @@ def ray_session(resources: Resources, address: str | None = None, quiet: bool = 
     import ray
 
     _quiet_environment()
-    address = address or resources.address or os.environ.get("RAY_ADDRESS")
+    address = check_address(address or resources.address or os.environ.get("RAY_ADDRESS"))
     started = False
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=not quiet)
+            _join(ray, address, quiet)
         else:
             object_store = (
                 int(resources.object_store_gib * (1 << 30)) or default_object_store_bytes()
@@ -62,6 +68,83 @@ def ray_session(resources: Resources, address: str | None = None, quiet: bool = 
     finally:
         if started:
             ray.shutdown()
+
+
+def check_address(address: str | None, reach: bool = False) -> str | None:
+    """The address to join (``None``: start a local Ray); refuse the forms raymix cannot use.
+
+    With ``reach``, also check that something listens at a ``host:port`` address (the CLI
+    does, before it writes anything).
+    """
+    address = (address or "").strip() or None
+    if address is None or address == "auto":
+        return address
+    if address.startswith(("http://", "https://")):
+        raise RecipeError(
+            f"'{address}' is a dashboard (job submission) address, not a Ray cluster address: "
+            f"run 'ray job submit --address {address} -- raymix fit RECIPE --address auto', "
+            "or pass the head's GCS address (host:6379), or unset RAY_ADDRESS",
+            field="address",
+        )
+    if address.startswith("ray://"):
+        raise RecipeError(
+            f"'{address}': Ray Client (ray://) is not supported, because Ray Data needs its "
+            "driver on the cluster: submit the fit as a job instead "
+            "('ray job submit --address http://HEAD:8265 -- raymix fit RECIPE --address auto')",
+            field="address",
+        )
+    if "://" in address:
+        raise RecipeError(
+            f"'{address}' is not a Ray cluster address (host:port or auto)", field="address"
+        )
+    if reach:
+        _check_reachable(address)
+    return address
+
+
+def _join(ray, address: str, quiet: bool) -> None:
+    """``ray.init(address)``, but fail in seconds, in one line, when nobody answers there.
+
+    An explicit address wins over ``RAY_ADDRESS`` (Ray itself prefers the environment).
+    """
+    saved = os.environ.get("RAY_ADDRESS")
+    if address != "auto":
+        _check_reachable(address)
+        os.environ["RAY_ADDRESS"] = address
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=not quiet)
+    except Exception as exc:  # ConnectionError, ValueError, AuthenticationError...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConnectionError(
+            f"cannot join the Ray cluster at '{address}': {first} (is the cluster up, and are "
+            "RAY_AUTH_MODE / the auth token the same as the cluster's?)"
+        ) from None
+    finally:
+        if address != "auto":
+            if saved is None:
+                os.environ.pop("RAY_ADDRESS", None)
+            else:
+                os.environ["RAY_ADDRESS"] = saved
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A TCP connect to the GCS ``host:port`` (``ray.init`` itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise RecipeError(
+            f"'{address}' is not a Ray cluster address: use host:port (the head's GCS port, "
+            "6379 by default) or auto",
+            field="address",
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConnectionError(
+            f"cannot reach a Ray cluster at '{address}': {reason} (start one with 'ray start "
+            f"--head --port={port}', or check the host and port)"
+        ) from None
 
 
 def _quiet_environment() -> None:

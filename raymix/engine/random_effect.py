@@ -272,5 +272,13 @@ def _resolve(parts) -> list[tuple[str, pa.Table]]:
 
 
 def start_pool(n_actors: int, threads: int) -> list:
-    """The bucket actors shared by every random-effect coordinate of a run."""
-    return [BucketActor.options(num_cpus=0).remote(threads) for _ in range(n_actors)]
+    """The bucket actors shared by every random-effect coordinate of a run.
+
+    ``SPREAD`` puts them on as many nodes as possible (zero-CPU actors would otherwise all
+    land on the driver's node); placement never changes the models, as buckets, not nodes,
+    decide which actor fits which entity.
+    """
+    return [
+        BucketActor.options(num_cpus=0, scheduling_strategy="SPREAD").remote(threads)
+        for _ in range(n_actors)
+    ]
