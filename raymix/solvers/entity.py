@@ -17,13 +17,19 @@ Solver: a compiled (numba) damped Newton per entity, with a Cholesky solve of th
 ``(d_e+1)^2`` Hessian and Armijo step halving; with ``l1 > 0`` a proximal Newton whose
 direction comes from coordinate descent on the quadratic model (glmnet style). It stops when
 the max-abs (min-norm sub)gradient of ``f_e`` is ``<= tol``. Entities with more than
-``max_newton_dim`` parameters use scipy's L-BFGS-B instead (split variables for L1).
-Entities are spread over ``n_threads`` threads; every entity's result is bitwise independent
-of the split, so batching never changes a model.
+``max_newton_dim`` parameters use scipy's L-BFGS-B instead (split variables for L1; their
+``n_iter`` counts L-BFGS iterations). Entities are spread over ``n_threads`` threads; every
+entity's result is bitwise independent of the split, so batching never changes a model.
+
+An entity whose rows all have one label (logistic), or all-zero counts (poisson), has its
+optimum at ``b = -/+inf`` when the intercept is not regularized: like GDMix's L-BFGS, the
+solver then stops where the gradient falls below ``tol`` (``|b|`` about ``log(1/tol)``).
+An entity with no rows keeps its starting point (zeros or the warm start).
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,30 +77,20 @@ class EntityProblem:
     offsets: np.ndarray | None = None
 
     def __post_init__(self):
-        X = self.X
+        X, ptr = self.X, np.asarray(self.entity_ptr)
         if not sp.issparse(X) or X.ndim != 2:
-            raise DataError(
-                f"must be a 2-D scipy.sparse CSR matrix; got {type(X).__name__}", column="X"
-            )
-        X = X.tocsr() if X.format != "csr" else X
-        if X.dtype != np.float64:
-            X = X.astype(np.float64)
+            raise DataError(f"must be a 2-D scipy.sparse matrix; got {type(X).__name__}", column="X")  # fmt: skip
+        X = (X if X.format == "csr" else X.tocsr()).astype(np.float64, copy=False)
         n = X.shape[0]
-        ptr = np.asarray(self.entity_ptr)
         if ptr.ndim != 1 or ptr.size == 0 or not np.issubdtype(ptr.dtype, np.integer):
             raise DataError("must be a non-empty 1-D integer array", column="entity_ptr")
         ptr = np.ascontiguousarray(ptr, dtype=np.int64)
         if ptr[0] != 0 or ptr[-1] != n:
-            raise DataError(
-                f"must start at 0 and end at n_rows={n}; got {ptr[0]}..{ptr[-1]}",
-                column="entity_ptr",
-            )
-        bad = np.flatnonzero(np.diff(ptr) < 0)
-        if bad.size:
-            raise DataError(
-                f"must be non-decreasing; entity {bad[0]} ends before it starts",
-                column="entity_ptr",
-            )
+            msg = f"must start at 0 and end at n_rows={n}; got {ptr[0]}..{ptr[-1]}"
+            raise DataError(msg, column="entity_ptr")
+        if (np.diff(ptr) < 0).any():
+            msg = f"must be non-decreasing; entity {_first_bad(np.diff(ptr) < 0)} ends before it starts"  # fmt: skip
+            raise DataError(msg, column="entity_ptr")
         if X.nnz and (X.indices.min() < 0 or X.indices.max() >= X.shape[1]):
             raise DataError(f"column indices must lie in [0, {X.shape[1]})", column="X")
         object.__setattr__(self, "X", X)
@@ -113,15 +109,9 @@ class EntityProblem:
 
     def subset(self, start: int, stop: int) -> EntityProblem:
         """Entities ``start..stop-1`` as their own problem (rows re-based to 0)."""
-        r0, r1 = self.entity_ptr[start], self.entity_ptr[stop]
-        sl = slice(r0, r1)
-        return EntityProblem(
-            self.entity_ptr[start : stop + 1] - r0,
-            self.X[sl],
-            self.y[sl],
-            self.weights[sl],
-            self.offsets[sl],
-        )
+        ptr = self.entity_ptr[start : stop + 1]
+        sl = slice(ptr[0], ptr[-1])
+        return EntityProblem(ptr - ptr[0], self.X[sl], self.y[sl], self.weights[sl], self.offsets[sl])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -164,23 +154,12 @@ class EntityModels:
     def concatenate(parts: list[EntityModels]) -> EntityModels:
         """Models of consecutive entity batches, as one."""
         starts = np.cumsum([0] + [p.coef_index.size for p in parts[:-1]])
-        ptr = np.concatenate(
-            [[0]] + [p.coef_ptr[1:] + s for p, s in zip(parts, starts, strict=True)]
-        )
-        has_var = all(p.variances is not None for p in parts)
-
-        def cat(field):
-            return np.concatenate([getattr(p, field) for p in parts])
-
-        return EntityModels(
-            cat("intercepts"),
-            ptr.astype(np.int64),
-            cat("coef_index"),
-            cat("coef_value"),
-            cat("converged"),
-            cat("n_iter"),
-            cat("variances") if has_var else None,
-        )
+        ptr = np.concatenate([[0]] + [p.coef_ptr[1:] + s for p, s in zip(parts, starts, strict=True)])  # fmt: skip
+        fields = ["intercepts", "coef_index", "coef_value", "converged", "n_iter"]
+        if all(p.variances is not None for p in parts):
+            fields.append("variances")
+        cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
+        return EntityModels(coef_ptr=ptr.astype(np.int64), **cat)
 
 
 def _real(v):
@@ -223,11 +202,9 @@ def _first_bad(mask):
 
 def _check_values(problem: EntityProblem, task: str):
     for name in ("y", "weights", "offsets"):
-        a = getattr(problem, name)
-        if not np.isfinite(a).all():
-            raise DataError(
-                "must be finite (got NaN or inf)", row=_first_bad(~np.isfinite(a)), column=name
-            )
+        bad = ~np.isfinite(getattr(problem, name))
+        if bad.any():
+            raise DataError("must be finite (got NaN or inf)", row=_first_bad(bad), column=name)
     X = problem.X
     if not np.isfinite(X.data).all():
         row = int(np.searchsorted(X.indptr, _first_bad(~np.isfinite(X.data)), side="right") - 1)
@@ -235,16 +212,11 @@ def _check_values(problem: EntityProblem, task: str):
     if (problem.weights < 0).any():
         raise DataError("must be >= 0", row=_first_bad(problem.weights < 0), column="weights")
     y = problem.y
-    if task == "logistic" and ((y != 0) & (y != 1)).any():
-        row = _first_bad((y != 0) & (y != 1))
-        raise DataError(
-            f"labels must be 0 or 1 for task='logistic'; got {y[row]!r}", row=row, column="y"
-        )
-    if task == "poisson" and (y < 0).any():
-        row = _first_bad(y < 0)
-        raise DataError(
-            f"labels must be >= 0 for task='poisson'; got {y[row]!r}", row=row, column="y"
-        )
+    bad = {"logistic": (y != 0) & (y != 1), "poisson": y < 0}.get(task)
+    if bad is not None and bad.any():
+        row, allowed = _first_bad(bad), "0 or 1" if task == "logistic" else ">= 0"
+        msg = f"labels must be {allowed} for task='{task}'; got {y[row]!r}"
+        raise DataError(msg, row=row, column="y")
 
 
 def _ro(a):
@@ -303,15 +275,18 @@ def fit_entities(
         msg = f"must be an EntityProblem; got {type(problem).__name__}"
         raise RecipeError(msg, field="fit_entities.problem")
     _check_values(problem, task)
-    n_threads = numba.get_num_threads() if n_threads is None else int(n_threads)
     E, dim, X, ptr = problem.n_entities, problem.X.shape[1], problem.X, problem.entity_ptr
+    if not X.has_canonical_format:  # the kernels need sorted, duplicate-free rows
+        X = X.copy()
+        X.sum_duplicates()
     idx_dtype = np.int32 if dim <= _INT32_MAX else np.int64
     indptr = X.indptr.astype(np.int64, copy=False)
     nnz = indptr[ptr[1:]] - indptr[ptr[:-1]]
     slot_ptr = np.zeros(E + 1, np.int64)  # entity k may use slots slot_ptr[k]:slot_ptr[k+1]
     np.cumsum(np.minimum(nnz, dim), out=slot_ptr[1:])
-    inp = tuple(_ro(a) for a in (ptr, indptr, X.indices.astype(idx_dtype, copy=False), X.data,
-                                 problem.y, problem.weights, problem.offsets, slot_ptr))  # fmt: skip
+    indices = X.indices.astype(idx_dtype, copy=False)
+    arrays = (ptr, indptr, indices, X.data, problem.y, problem.weights, problem.offsets, slot_ptr)
+    inp = tuple(_ro(a) for a in arrays)
     var_mode, n_slots = VARIANCES[variance], int(slot_ptr[-1])
     opt = (TASKS[task], float(l2), float(l1), bool(fit_intercept), bool(regularize_intercept),
            int(max_iter), float(tol), int(max_newton_dim), var_mode)  # fmt: skip
@@ -319,36 +294,38 @@ def fit_entities(
     out = (np.zeros(E), np.zeros(n_slots, idx_dtype), np.zeros(n_slots), np.full(E, np.nan),
            np.zeros(n_slots if var_mode else 0), np.zeros(E, np.int64), np.zeros(E, np.int64),
            np.zeros(E, np.int32))  # fmt: skip
+    n_threads = numba.get_num_threads() if n_threads is None else int(n_threads)
     if E and n_threads == 1:
         _k.fit_range(0, E, inp, opt, warm, out)
-    elif E:
+    elif E:  # dynamic queue of cost-balanced ranges, biggest first
         rows = np.maximum(np.diff(ptr), 1)
         ranges = _chunks(32.0 + rows + nnz * (1.0 + nnz / rows), 8 * n_threads)
         with ThreadPoolExecutor(n_threads) as pool:
             for f in [pool.submit(_k.fit_range, lo, hi, inp, opt, warm, out) for lo, hi in ranges]:
                 f.result()
+    wide = np.flatnonzero(out[6] == _k.TOO_LARGE)
+    if wide.size:
+        with _single_threaded_blas():  # threaded BLAS only slows down these small calls
+            for k in wide:
+                _fit_wide(problem, int(k), opt, warm, slot_ptr[k], out)
+    return _collect(slot_ptr, out, float(threshold), var_mode)
+
+
+def _collect(slot_ptr, out, threshold, var_mode) -> EntityModels:
+    """Ragged models from the kernel's per-entity slots, dropping ``|v| <= threshold``."""
     out_b, out_idx, out_val, out_vb, out_var, out_d, status, n_iter = out
-    fb = int(fit_intercept)
-    for k in np.flatnonzero(status == _k.TOO_LARGE):
-        theta, feats, ok, n_iter[k], var = _fit_wide(problem, int(k), opt, warm)
-        s0, d = slot_ptr[k], feats.size
-        out_b[k], out_idx[s0 : s0 + d], out_val[s0 : s0 + d] = theta[0] * fb, feats, theta[fb:]
-        if var_mode:
-            out_vb[k] = var[0] if fb else np.nan
-            out_var[s0 : s0 + d] = var[fb:]
-        out_d[k], status[k] = d, _k.CONVERGED if ok else _k.MAX_ITER
-    m = int(out_d.sum())
-    dst = (np.zeros(E + 1, np.int64), np.empty(m, idx_dtype), np.empty(m), np.empty(m + E if var_mode else 0))  # fmt: skip
-    m = _k.compact(inp[-1], _ro(out_d), _ro(out_val), bool(var_mode), float(threshold),
-                   (_ro(out_idx), _ro(out_val), _ro(out_var)), dst)  # fmt: skip
+    E, m = out_b.size, int(out_d.sum())
+    dst = (np.zeros(E + 1, np.int64), np.empty(m, out_idx.dtype), np.empty(m),
+           np.empty(m + E if var_mode else 0))  # fmt: skip
+    src = (_ro(out_idx), _ro(out_val), _ro(out_var))
+    m = _k.compact(_ro(slot_ptr), _ro(out_d), _ro(out_val), bool(var_mode), threshold, src, dst)
     coef_ptr, idx, val, var = dst
     if var_mode:
         var = var[: m + E].copy()
         var[coef_ptr[:-1] + np.arange(E)] = out_vb
     out_b[np.abs(out_b) <= threshold] = 0.0
-    converged = status == _k.CONVERGED
-    return EntityModels(out_b, coef_ptr, idx[:m].copy(), val[:m].copy(), converged, n_iter,
-                        var if var_mode else None)  # fmt: skip
+    return EntityModels(out_b, coef_ptr, idx[:m].copy(), val[:m].copy(),
+                        status == _k.CONVERGED, n_iter, var if var_mode else None)  # fmt: skip
 
 
 def _warm_arrays(warm: EntityModels | None, E: int, idx_dtype):
@@ -359,14 +336,32 @@ def _warm_arrays(warm: EntityModels | None, E: int, idx_dtype):
         got = f"{warm.n_entities} entities" if isinstance(warm, EntityModels) else type(warm).__name__  # fmt: skip
         msg = f"must be EntityModels of the same {E} entities; got {got}"
         raise RecipeError(msg, field="fit_entities.warm_start")
-    cptr = np.ascontiguousarray(warm.coef_ptr, dtype=np.int64)
-    cidx = np.ascontiguousarray(warm.coef_index, dtype=idx_dtype)
-    owner = np.repeat(np.arange(E), np.diff(cptr))
-    if ((np.diff(cidx) <= 0) & (owner[1:] == owner[:-1])).any():
-        msg = "coef_index must be strictly ascending within each entity"
-        raise DataError(msg, column="warm_start.coef_index")
-    b, val = (np.ascontiguousarray(a, dtype=np.float64) for a in (warm.intercepts, warm.coef_value))
+    cptr, cidx, val = _sorted_coefficients(warm, idx_dtype, "warm_start")
+    b = np.ascontiguousarray(warm.intercepts, dtype=np.float64)
     return _ro(b), _ro(cptr), _ro(cidx), _ro(val)
+
+
+def _sorted_coefficients(models: EntityModels, idx_dtype, name: str):
+    """``(coef_ptr, coef_index, coef_value)`` with indices ascending within each entity (models
+    read back from files may list them in another order); a repeated feature is an error."""
+    cptr = np.ascontiguousarray(models.coef_ptr, dtype=np.int64)
+    cidx = np.ascontiguousarray(models.coef_index, dtype=idx_dtype)
+    val = np.ascontiguousarray(models.coef_value, dtype=np.float64)
+    owner = np.repeat(np.arange(models.n_entities), np.diff(cptr))
+    if ((np.diff(cidx) <= 0) & (owner[1:] == owner[:-1])).any():
+        order = np.lexsort((cidx, owner))
+        cidx, val = cidx[order], val[order]
+        if ((np.diff(cidx) == 0) & (owner[1:] == owner[:-1])).any():
+            raise DataError("an entity has the same feature twice", column=f"{name}.coef_index")
+    return cptr, cidx, val
+
+
+def _single_threaded_blas():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: only a speed-up
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def _loss_terms(task, y, z):
@@ -380,9 +375,9 @@ def _loss_terms(task, y, z):
     return mu - y * z, mu - y, mu
 
 
-def _fit_wide(problem, k, opt, warm):
-    """One entity with too many features for a dense Newton: scipy L-BFGS-B on ``f_e`` (L1 by
-    splitting ``w = w+ - w-`` with bounds ``>= 0``). Returns theta, features, ok, nit, var."""
+def _fit_wide(problem, k, opt, warm, s0, out):
+    """Entity ``k``, too wide for a dense Newton: scipy L-BFGS-B on ``f_e`` (L1 by splitting
+    ``w = w+ - w-`` with bounds ``>= 0``), written into the kernel's outputs at slot ``s0``."""
     task, l2, l1, fit_b, reg_b, max_iter, tol, _, var_mode = opt
     r0, r1 = problem.entity_ptr[k], problem.entity_ptr[k + 1]
     y, wt, off = problem.y[r0:r1], problem.weights[r0:r1], problem.offsets[r0:r1]
@@ -421,7 +416,12 @@ def _fit_wide(problem, k, opt, warm):
         bounds = [(None, None)] * fb + [(0, None)] * (2 * (p - fb))
         res = scipy.optimize.minimize(split, v0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)  # fmt: skip
         theta = np.concatenate([res.x[:fb], res.x[fb:p] - res.x[p:]])
-    var = None
+    out_b, out_idx, out_val, out_vb, out_var, out_d, status, n_iter = out
+    d = feats.size
+    out_b[k] = theta[0] if fb else 0.0
+    out_idx[s0 : s0 + d], out_val[s0 : s0 + d] = feats, theta[fb:]
+    out_d[k], status[k] = d, _k.CONVERGED if res.success else _k.MAX_ITER
+    n_iter[k] = res.nit
     if var_mode:
         D = wt * _loss_terms(task, y, Z @ theta + off)[2]
         reg = np.where(np.arange(p) >= ps, l2, 0.0) + 1e-12
@@ -429,7 +429,8 @@ def _fit_wide(problem, k, opt, warm):
             var = 1.0 / (Z.multiply(Z).T @ D + reg)
         else:
             var = np.diag(np.linalg.inv((Z.T @ Z.multiply(D[:, None])).toarray() + np.diag(reg)))
-    return theta, feats, bool(res.success), int(res.nit), var
+        out_vb[k] = var[0] if fb else np.nan
+        out_var[s0 : s0 + d] = var[fb:]
 
 
 def score_entities(
@@ -457,9 +458,7 @@ def score_entities(
     dt = np.int32 if prob.X.shape[1] <= _INT32_MAX else np.int64
     x = (prob.X.indptr.astype(np.int64, copy=False), prob.X.indices.astype(dt, copy=False), prob.X.data)  # fmt: skip
     m = (np.ascontiguousarray(models.intercepts, dtype=np.float64),
-         np.ascontiguousarray(models.coef_ptr, dtype=np.int64),
-         np.ascontiguousarray(models.coef_index, dtype=dt),
-         np.ascontiguousarray(models.coef_value, dtype=np.float64))  # fmt: skip
+         *_sorted_coefficients(models, dt, "models"))  # fmt: skip
     out = np.empty(prob.n_rows)
     ro = tuple(map(_ro, x)), tuple(map(_ro, m))
     _k.score_groups(_ro(prob.entity_ptr), _ro(model_index.astype(np.int64)), *ro, out)

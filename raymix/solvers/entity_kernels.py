@@ -26,18 +26,7 @@ from numba import njit
 LOGISTIC, LINEAR, POISSON = 0, 1, 2
 CONVERGED, MAX_ITER, STALLED, TOO_LARGE = 0, 1, 2, 3
 _EPS = 2.220446049250313e-16
-
-
-@njit(cache=True, nogil=True)
-def _loss(task, y, z):
-    """Per-row loss: logistic log-loss, half squared error, or Poisson deviance part."""
-    if task == LOGISTIC:
-        if z > 0.0:
-            return z - z * y + math.log1p(math.exp(-z))
-        return -z * y + math.log1p(math.exp(z))
-    if task == LINEAR:
-        return 0.5 * (z - y) * (z - y)
-    return math.exp(z) - y * z
+_DENSE_MAX = 1 << 21  # largest dense local design (rows x parameters) an entity may use
 
 
 @njit(cache=True, nogil=True)
@@ -56,54 +45,78 @@ def _derivs(task, y, z):
 
 
 @njit(cache=True, nogil=True)
+def _find(feats, d, c, guess):
+    """Position of ``c`` in sorted ``feats[:d]`` (or where to insert it); tries ``guess``
+    first, which hits when consecutive rows share their (sorted) features."""
+    if guess < d and feats[guess] == c:
+        return guess
+    lo, hi = 0, d
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if feats[mid] < c:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
 def _local_features(indices, j0, j1, feats, lcol, max_d):
     """Sorted unique feature indices of nnz ``j0:j1`` into ``feats``; local column of each
     nnz into ``lcol``. Returns the count, or -1 if it exceeds ``max_d``."""
-    d = 0
+    d, guess = 0, 0
     for j in range(j0, j1):
         c = indices[j]
-        lo, hi = 0, d
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if feats[mid] < c:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < d and feats[lo] == c:
+        pos = _find(feats, d, c, guess)
+        guess = pos + 1
+        if pos < d and feats[pos] == c:
             continue
         if d == max_d:
             return -1
-        for m in range(d, lo, -1):
+        for m in range(d, pos, -1):
             feats[m] = feats[m - 1]
-        feats[lo] = c
+        feats[pos] = c
         d += 1
+    guess = 0
     for j in range(j0, j1):
-        c = indices[j]
-        lo, hi = 0, d
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if feats[mid] < c:
-                lo = mid + 1
-            else:
-                hi = mid
-        lcol[j - j0] = lo
+        pos = _find(feats, d, indices[j], guess)
+        lcol[j - j0] = pos
+        guess = pos + 1
     return d
 
 
 @njit(cache=True, nogil=True)
-def _linear_part(rows, base, fb, v, out):
+def _linear_part(rows, base, v, out):
     """``out_i = base_i + v_b + x_i . v_w`` for the entity's rows (``base`` may be empty).
-    ``rows = (n, r0, j0, indptr, lcol, data)``: ``n`` rows from ``r0``, nnz from ``j0``."""
-    n, r0, j0, indptr, lcol, data = rows
-    b = v[0] if fb else 0.0
+    ``rows = (n, r0, j0, indptr, lcol, data, Zd, p, fb, dense)``: ``n`` rows from ``r0``, nnz
+    from ``j0`` with local columns ``lcol``; if ``dense``, ``Zd`` holds the ``n x p`` local
+    design ``[1, x_i]`` row-major instead."""
+    n, r0, j0, indptr, lcol, data, Zd, p, fb, dense = rows
     for i in range(n):
         r = r0 + i
-        s = b
-        if base.shape[0] > 0:
-            s += base[r]
-        for j in range(indptr[r], indptr[r + 1]):
-            s += data[j] * v[fb + lcol[j - j0]]
+        s = base[r] if base.shape[0] > 0 else 0.0
+        if dense:
+            for a in range(p):
+                s += Zd[i * p + a] * v[a]
+        else:
+            if fb:
+                s += v[0]
+            for j in range(indptr[r], indptr[r + 1]):
+                s += data[j] * v[fb + lcol[j - j0]]
         out[i] = s
+
+
+@njit(cache=True, nogil=True)
+def _dense_design(rows):
+    """Fill ``Zd`` with the entity's local design ``[1, x_i]`` (see ``_linear_part``)."""
+    n, r0, j0, indptr, lcol, data, Zd, p, fb, _ = rows
+    for a in range(n * p):
+        Zd[a] = 0.0
+    for i in range(n):
+        if fb:
+            Zd[i * p] = 1.0
+        for j in range(indptr[r0 + i], indptr[r0 + i + 1]):
+            Zd[i * p + fb + lcol[j - j0]] = data[j]
 
 
 @njit(cache=True, nogil=True)
@@ -118,48 +131,70 @@ def _penalty(theta, p, ps, ls, l2, l1):
 
 
 @njit(cache=True, nogil=True)
-def _grad_hess(task, rows, y, wt, z, fb, p, theta, ps, l2, g, H):
-    """Smooth part of F (loss + L2) with its gradient ``g`` and the lower triangle of its
-    Hessian ``H`` (row-major ``p x p``). Rows with zero weight are skipped."""
-    n, r0, j0, indptr, lcol, data = rows
-    for a in range(p):
-        g[a] = 0.0
-    for a in range(p * p):
-        H[a] = 0.0
+def _row_derivs(task, n, r0, y, wt, z, u, t, gw, hw):
+    """Weighted loss at margins ``z + t u`` (``u`` may be empty); stores each row's
+    ``w_i loss'`` in ``gw`` and ``w_i loss''`` in ``hw``. Zero-weight rows contribute 0."""
     f = 0.0
     for i in range(n):
-        r = r0 + i
-        w = wt[r]
+        w = wt[r0 + i]
         if w == 0.0:
+            gw[i] = 0.0
+            hw[i] = 0.0
             continue
-        loss, d1, d2 = _derivs(task, y[r], z[i])
+        zi = z[i] + t * u[i] if u.shape[0] > 0 else z[i]
+        loss, d1, d2 = _derivs(task, y[r0 + i], zi)
         f += w * loss
-        gw = w * d1
-        hw = w * d2
+        gw[i] = w * d1
+        hw[i] = w * d2
+    return f
+
+
+@njit(cache=True, nogil=True)
+def _gradient(rows, gw, theta, ps, l2, g):
+    """``g = sum_i gw_i [1, x_i] + l2 theta`` (L2 on ``theta[ps:]`` only)."""
+    n, r0, j0, indptr, lcol, data, Zd, p, fb, dense = rows
+    for a in range(p):
+        g[a] = l2 * theta[a] if a >= ps else 0.0
+    for i in range(n):
+        if dense:
+            for a in range(p):
+                g[a] += gw[i] * Zd[i * p + a]
+            continue
         if fb:
-            g[0] += gw
-            H[0] += hw
-        for j in range(indptr[r], indptr[r + 1]):
+            g[0] += gw[i]
+        for j in range(indptr[r0 + i], indptr[r0 + i + 1]):
+            g[fb + lcol[j - j0]] += gw[i] * data[j]
+
+
+@njit(cache=True, nogil=True)
+def _hessian(rows, hw, ps, l2, H):
+    """Lower triangle of ``H = sum_i hw_i [1, x_i][1, x_i]' + l2 I`` (row-major ``p x p``).
+    Sparse rows must be canonical (sorted, no duplicates): local columns ascend in a row."""
+    n, r0, j0, indptr, lcol, data, Zd, p, fb, dense = rows
+    for a in range(p * p):
+        H[a] = 0.0
+    for i in range(n):
+        h = hw[i]
+        if h == 0.0:
+            continue
+        if dense:
+            for a in range(p):
+                hz = h * Zd[i * p + a]
+                for c in range(a + 1):
+                    H[a * p + c] += hz * Zd[i * p + c]
+            continue
+        if fb:
+            H[0] += h
+        j1 = indptr[r0 + i + 1]
+        for j in range(indptr[r0 + i], j1):
             a = fb + lcol[j - j0]
-            hx = hw * data[j]
-            g[a] += gw * data[j]
+            hx = h * data[j]
             if fb:
                 H[a * p] += hx
-            for jj in range(indptr[r], j + 1):
-                c = fb + lcol[jj - j0]
-                v = hx * data[jj]
-                if a > c:
-                    H[a * p + c] += v
-                elif a < c:
-                    H[c * p + a] += v
-                else:
-                    H[a * p + a] += v if jj == j else 2.0 * v  # duplicated column in a row
-    s2 = 0.0
+            for jj in range(indptr[r0 + i], j + 1):
+                H[a * p + fb + lcol[jj - j0]] += hx * data[jj]
     for a in range(ps, p):
-        s2 += theta[a] * theta[a]
-        g[a] += l2 * theta[a]
         H[a * p + a] += l2
-    return f + 0.5 * l2 * s2
 
 
 @njit(cache=True, nogil=True)
@@ -264,22 +299,17 @@ def _variance(H, L, p, full, out):
     for a in range(p):
         H[a * p + a] += 1e-12
     _cholesky(H, L, p)
-    for a in range(p):
-        out[a] = 0.0
-    col = np.zeros(p)
-    for k in range(p):  # column k of L^-1, accumulate its squares by row
-        for i in range(p):
-            s = 1.0 if i == k else 0.0
-            for m in range(k, i):
-                s -= L[i * p + m] * col[m]
-            col[i] = s / L[i * p + i] if i >= k else 0.0
-            if i >= k:
-                out[k] += col[i] * col[i]
+    e, x = np.zeros(p), np.empty(p)
+    for k in range(p):  # (H^-1)_kk = x_k where H x = e_k
+        e[k] = -1.0
+        _chol_solve(L, p, e, x)
+        e[k] = 0.0
+        out[k] = x[k]
 
 
 @njit(cache=True, nogil=True)
 def _vectors(m):
-    return np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+    return np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m)
 
 
 @njit(cache=True, nogil=True)
@@ -298,11 +328,11 @@ def fit_range(lo, hi, inp, opt, warm, out):
     ps = 0 if (reg_b or not fit_b) else 1
     feats = np.empty(max(max_p, 1), indices.dtype)
     cap_n, cap_nnz, cap_p = 64, 1024, 16
-    z = np.empty(cap_n)
-    u = np.empty(cap_n)
+    z, u, gw, hw, gw2, hw2 = _vectors(cap_n)
     lcol = np.empty(cap_nnz, np.int64)
-    theta, g, delta, Hd, trial = _vectors(cap_p)
+    theta, g, delta, Hd, trial, _ = _vectors(cap_p)
     H, L = np.empty(cap_p * cap_p), np.empty(cap_p * cap_p)
+    Zd = np.empty(4096)
     empty = np.empty(0)
     for k in range(lo, hi):
         r0, r1 = entity_ptr[k], entity_ptr[k + 1]
@@ -319,10 +349,10 @@ def fit_range(lo, hi, inp, opt, warm, out):
         p = fb + d
         if n > cap_n:
             cap_n = 2 * n
-            z, u = np.empty(cap_n), np.empty(cap_n)
+            z, u, gw, hw, gw2, hw2 = _vectors(cap_n)
         if p > cap_p:
             cap_p = 2 * p
-            theta, g, delta, Hd, trial = _vectors(cap_p)
+            theta, g, delta, Hd, trial, _ = _vectors(cap_p)
             H, L = np.empty(cap_p * cap_p), np.empty(cap_p * cap_p)
         # start: zeros, or the warm model mapped by global feature index
         for a in range(p):
@@ -340,29 +370,39 @@ def fit_range(lo, hi, inp, opt, warm, out):
                     i += 1
                 else:
                     m += 1
+        # dense local design when it is cheaper than sparse outer products (SIMD-friendly)
+        sparse_cost = 0
+        for r in range(r0, r1):
+            sparse_cost += (indptr[r + 1] - indptr[r] + 1) * (indptr[r + 1] - indptr[r] + 2)
+        dense = n * p * (p + 1) <= 3 * sparse_cost and n * p <= _DENSE_MAX
+        if dense and n * p > Zd.shape[0]:
+            Zd = np.empty(2 * n * p)
+        rows = (n, r0, j0, indptr, lcol, data, Zd, p, fb, dense)
+        if dense:
+            _dense_design(rows)
         status, it = CONVERGED, 0
-        rows = (n, r0, j0, indptr, lcol, data)
         if n > 0 and p > 0:
             ntol = tol * n
-            _linear_part(rows, off, fb, theta, z)
+            _linear_part(rows, off, theta, z)
+            f = _row_derivs(task, n, r0, y, wt, z, empty, 0.0, gw, hw)
+            f += _penalty(theta, p, ps, fb, l2, l1)
             while True:
-                f = _grad_hess(task, rows, y, wt, z, fb, p, theta, ps, l2, g, H)
-                f += _penalty(theta, p, p, fb, 0.0, l1)
-                opt = _optimality(g, theta, p, fb, l1)
-                if opt <= ntol:
+                _gradient(rows, gw, theta, ps, l2, g)
+                kkt = _optimality(g, theta, p, fb, l1)
+                if kkt <= ntol:
                     break
                 if it >= max_iter:
                     status = MAX_ITER
                     break
+                _hessian(rows, hw, ps, l2, H)
                 if l1 > 0.0:
                     for a in range(p):
                         for c in range(a):
                             H[c * p + a] = H[a * p + c]
-                    _prox_direction(H, g, theta, delta, Hd, p, fb, l1, max(0.1 * ntol, 1e-3 * opt))
-                    dec = _penalty(theta, p, p, fb, 0.0, l1)
+                    _prox_direction(H, g, theta, delta, Hd, p, fb, l1, max(0.1 * ntol, 1e-3 * kkt))
                     for a in range(p):
                         trial[a] = theta[a] + delta[a]
-                    dec = _penalty(trial, p, p, fb, 0.0, l1) - dec
+                    dec = _penalty(trial, p, p, fb, 0.0, l1) - _penalty(theta, p, p, fb, 0.0, l1)
                 else:
                     _cholesky(H, L, p)
                     _chol_solve(L, p, g, delta)
@@ -370,20 +410,16 @@ def fit_range(lo, hi, inp, opt, warm, out):
                 for a in range(p):
                     dec += g[a] * delta[a]
                 if not dec < 0.0:  # no descent left (or NaN): optimal to working precision
-                    status = STALLED if opt > 1e3 * ntol else CONVERGED
+                    status = STALLED if kkt > 1e3 * ntol else CONVERGED
                     break
-                _linear_part(rows, empty, fb, delta, u)
+                _linear_part(rows, empty, delta, u)
                 t, accepted = 1.0, False
-                slack = 4.0 * _EPS * abs(f)
                 for _halving in range(50):
                     for a in range(p):
                         trial[a] = theta[a] + t * delta[a]
                     ft = _penalty(trial, p, ps, fb, l2, l1)
-                    for i in range(n):
-                        r = r0 + i
-                        if wt[r] != 0.0:
-                            ft += wt[r] * _loss(task, y[r], z[i] + t * u[i])
-                    if ft <= f + 1e-4 * t * dec + slack:
+                    ft += _row_derivs(task, n, r0, y, wt, z, u, t, gw2, hw2)
+                    if ft <= f + 1e-4 * t * dec + 4.0 * _EPS * abs(f):
                         accepted = True
                         break
                     t *= 0.5
@@ -392,12 +428,13 @@ def fit_range(lo, hi, inp, opt, warm, out):
                     break
                 for a in range(p):
                     theta[a] = trial[a]
+                for i in range(n):
+                    z[i] += t * u[i]
+                f = ft
+                gw, gw2, hw, hw2 = gw2, gw, hw2, hw
                 it += 1
-                _linear_part(rows, off, fb, theta, z)
-        if var_mode > 0 and p > 0:
-            if status != CONVERGED or n == 0:  # H is stale (or was never built)
-                _linear_part(rows, off, fb, theta, z)
-                _grad_hess(task, rows, y, wt, z, fb, p, theta, ps, l2, g, H)
+        if var_mode > 0 and p > 0:  # hw holds the final point's curvatures
+            _hessian(rows, hw, ps, l2, H)
             _variance(H, L, p, var_mode == 2, delta)
         s0 = slot_ptr[k]
         out_b[k] = theta[0] if fb else 0.0
