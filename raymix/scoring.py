@@ -21,7 +21,7 @@ from raymix.data.rows import rows_from_table
 from raymix.data.source import Source, build_source, feature_names
 from raymix.errors import DataError, RecipeError
 from raymix.outputs import RUN_FILE
-from raymix.recipe.spec import Data, ExternalEffect, FixedEffect, RandomEffect, Recipe
+from raymix.recipe.spec import Data, DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,11 @@ def score_command(
             entity=entity,
             label_optional=True,
         )
+        if isinstance(spec, DeepEffect):  # a SavedModel, scored from raw rows
+            from raymix.deep.export import check_deep_model
+
+            plans.append((spec, source, check_deep_model(model_dir / spec.name / "models", source)))
+            continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)
         models = load_models(model_dir / spec.name / "models", names, source.schema.dim)
         if isinstance(spec, FixedEffect) and models.keys.size != 1:
@@ -141,12 +146,17 @@ def score_command(
     with ray_session(recipe.resources, address):
         per_coordinate = []
         for spec, source, models in plans:
-            dataset = read_dataset(source).map_batches(
-                _score_batch,
-                fn_kwargs={"source": source, "models": models},
-                batch_size=None,
-                batch_format="pyarrow",
-            )
+            if isinstance(spec, DeepEffect):
+                from raymix.deep.export import deep_score_dataset
+
+                dataset = deep_score_dataset(source, models)
+            else:
+                dataset = read_dataset(source).map_batches(
+                    _score_batch,
+                    fn_kwargs={"source": source, "models": models},
+                    batch_size=None,
+                    batch_format="pyarrow",
+                )
             tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
             table = pa.concat_tables(tables) if tables else None
             per_coordinate.append(table)

@@ -162,3 +162,83 @@ def _serving_module(model, vocab: Vocabulary, framing: Framing):
             return {"tokens": tokens, "lengths": lengths}
 
     return Serving()
+
+
+def check_deep_model(directory: str | Path, source) -> str:
+    """Check an exported model against the data it will score; return its directory."""
+    meta = read_meta(directory)
+    if not (Path(directory) / "saved_model.pb").is_file():
+        raise DataError("no SavedModel here (saved_model.pb is missing)", path=str(directory))
+    arch, _ = architecture_of(meta)
+    dim = source.schema.dim if source.schema.bag else 0
+    if arch.wide_dim != dim:
+        raise DataError(
+            f"the model's wide bag has dimension {arch.wide_dim} but the data's has {dim}",
+            path=str(directory),
+        )
+    from raymix.deep.inputs import check_text_column
+
+    check_text_column(source, meta["text_column"])
+    return str(Path(directory).resolve())
+
+
+def deep_score_dataset(source, directory: str):
+    """A Ray Dataset of ``uid, score, offset, label`` (one read task per file) scored by the
+    SavedModel's ``serving_default`` signature, i.e. from raw text, tokenizer included."""
+    import ray.data
+
+    from raymix.engine.reading import READ_TASK_CPUS
+
+    meta = read_meta(directory)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    items = [{"path": path} for path in source.files]
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _score_files,
+        fn_kwargs={"source": source, "text_column": meta["text_column"], "directory": directory},
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=READ_TASK_CPUS,
+    )
+
+
+def _score_files(batch, source, text_column: str, directory: str):
+    import pyarrow as pa
+
+    from raymix.data.rows import rows_from_table
+    from raymix.deep.inputs import pad_sparse, read_text_table, texts_of
+
+    tables = []
+    for path in batch.column("path").to_pylist():
+        table = read_text_table(source, text_column, path)
+        rows = rows_from_table(table, source.schema, source=path)
+        texts = texts_of(table.column(text_column))
+        ids, values = pad_sparse(rows.X)
+        scores = score_rows(directory, texts, ids, values)
+        tables.append(
+            pa.table({"uid": rows.uid, "score": scores, "offset": rows.offset, "label": rows.label})
+        )
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def score_rows(
+    directory: str | Path,
+    texts: list[str],
+    wide_ids: np.ndarray,
+    wide_values: np.ndarray,
+    batch: int = 8192,
+) -> np.ndarray:
+    """Logits (float64) of raw rows through the SavedModel's ``serving_default`` signature."""
+    import tensorflow as tf
+
+    serve = load_saved_model(directory).signatures["serving_default"]
+    out = [np.zeros(0)]
+    for start in range(0, len(texts), batch):
+        s = slice(start, start + batch)
+        logits = serve(
+            text=tf.constant(texts[s], tf.string),
+            wide_ids=tf.constant(wide_ids[s], tf.int64),
+            wide_values=tf.constant(wide_values[s], tf.float32),
+        )["logit"]
+        out.append(logits.numpy().astype(np.float64))
+    return np.concatenate(out)

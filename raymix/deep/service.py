@@ -84,7 +84,12 @@ def horovod_worker(config: dict) -> None:
 
 def _limit_threads(world: int) -> None:
     """Share the machine's cores between the workers on it (before TensorFlow starts)."""
+    import logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
 
     from raymix.engine.cluster import physical_cores
 
