@@ -66,6 +66,8 @@ class Data(Spec):
     follows raymix's row convention (see README) and may omit it. ``feature_lists`` is GDMix's
     ``featureList`` directory (one ``name,term`` file per feature bag), used to name
     coefficients in the Avro models; without it features are named by their index.
+    ``grouped_by`` reads GDMix's grouped layout (the output of its DataPartitioner: one
+    ``SequenceExample`` per entity of this column, TFRecord only), one row per record.
     """
 
     train: str | tuple[str, ...]
@@ -73,6 +75,7 @@ class Data(Spec):
     format: Literal["auto", "tfrecord", "parquet"] = "auto"
     metadata: str | None = None
     feature_lists: str | None = None
+    grouped_by: str | None = None
 
 
 class Columns(Spec):
