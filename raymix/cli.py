@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from raymix.errors import RaymixError, RecipeError  # noqa: E402
+from raymix.errors import unwrap as _unwrap  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,23 +41,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"raymix: error: {type(cause).__name__}: {cause}", file=sys.stderr)
         return 1
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The raymix error inside Ray's wrappers (RayTaskError, Train's worker failures), if any."""
-    pending, seen = [exc], set()
-    while pending:
-        current = pending.pop(0)
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, RaymixError) and getattr(current, "cause", None) is None:
-            return current
-        pending += [getattr(current, "cause", None), current.__cause__, current.__context__]
-        failures = getattr(current, "worker_failures", None)
-        if isinstance(failures, dict):
-            pending += list(failures.values())
-    return exc
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -69,8 +69,8 @@ def load(coordinates: list[Coordinate]) -> DescentState:
     splits = []
     for which, what in ((0, "training"), (1, "validation")):
         holders = reports[0][which]
-        index = RowIndex([h.uid for h in holders], what)
         first = f"coordinate '{coordinates[0].name}'"
+        index = RowIndex([h.uid for h in holders], what, who=first)
         positions = [index.positions(h.uid, first) for h in holders]
         split = Split(
             index=index,

@@ -6,6 +6,8 @@ non-zero exit code.
 
 from __future__ import annotations
 
+import contextlib
+
 
 class RaymixError(Exception):
     """Base class of every error raymix raises on purpose."""
@@ -67,3 +69,32 @@ class FitError(RaymixError):
 
     def __reduce__(self):
         return (type(self), (self._raw, self.coordinate, self.entities))
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The raymix error inside Ray's wrappers (RayTaskError, Train's worker failures), if any."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, RaymixError) and getattr(current, "cause", None) is None:
+            return current
+        pending += [getattr(current, "cause", None), current.__cause__, current.__context__]
+        failures = getattr(current, "worker_failures", None)
+        if isinstance(failures, dict):
+            pending += list(failures.values())
+    return exc
+
+
+@contextlib.contextmanager
+def surfaced():
+    """Re-raise a RaymixError that Ray wrapped (in a task, actor or Train worker) as itself."""
+    try:
+        yield
+    except Exception as exc:
+        cause = unwrap(exc)
+        if cause is exc:
+            raise
+        raise cause from exc

@@ -5,6 +5,8 @@
 * A run refuses a non-empty output directory unless asked to overwrite, and even then only
   clears a directory that raymix itself wrote (it holds ``run.json``): a user's directory is
   never deleted.
+* A failing run never corrupts a previous one: :func:`output_transaction` moves the previous
+  run back into place and keeps the failed run's partial outputs beside it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from raymix.errors import RecipeError
+from raymix.errors import RaymixError, RecipeError
 
 RUN_FILE = "run.json"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b/x, gs://..., also Path's s3:/b/x
@@ -106,7 +108,7 @@ def prepare_output(
                 f"refusing to overwrite '{path}': it is not a raymix output (no {RUN_FILE})",
                 field="output",
             )
-        previous = path.with_name(f".{path.name}.previous-{os.getpid()}")
+        previous = _aside(path, "previous")
         os.replace(path, previous)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -123,3 +125,52 @@ def discard_previous(previous: Path | None) -> None:
     """Delete the previous run moved aside by :func:`prepare_output` (after success)."""
     if previous is not None and previous.is_dir():
         shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def output_transaction(path: str | Path, overwrite: bool, resume: bool = False):
+    """Prepare the output directory (:func:`prepare_output`), yield it, and keep it consistent.
+
+    On success the previous run (moved aside with ``overwrite``) is deleted. If the body
+    raises, the previous run is moved back to ``path`` unchanged, this run's partial outputs
+    go to a hidden sibling ``.NAME.failed-PID``, and the error's message says where both are.
+    Without a previous run (a fresh directory, or ``resume``) a failed run's outputs stay in
+    place, where ``--resume`` finds its checkpoint.
+    """
+    out, previous = prepare_output(path, overwrite, resume=resume)
+    try:
+        yield out
+    except BaseException as exc:
+        if previous is not None:
+            _tell(exc, _restore(out, previous))
+        raise
+    discard_previous(previous)
+
+
+def _restore(out: Path, previous: Path) -> str:
+    failed = _aside(out, "failed")
+    try:
+        os.replace(out, failed)
+        os.replace(previous, out)
+    except OSError as exc:
+        return f"the previous run is kept in '{previous}': moving it back failed: {exc}"
+    return f"the previous run in '{out}' is unchanged; this run's partial outputs are in '{failed}'"
+
+
+def _tell(exc: BaseException, note: str) -> None:
+    """Append ``note`` to the one-line message of a raymix error (a note on any other)."""
+    if isinstance(exc, RaymixError):
+        exc.message = f"{exc.message} ({note})"
+        exc.args = (exc.message,)
+    else:
+        exc.add_note(note)
+
+
+def _aside(path: Path, tag: str) -> Path:
+    """A free hidden sibling name for ``path``: ``.NAME.TAG-PID`` (then ``-2``, ``-3``, ...)."""
+    base = path.with_name(f".{path.name}.{tag}-{os.getpid()}")
+    candidate, k = base, 1
+    while os.path.lexists(candidate):
+        k += 1
+        candidate = base.with_name(f"{base.name}-{k}")
+    return candidate

@@ -66,14 +66,18 @@ class Coordinate(Protocol):
 class RowIndex:
     """The global order of a split's rows: their uids, sorted."""
 
-    def __init__(self, uids: list[np.ndarray], what: str):
+    def __init__(self, uids: list[np.ndarray], what: str, who: str | None = None):
         allu = np.concatenate(uids) if uids else np.zeros(0, np.int64)
         self.uid = np.sort(allu, kind="stable")
         if self.uid.size > 1:
             repeats = np.flatnonzero(self.uid[1:] == self.uid[:-1])
             if repeats.size:
+                # the readers catch a uid repeated within a file; this one is in two files
                 raise DataError(
-                    f"duplicate uid {int(self.uid[repeats[0]])} in {what}", column="uid"
+                    f"{who + ': ' if who else ''}duplicate uid {int(self.uid[repeats[0]])} "
+                    f"in the {what} data (in two files, or two shards of one): "
+                    "every row needs its own uid",
+                    column="uid",
                 )
         self.what = what
 

@@ -58,6 +58,7 @@ class RowSchema:
     dense_bag: bool = False
     entity: str | None = None
     label_optional: bool = False
+    task: str | None = None  # the coordinate's task: 'logistic' labels must be 0 or 1
 
     def columns(self) -> list[str]:
         """Arrow column names to read."""
@@ -84,6 +85,8 @@ def rows_from_table(table: pa.Table, schema: RowSchema, source: str = "table") -
     weight = _scalar(table, schema.weight, np.float64, source) if schema.weight else np.ones(n)
     offset = _scalar(table, schema.offset, np.float64, source) if schema.offset else np.zeros(n)
     _finite(label[~np.isnan(label)] if schema.label_optional else label, schema.label, source)
+    _labels_fit_task(label, schema, source)
+    _unique(uid, schema.uid, source)
     _finite(weight, schema.weight, source)
     _finite(offset, schema.offset, source)
     negative = np.flatnonzero(weight < 0)
@@ -152,6 +155,41 @@ def _finite(values: np.ndarray, name: str | None, source: str) -> None:
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise DataError("value is NaN or infinite", path=source, row=int(bad[0]), column=name)
+
+
+def _labels_fit_task(label: np.ndarray, schema: RowSchema, source: str) -> None:
+    """Logistic labels must be 0 or 1, Poisson labels >= 0 (missing optional labels pass)."""
+    if schema.task == "logistic":
+        bad = np.flatnonzero((label != 0) & (label != 1) & ~np.isnan(label))
+        allowed = "0 or 1"
+    elif schema.task == "poisson":
+        bad = np.flatnonzero(label < 0)
+        allowed = ">= 0"
+    else:
+        return
+    if bad.size:
+        raise DataError(
+            f"label {label[bad[0]]:g} is not {allowed}, as a {schema.task} coordinate needs",
+            path=source,
+            row=int(bad[0]),
+            column=schema.label,
+        )
+
+
+def _unique(uid: np.ndarray, name: str, source: str) -> None:
+    """Raise at the second row of a repeated uid."""
+    if uid.size < 2:
+        return
+    order = np.argsort(uid, kind="stable")
+    repeats = np.flatnonzero(uid[order][1:] == uid[order][:-1])
+    if repeats.size:
+        row = int(order[repeats + 1].min())
+        raise DataError(
+            f"duplicate uid {int(uid[row])}: every row needs its own uid",
+            path=source,
+            row=row,
+            column=name,
+        )
 
 
 def _entity(column, name: str, source: str) -> np.ndarray:

@@ -6,6 +6,7 @@ runs before anything starts) and shipped to the tasks, workers and actors that r
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from raymix.errors import DataError, RecipeError
 from raymix.recipe.spec import Columns, Data
 
 _TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.deflate", ".tfrecord.gz")
+#: Records of every TFRecord file checked against the metadata before anything starts.
+FIRST_RECORDS = 8
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,17 @@ def list_files(spec: str | tuple[str, ...], what: str) -> tuple[str, ...]:
         elif os.path.isfile(entry):
             found = [entry]
         else:
-            raise DataError(f"{what}: no such file or directory", path=entry)
+            found = [entry] if os.path.islink(entry) else []
+            if not found:
+                raise DataError(f"{what}: no such file or directory", path=entry)
+        found = [f for f in found if not os.path.isdir(f)]
         if not found:
             raise DataError(
                 f"{what}: no data files (*.tfrecord[.gz|.deflate] or *.parquet)", path=entry
             )
+        for f in found:
+            if not os.path.exists(f):  # a link to nowhere
+                raise DataError(f"{what}: broken symbolic link to '{os.readlink(f)}'", path=f)
         files += found
     return tuple(os.path.abspath(f) for f in files)
 
@@ -91,8 +100,14 @@ def build_source(
     bag: str | None,
     entity: str | None = None,
     label_optional: bool = False,
+    task: str | None = None,
 ) -> Source:
-    """Resolve files and schema of ``split`` ('train' or 'validation') and check them."""
+    """Resolve files and schema of ``split`` ('train' or 'validation') and check them.
+
+    Every file is checked before anything starts: Parquet schemas (columns and types), the
+    first records of TFRecord files against the metadata; data with no rows is refused.
+    ``task`` (a coordinate's) makes the readers check labels (0/1 for logistic).
+    """
     spec = data.train if split == "train" else data.validation
     if spec is None:
         raise RecipeError(f"data.{split}: no {split} data given")
@@ -131,10 +146,38 @@ def build_source(
         dense_bag=dense,
         entity=entity,
         label_optional=label_optional,
+        task=task,
     )
-    if fmt == "parquet":
-        _check_parquet_schema(files[0], schema)
-    return Source(files=files, format=fmt, metadata=metadata, schema=schema)
+    source = Source(files=files, format=fmt, metadata=metadata, schema=schema)
+    if not check_files(source):
+        raise DataError(
+            f"data.{split}: no rows in {len(files)} file(s)",
+            path=spec if isinstance(spec, str) else files[0],
+        )
+    if dim is None:  # Parquet with neither metadata nor feature list
+        schema = dataclasses.replace(schema, dim=_largest_index(bag, files) + 1)
+        source = dataclasses.replace(source, schema=schema)
+    return source
+
+
+def check_files(source: Source) -> int:
+    """Check every file of ``source`` without reading it all; return the rows seen.
+
+    Parquet: each file's columns and their types, and that the entity column has one type
+    (integers or strings) in every file; returns the number of rows. TFRecord: the first
+    :data:`FIRST_RECORDS` records of each file against the metadata (keys, kinds, counts,
+    bag indices; a corrupt start of file); returns the records checked (0: no data).
+    """
+    if source.format == "parquet":
+        return _check_parquet_files(source.files, source.schema)
+    from raymix.data.tfrecord import validate_against_metadata
+
+    return sum(
+        validate_against_metadata(
+            path, source.metadata, source.tensors(), num_records=FIRST_RECORDS
+        )
+        for path in source.files
+    )
 
 
 def feature_names(data: Data, bag: str | None, dim: int) -> list[tuple[str, str]] | None:
@@ -156,7 +199,7 @@ def feature_names(data: Data, bag: str | None, dim: int) -> list[tuple[str, str]
 
 def _bag_shape(
     bag: str, metadata: Metadata | None, files, fmt: str, data: Data
-) -> tuple[int, bool]:
+) -> tuple[int | None, bool]:
     if metadata is not None:
         if bag not in metadata:
             raise DataError(
@@ -172,27 +215,107 @@ def _bag_shape(
         file = path / bag if path.is_dir() else path
         if file.is_file():
             return len(load_feature_list(file)), False
-    # Parquet with neither: the dimension is one more than the largest index present.
-    schema = pq.read_schema(files[0])
+    # Parquet with neither: a dense bag's size is in its type; a sparse bag's dimension is
+    # one more than the largest index present (None here: found after the files are checked).
+    schema = _parquet_schema(files[0])
     if bag in schema.names:
-        return schema.field(bag).type.list_size, True
+        kind = schema.field(bag).type
+        if not pa.types.is_fixed_size_list(kind):
+            raise DataError(
+                f"a dense feature bag must be a fixed_size_list column, got {kind}",
+                path=files[0],
+                column=bag,
+            )
+        return kind.list_size, True
+    return None, False
+
+
+def _largest_index(bag: str, files) -> int:
     top = -1
     for file in files:
         column = pq.read_table(file, columns=[f"{bag}_indices"]).column(0)
         flat = pc.list_flatten(column)
         if len(flat):
             top = max(top, pc.max(flat).as_py())
-    return top + 1, False
+    return top
 
 
-def _check_parquet_schema(path: str, schema: RowSchema) -> None:
+def _parquet_schema(path: str) -> pa.Schema:
+    return _parquet_metadata(path).schema.to_arrow_schema()
+
+
+def _parquet_metadata(path: str):
     try:
-        arrow = pq.read_schema(path)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"not a readable Parquet file: {exc}", path=path) from None
-    for name in schema.columns():
-        if name not in arrow.names:
-            raise DataError(f"missing column (has {arrow.names})", path=path, column=name)
+        return pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"not a readable Parquet file: {_one_line(exc)}", path=path) from None
+
+
+def _check_parquet_files(files, schema: RowSchema) -> int:
+    """Columns and types of every file (see :func:`check_files`); returns the row count."""
+    rows, entity_type = 0, None
+    for path in files:
+        footer = _parquet_metadata(path)
+        arrow = footer.schema.to_arrow_schema()
+        for name in schema.columns():
+            if name not in arrow.names:
+                raise DataError(f"missing column (has {arrow.names})", path=path, column=name)
+            kind = arrow.field(name).type
+            expected, ok = _expected_type(name, schema)
+            if not ok(kind):
+                raise DataError(f"has type {kind}; expected {expected}", path=path, column=name)
+        if schema.entity:
+            kind = arrow.field(schema.entity).type
+            if entity_type is None:
+                entity_type = (kind, path)
+            elif pa.types.is_integer(kind) != pa.types.is_integer(entity_type[0]):
+                raise DataError(
+                    f"entity ids are {kind} here but {entity_type[0]} in {entity_type[1]}; "
+                    "every file must use one type",
+                    path=path,
+                    column=schema.entity,
+                )
+        rows += footer.num_rows
+    return rows
+
+
+def _expected_type(name: str, schema: RowSchema):
+    """(description, predicate) of the Arrow types the row convention accepts for ``name``."""
+
+    def leaf(kind, test, lists=(0, 1)):
+        depth = 0
+        while (
+            pa.types.is_list(kind)
+            or pa.types.is_large_list(kind)
+            or pa.types.is_fixed_size_list(kind)
+        ):
+            kind, depth = kind.value_type, depth + 1
+        return depth in lists and test(kind)
+
+    def number(kind):
+        return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+
+    def text(kind):
+        return (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)
+        )
+
+    if name == schema.entity:
+        return "integers or strings", lambda k: pa.types.is_integer(k) or text(k)
+    if name == schema.uid:
+        return "integers", lambda k: leaf(k, pa.types.is_integer)
+    if name == f"{schema.bag}_indices":
+        return "lists of integers", lambda k: leaf(k, pa.types.is_integer, (1,))
+    if name in (f"{schema.bag}_values", schema.bag):
+        return "lists of numbers", lambda k: leaf(k, number, (1,))
+    return "numbers (integer or floating point)", lambda k: leaf(k, number)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def read_table(source: Source, path: str) -> pa.Table:
@@ -203,8 +326,8 @@ def read_table(source: Source, path: str) -> pa.Table:
             if source.schema.label_optional and source.schema.label in pq.read_schema(path).names:
                 columns.append(source.schema.label)
             return pq.read_table(path, columns=columns)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise DataError(f"cannot read Parquet file: {exc}", path=path) from None
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read Parquet file: {_one_line(exc)}", path=path) from None
     from raymix.data.tfrecord import read_tfrecord_file
 
     return read_tfrecord_file(path, source.metadata, source.tensors())

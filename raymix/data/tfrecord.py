@@ -133,29 +133,32 @@ def validate_against_metadata(
     columns: Sequence[str] | None = None,
     *,
     num_records: int = 8,
-) -> None:
+) -> int:
     """Cheaply check that a data file holds ``columns`` as ``metadata`` describes them.
 
     For TFRecord, decodes the first ``num_records`` Examples and checks each tensor's keys,
     kinds (Int64List / FloatList / BytesList) and value counts; for Parquet, checks the schema.
-    Raises :class:`DataError` naming the file, the feature and the row.
+    Raises :class:`DataError` naming the file, the feature and the row. Returns the number of
+    records checked (TFRecord; 0 for an empty file) or the file's row count (Parquet).
     """
     path = _existing(path)
     specs = metadata.select(columns)
     if path.endswith(".parquet"):
         try:
-            schema = pq.read_schema(path)
+            footer = pq.read_metadata(path)
         except (pa.ArrowInvalid, OSError) as e:
             raise DataError(f"cannot read Parquet: {e}", path) from None
-        _parquet_target(path, schema, specs)
-        return
+        _parquet_target(path, footer.schema.to_arrow_schema(), specs)
+        return footer.num_rows
     t = codec.tf()
-    for row, record in enumerate(first_records(path, num_records)):
+    records = first_records(path, num_records)
+    for row, record in enumerate(records):
         try:
             example = t.train.Example.FromString(record)
         except Exception as e:  # protobuf DecodeError
             raise DataError(f"record is not a tf.train.Example: {e}", path, row=row) from None
         codec.check_example(example.features.feature, specs, path, row)
+    return len(records)
 
 
 def write_tfrecord_file(

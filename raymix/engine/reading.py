@@ -29,6 +29,7 @@ def read_dataset(source: Source):
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    context.raise_original_map_exception = True  # a DataError, not Ray's UserCodeException
     items = [{"path": path} for path in source.files]
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _read_files,

@@ -36,14 +36,18 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     return validate_recipe(raw, source=str(path))
 
 
-def validate_recipe(raw, source: str = "recipe") -> Recipe:
-    """Validate a plain dict (or a Recipe) and turn pydantic's errors into one RecipeError."""
+def validate_recipe(raw, source: str | None = None) -> Recipe:
+    """Validate a plain dict (or a Recipe) and turn pydantic's errors into one RecipeError.
+
+    ``source`` (the recipe file) prefixes the message.
+    """
     if isinstance(raw, Recipe):
         raw = raw.model_dump(mode="json")
     try:
         return Recipe.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise RecipeError(_describe(exc, raw), field=None) from None
+        where = f"{source}: " if source else ""
+        raise RecipeError(where + _describe(exc, raw), field=None) from None
 
 
 def _read_raw(path: Path) -> dict:
