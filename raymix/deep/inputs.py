@@ -225,3 +225,17 @@ def check_text_column(source: Source, column: str) -> None:
         raise DataError(
             f"the text column must hold strings, got {kind}", path=source.files[0], column=column
         )
+
+
+def read_local_shard(source: Source, text: TextInput) -> Shard:
+    """Every row of ``source`` as one :class:`Shard`, read in this process (no Ray)."""
+    parts, tokens, lengths = [], [], []
+    for path in source.files:
+        table = read_text_table(source, text.column, path)
+        parts.append(rows_from_table(table, source.schema, source=path))
+        ids, length = tokenize(texts_of(table.column(text.column)), text.vocab, text.framing)
+        tokens.append(ids)
+        lengths.append(length)
+    rows = concat_rows(parts, source.schema.dim)
+    order = np.argsort(rows.uid, kind="stable")
+    return Shard.from_rows(rows.take(order), np.concatenate(tokens)[order], np.concatenate(lengths)[order])

@@ -9,7 +9,7 @@
 
 Either way each worker builds its collective, loads its shard once (row ranges cut by
 :func:`raymix.deep.inputs.split_rows`), reports its rows' uids, and then serves commands
-from a :class:`~raymix.engine.mailbox.Mailbox` until told to stop (the LR fixed effect's
+from a :class:`~raymix.deep.mailbox.DeepMailbox` until told to stop (the LR fixed effect's
 pattern): ``fit`` (new offsets, train, score), ``weights`` (every rank's weights, for
 tests), ``stop``. Only offsets, scores and, from rank 0, the weights cross the wire.
 """
@@ -181,9 +181,9 @@ class DeepService:
         self.mailbox = None
 
     def start(self) -> None:
-        from raymix.engine.mailbox import Mailbox
+        from raymix.deep.mailbox import DeepMailbox
 
-        self.mailbox = Mailbox.options(num_cpus=0).remote(self.world)
+        self.mailbox = DeepMailbox.remote(self.world)
         self._thread = threading.Thread(
             target=self._run, name=f"raymix-deep-{self.plan.name}", daemon=True
         )
