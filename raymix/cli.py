@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     movielens.set_defaults(handler=_movielens)
+    _synthetic_parser(data_sub)
 
     k8s = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests")
     k8s_sub = k8s.add_subparsers(dest="k8s_command", metavar="ACTION")
@@ -214,6 +215,63 @@ def _movielens(args) -> int:
         Path(args.source), Path(args.dest), seed=args.seed, fmt=args.format, overwrite=args.overwrite
     )
     print(f"wrote {args.dest} in {time.perf_counter() - start:.1f} s: {summary}")
+    return 0
+
+
+def _synthetic_parser(data_sub) -> None:
+    synthetic = data_sub.add_parser(
+        "synthetic", help="generate GLMix data with planted coefficients, streamed in parts"
+    )
+    add = synthetic.add_argument
+    add("--dest", required=True, help="output directory")
+    add("--rows", type=int, required=True, help="rows in all, train + validation")
+    add("--users", type=int, required=True, help="number of user ids")
+    add("--items", type=int, required=True, help="number of item ids")
+    add("--global-features", type=int, default=50, help="default 50")
+    add("--entity-features", type=int, default=10, help="per-user/per-item bag size (10)")
+    add("--format", choices=["parquet", "tfrecord"], default="parquet")
+    add("--rows-per-file", type=int, default=1_000_000, help="default 1000000")
+    add("--seed", type=int, default=0, help="default 0")
+    add("--validation-fraction", type=float, default=0.1, help="default 0.1")
+    add("--intercept", type=float, default=-1.0, help="global intercept b (default -1)")
+    for who in ("global", "user", "item"):
+        add(f"--{who}-sigma", type=float, help=f"std of the planted {who} coefficients")
+    add("--skew", type=float, default=1.5, help="lognormal sigma of popularity (1.5)")
+    add("--overwrite", action="store_true", help="replace a previous generation in --dest")
+    add("--quiet", action="store_true", help="no progress lines")
+    add("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    synthetic.set_defaults(handler=_synthetic)
+
+
+def _synthetic(args) -> int:
+    from raymix.data.synthetic import generate_synthetic
+
+    s = generate_synthetic(
+        args.dest,
+        rows=args.rows,
+        users=args.users,
+        items=args.items,
+        global_features=args.global_features,
+        entity_features=args.entity_features,
+        fmt=args.format,
+        rows_per_file=args.rows_per_file,
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        intercept=args.intercept,
+        global_sigma=args.global_sigma,
+        user_sigma=args.user_sigma,
+        item_sigma=args.item_sigma,
+        skew=args.skew,
+        overwrite=args.overwrite,
+        progress=_progress(args.quiet),
+    )
+    auc = s["validation_true_auc"]
+    print(
+        f"wrote {args.dest} in {s['seconds']:.1f} s ({s['rows_per_second']:,.0f} rows/s): "
+        f"{s['train_rows']} train + {s['validation_rows']} validation rows, positive rate "
+        f"{s['positive_rate']:.3f}, validation AUC of the planted model "
+        + ("n/a" if auc is None else f"{auc:.4f}")
+    )
     return 0
 
 
