@@ -193,7 +193,9 @@ def fit(
                     shown = ", ".join(
                         f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float)
                     )
-                    say(f"pass {step.pass_index + 1} {step.coordinate}: {shown} ({step.seconds:.2f} s)")
+                    say(
+                        f"pass {step.pass_index + 1} {step.coordinate}: {shown} ({step.seconds:.2f} s)"
+                    )
 
                 stopping = recipe.early_stopping
                 descend(
@@ -247,7 +249,7 @@ def build_coordinates(the_plan: Plan) -> list:
     from raymix.coordinates.external import ExternalCoordinate
     from raymix.coordinates.fixed_effect import FixedEffectCoordinate
     from raymix.coordinates.random_effect import RandomEffectCoordinate
-    from raymix.engine.random_effect import start_pool
+    from raymix.engine.random_effect import BucketPool
 
     built = []
     pool = None
@@ -255,15 +257,14 @@ def build_coordinates(the_plan: Plan) -> list:
         if isinstance(c.spec, FixedEffect):
             built.append(FixedEffectCoordinate(c.spec, c.train, c.validation, c.names))
         elif isinstance(c.spec, RandomEffect):
-            pool = pool or start_pool(the_plan.actors, the_plan.threads)
+            pool = pool or BucketPool(the_plan.actors, the_plan.threads, the_plan.buckets)
             built.append(
                 RandomEffectCoordinate(
                     c.spec,
                     c.train,
                     c.validation,
                     c.names,
-                    actors=pool,
-                    buckets=the_plan.buckets,
+                    pool=pool,
                     seed=the_plan.recipe.seed,
                 )
             )

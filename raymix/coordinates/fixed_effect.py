@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raymix.coordinates.base import HolderRows, Outcome, RowIndex, gather, scatter
+from raymix.coordinates.base import HolderRows, Outcome, RowIndex, scatter
 from raymix.data.avro import coefficients_by_index, model_record, read_models, write_models
 from raymix.data.source import Source
 from raymix.errors import DataError
@@ -30,9 +30,9 @@ class FixedEffectCoordinate:
         self.service = FixedEffectService(spec, train, validation, spec.name)
         self.theta: np.ndarray | None = None
         self.variances: np.ndarray | None = None
-        self._train_pos: list[np.ndarray] = []
-        self._val_pos: list[np.ndarray] = []
+        self._index: tuple = ()
         self._sizes = (0, 0)
+        self.worker_pids: list[int] = []
         self._uids: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
         self.rows_per_worker: list[int] = []
         if spec.warm_start:
@@ -42,7 +42,7 @@ class FixedEffectCoordinate:
         self.service.start()
 
     def holders(self) -> tuple[list[HolderRows], list[HolderRows]]:
-        replies = self.service.request(None)
+        replies = self.service.loaded()
         train = [
             HolderRows(r.train_uid, r.train_label, r.train_weight, r.train_offset) for r in replies
         ]
@@ -50,15 +50,18 @@ class FixedEffectCoordinate:
             HolderRows(r.val_uid, r.val_label, np.ones(r.val_uid.size), r.val_offset)
             for r in replies
         ]
-        self._uids = ([h.uid for h in train], [h.uid for h in val])
         self.rows_per_worker = [h.uid.size for h in train]
+        self.worker_pids = [r.pid for r in replies]
+        self._uids = ([h.uid for h in train], [h.uid for h in val])
         return train, val
 
     def bind(self, train: RowIndex, validation: RowIndex) -> None:
-        rows_train, rows_val = self._uids
-        self._train_pos = [train.positions(u, f"coordinate '{self.name}'") for u in rows_train]
-        self._val_pos = [validation.positions(u, f"coordinate '{self.name}'") for u in rows_val]
-        train.check_covered(self._train_pos, f"coordinate '{self.name}'")
+        import ray
+
+        who = f"coordinate '{self.name}'"
+        train.check_covered([train.positions(u, who) for u in self._uids[0]], who)
+        validation.check_covered([validation.positions(u, who) for u in self._uids[1]], who)
+        self._index = (ray.put(train.uid), ray.put(validation.uid))
         self._sizes = (len(train), len(validation))
 
     def fit(
@@ -66,19 +69,31 @@ class FixedEffectCoordinate:
     ) -> Outcome:
         import ray
 
-        refs = [ray.put(piece) for piece in gather(train_offsets, self._train_pos)]
         replies = self.service.request(
-            {"kind": "fit", "fit": refit, "train_offsets": refs, "theta": self.theta}
+            {
+                "kind": "fit",
+                "fit": refit,
+                "train_offsets": ray.put(train_offsets),
+                "train_index": self._index[0],
+                "val_index": self._index[1],
+                "theta": self.theta,
+            }
         )
         if refit:
             self.theta = replies[0]["theta"]
             self.variances = replies[0].get("variances")
-        train = scatter([r["train"] for r in replies], self._train_pos, self._sizes[0])
-        val = scatter([r["val"] for r in replies], self._val_pos, self._sizes[1])
-        info = {
-            k: v for k, v in replies[0].items() if k not in ("theta", "train", "val", "variances")
-        }
-        info["rows_per_worker"] = self.rows_per_worker
+        train = scatter(
+            [r["train"] for r in replies], [r["train_pos"] for r in replies], self._sizes[0]
+        )
+        val = np.zeros(self._sizes[1])
+        if self._sizes[1]:
+            val = scatter(
+                [r["val"] for r in replies], [r["val_pos"] for r in replies], self._sizes[1]
+            )
+        skip = ("theta", "train", "val", "train_pos", "val_pos", "variances")
+        info = {k: v for k, v in replies[0].items() if k not in skip}
+        info["rows_per_worker"] = [r["train_pos"].size for r in replies]
+        info["worker_restarts"] = self.service.restarts()
         return Outcome(train=train, validation=val, info=info)
 
     def write_models(self, directory: Path) -> list[Path]:

@@ -21,14 +21,12 @@ class RandomEffectCoordinate:
         validation: Source | None,
         names: list[tuple[str, str]] | None,
         *,
-        actors: list,
-        buckets: int,
+        pool,
         seed: int,
     ):
         self.spec, self.name, self.names = spec, spec.name, names
         self.train_source, self.val_source = train, validation
-        self.actors, self.n_buckets, self.seed = actors, buckets, seed
-        self.n_actors = len(actors)
+        self.pool, self.seed = pool, seed
         self._loads: list = []
         self._train_pos: list[np.ndarray] = []
         self._val_pos: list[np.ndarray] = []
@@ -36,25 +34,9 @@ class RandomEffectCoordinate:
         self._sizes = (0, 0)
 
     def start(self) -> None:
-        from raymix.engine.random_effect import route
-
-        train_parts = route(self.train_source, self.n_actors, self.n_buckets)
-        val_parts = (
-            route(self.val_source, self.n_actors, self.n_buckets)
-            if self.val_source is not None
-            else [[] for _ in range(self.n_actors)]
+        self._loads = self.pool.load(
+            self.spec, self.seed, self.train_source, self.val_source, self.names
         )
-        self._loads = [
-            actor.load.remote(
-                self.spec,
-                self.seed,
-                train_parts[a],
-                val_parts[a],
-                self.train_source,
-                self.val_source,
-            )
-            for a, actor in enumerate(self.actors)
-        ]
 
     def holders(self) -> tuple[list[HolderRows], list[HolderRows]]:
         import ray
@@ -68,14 +50,7 @@ class RandomEffectCoordinate:
             offset += n_val
         self._uids = ([h.uid for h in train], [h.uid for h in val])
         if self.spec.warm_start:
-            ray.get(
-                [
-                    a.load_warm_start.remote(
-                        self.name, self.spec.warm_start, self.names, self.train_source.schema.dim
-                    )
-                    for a in self.actors
-                ]
-            )
+            self.pool.warm_start(self.name)
         return train, val
 
     def bind(self, train: RowIndex, validation: RowIndex) -> None:
@@ -91,12 +66,7 @@ class RandomEffectCoordinate:
         import ray
 
         pieces = gather(train_offsets, self._train_pos)
-        results = ray.get(
-            [
-                actor.fit.remote(self.name, ray.put(piece), refit)
-                for actor, piece in zip(self.actors, pieces, strict=True)
-            ]
-        )
+        results = self.pool.call("fit", self.name, [(ray.put(piece), refit) for piece in pieces])
         train = scatter([r[0] for r in results], self._train_pos, self._sizes[0])
         val = scatter([r[1] for r in results], self._val_pos, self._sizes[1])
         info = {}
@@ -106,19 +76,17 @@ class RandomEffectCoordinate:
                 "entities": sum(i["entities"] for i in infos),
                 "not_converged": sum(i["not_converged"] for i in infos),
                 "solver_seconds": max(i["solver_seconds"] for i in infos),
+                "actor_rebuilds": self.pool.rebuilds,
             }
         return Outcome(train=train, validation=val, info=info)
 
     def write_models(self, directory: Path) -> list[Path]:
-        import ray
-
         directory.mkdir(parents=True, exist_ok=True)
-        written = ray.get(
-            [a.write_models.remote(self.name, str(directory), self.names) for a in self.actors]
+        written = self.pool.call(
+            "write_models", self.name, [(str(directory), self.names)] * len(self.pool)
         )
         return sorted(Path(p) for paths in written for p in paths)
 
     def close(self) -> None:
-        import ray
-
-        ray.get([actor.drop.remote(self.name) for actor in self.actors])
+        self.pool.call("drop", self.name, [()] * len(self.pool))
+        self.pool.forget(self.name)

@@ -25,9 +25,12 @@ from raymix.recipe.spec import FixedEffect
 POLL_SECONDS = 2.0
 
 
+SAVE_EVERY = 5  # function evaluations between saves of the L-BFGS iterate
+
+
 @dataclass
 class WorkerRows:
-    """What a worker reports after loading: its rows' uids, labels and weights."""
+    """What a worker reports after loading: its rows' uids, labels, weights and offsets."""
 
     train_uid: np.ndarray
     train_label: np.ndarray
@@ -36,10 +39,13 @@ class WorkerRows:
     val_uid: np.ndarray
     val_label: np.ndarray
     val_offset: np.ndarray
+    pid: int = 0
 
 
 def fixed_effect_worker(config: dict) -> None:
-    """Ray Train training function: load the shard, then serve mailbox commands."""
+    """Ray Train training function: load the shard, then serve mailbox commands until stop."""
+    import os
+
     import ray
     import ray.train
 
@@ -51,6 +57,7 @@ def fixed_effect_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     mailbox = config["mailbox"]
     spec: FixedEffect = config["spec"]
+    token = 0
     try:
         train = rows_of_shard(ray.train.get_dataset_shard("train"), config["train"])
         val = None
@@ -66,117 +73,167 @@ def fixed_effect_worker(config: dict) -> None:
         )
         allreduce = make_allreduce(world)
         stats = ColumnStats.from_array(allreduce(loss.column_stats().to_array()), loss.n_params)
+        # a number every rank of this worker group agrees on: tells restarted groups apart
+        token = int(allreduce(np.array([float(np.random.default_rng().integers(1 << 40))]))[0])
     except RaymixError as exc:
-        ray.get(mailbox.reply.remote(rank, exc))
+        ray.get(mailbox.reply.remote("load", token, rank, world, exc))
         return
-    ray.get(
-        mailbox.reply.remote(
-            rank,
-            WorkerRows(
-                train.uid,
-                train.label,
-                train.weight,
-                train.offset,
-                val.uid if val is not None else np.zeros(0, np.int64),
-                val.label if val is not None else np.zeros(0),
-                val.offset if val is not None else np.zeros(0),
-            ),
-        )
+    empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    v_uid, v_label, v_offset = (val.uid, val.label, val.offset) if val is not None else empty
+    rows = WorkerRows(
+        train.uid, train.label, train.weight, train.offset, v_uid, v_label, v_offset, os.getpid()
     )
+    ray.get(mailbox.reply.remote("load", token, rank, world, rows))
+    worker = _Worker(spec, rank, mailbox, loss, stats, train, val, allreduce)
+    done = "load"
     while True:
-        command = ray.get(mailbox.next.remote(rank))
+        command = ray.get(mailbox.next.remote(done))
         if command["kind"] == "stop":
             return
         try:
-            reply = _serve_fit(command, rank, spec, loss, stats, train, val, allreduce)
+            reply = worker.fit(command)
         except RaymixError as exc:
             reply = exc
-        ray.get(mailbox.reply.remote(rank, reply))
+        ray.get(mailbox.reply.remote(command["id"], token, rank, world, reply))
+        done = command["id"]
 
 
-def _serve_fit(command, rank, spec: FixedEffect, loss, stats, train, val, allreduce) -> dict:
-    import ray
+class _Worker:
+    """One worker's resident shard and the fit it runs in lockstep with the others."""
 
-    from raymix.solvers.glm import LBFGSOptions, coefficient_variances, minimize_glm, threshold
-    from raymix.solvers.polish import newton_polish
-
-    loss.set_offsets(ray.get(command["train_offsets"][rank]))
-    theta = command.get("theta")
-    info = {}
-    if command["fit"]:
-
-        def value_grad(x):
-            value, grad = loss.value_grad(x)
-            reduced = allreduce(np.concatenate([[value], grad]))
-            return float(reduced[0]), reduced[1:]
-
-        solver = spec.solver
-        started = time.perf_counter()
-        fit = minimize_glm(
-            value_grad,
-            loss.n_params,
-            l2=spec.l2,
-            l1=spec.l1,
-            fit_intercept=spec.fit_intercept,
-            regularize_intercept=spec.regularize_intercept,
-            stats=stats,
-            precondition=solver.precondition,
-            x0=theta,
-            options=LBFGSOptions(
-                max_iter=solver.max_iter,
-                history=solver.history,
-                tolerance=solver.tolerance,
-                gtol=solver.gtol,
-            ),
+    def __init__(self, spec: FixedEffect, rank, mailbox, loss, stats, train, val, allreduce):
+        self.spec, self.rank, self.mailbox = spec, rank, mailbox
+        self.loss, self.stats, self.train, self.val, self.allreduce = (
+            loss,
+            stats,
+            train,
+            val,
+            allreduce,
         )
-        coef, intercept = fit.coef, fit.intercept
-        polished = 0
-        if (
-            solver.polish
-            and fit.converged
-            and spec.l1 == 0
-            and 0 < loss.n_params <= solver.polish_max_params
-        ):
-            theta0 = np.concatenate([coef, [intercept]]) if spec.fit_intercept else np.asarray(coef)
-            penalized = np.ones(loss.n_params)
-            if spec.fit_intercept and not spec.regularize_intercept:
-                penalized[-1] = 0.0
-            n = loss.n_params
-            theta0, polished = newton_polish(
-                lambda x: value_grad(x)[1],
-                lambda x: allreduce(loss.hessian(x).ravel()).reshape(n, n),
-                theta0,
+        self._positions: dict = {}
+
+    def positions(self, index_ref, uid: np.ndarray) -> np.ndarray:
+        """Where this worker's rows sit in the global order (the driver's sorted uids)."""
+        import ray
+
+        key = index_ref.hex()
+        if key not in self._positions:
+            self._positions[key] = np.searchsorted(ray.get(index_ref), uid)
+        return self._positions[key]
+
+    def fit(self, command: dict) -> dict:
+        import ray
+
+        from raymix.solvers.glm import LBFGSOptions, coefficient_variances, minimize_glm, threshold
+
+        spec, loss, allreduce = self.spec, self.loss, self.allreduce
+        train_pos = self.positions(command["train_index"], self.train.uid)
+        loss.set_offsets(ray.get(command["train_offsets"])[train_pos])
+        theta = command.get("theta")
+        info: dict = {}
+        if command["fit"]:
+            saved = ray.get(self.mailbox.saved_progress.remote(command["id"]))
+            resumed = saved is not None
+            if resumed:  # a restarted worker group: go on from the last saved iterate
+                theta = saved
+            value_grad = self._value_grad(command["id"])
+            solver = spec.solver
+            started = time.perf_counter()
+            fit = minimize_glm(
+                value_grad,
+                loss.n_params,
                 l2=spec.l2,
-                penalized=penalized,
-            )
-            coef, intercept = (
-                (theta0[:-1], float(theta0[-1])) if spec.fit_intercept else (theta0, 0.0)
-            )
-        if spec.sparsity_threshold > 0:
-            coef, intercept = threshold(coef, intercept, spec.sparsity_threshold)
-        theta = np.concatenate([coef, [intercept]]) if spec.fit_intercept else np.asarray(coef)
-        info = {
-            "iterations": fit.n_iter,
-            "converged": bool(fit.converged),
-            "objective": float(fit.objective),
-            "message": fit.message,
-            "newton_steps": polished,
-            "solver_seconds": time.perf_counter() - started,
-        }
-        if spec.variance:
-            hessian = allreduce(loss.hessian(theta).ravel()).reshape(loss.n_params, loss.n_params)
-            info["variances"] = coefficient_variances(
-                hessian,
-                spec.l2,
+                l1=spec.l1,
                 fit_intercept=spec.fit_intercept,
                 regularize_intercept=spec.regularize_intercept,
-                mode=spec.variance,
+                stats=self.stats,
+                precondition=solver.precondition,
+                x0=theta,
+                options=LBFGSOptions(
+                    max_iter=solver.max_iter,
+                    history=solver.history,
+                    tolerance=solver.tolerance,
+                    gtol=solver.gtol,
+                ),
             )
-    train_scores = _linear_scores(train.X, theta, spec.fit_intercept)
-    val_scores = (
-        _linear_scores(val.X, theta, spec.fit_intercept) if val is not None else np.zeros(0)
-    )
-    return {"theta": theta if rank == 0 else None, "train": train_scores, "val": val_scores, **info}
+            theta = self._join(fit.coef, fit.intercept)
+            polished = 0
+            if (
+                solver.polish
+                and fit.converged
+                and spec.l1 == 0
+                and 0 < loss.n_params <= solver.polish_max_params
+            ):
+                theta, polished = self._polish(theta, value_grad)
+            if spec.sparsity_threshold > 0:
+                theta = self._join(*threshold(*self._split(theta), spec.sparsity_threshold))
+            info = {
+                "iterations": fit.n_iter,
+                "converged": bool(fit.converged),
+                "objective": float(fit.objective),
+                "message": fit.message,
+                "newton_steps": polished,
+                "resumed_from_saved_iterate": resumed,
+                "solver_seconds": time.perf_counter() - started,
+            }
+            if spec.variance:
+                n = loss.n_params
+                hessian = allreduce(loss.hessian(theta).ravel()).reshape(n, n)
+                info["variances"] = coefficient_variances(
+                    hessian,
+                    spec.l2,
+                    fit_intercept=spec.fit_intercept,
+                    regularize_intercept=spec.regularize_intercept,
+                    mode=spec.variance,
+                )
+        reply = {
+            "theta": theta if self.rank == 0 else None,
+            "train": _linear_scores(self.train.X, theta, spec.fit_intercept),
+            "train_pos": train_pos,
+            **info,
+        }
+        if self.val is not None:
+            reply["val"] = _linear_scores(self.val.X, theta, spec.fit_intercept)
+            reply["val_pos"] = self.positions(command["val_index"], self.val.uid)
+        return reply
+
+    def _value_grad(self, command_id):
+        calls = [0]
+
+        def value_grad(x):
+            value, grad = self.loss.value_grad(x)
+            reduced = self.allreduce(np.concatenate([[value], grad]))
+            calls[0] += 1
+            if self.rank == 0 and calls[0] % SAVE_EVERY == 0:
+                self.mailbox.save_progress.remote(command_id, np.array(x))
+            return float(reduced[0]), reduced[1:]
+
+        return value_grad
+
+    def _polish(self, theta, value_grad):
+        from raymix.solvers.polish import newton_polish
+
+        spec, n = self.spec, self.loss.n_params
+        penalized = np.ones(n)
+        if spec.fit_intercept and not spec.regularize_intercept:
+            penalized[-1] = 0.0
+        return newton_polish(
+            lambda x: value_grad(x)[1],
+            lambda x: self.allreduce(self.loss.hessian(x).ravel()).reshape(n, n),
+            theta,
+            l2=spec.l2,
+            penalized=penalized,
+        )
+
+    def _join(self, coef, intercept) -> np.ndarray:
+        return (
+            np.concatenate([coef, [intercept]])
+            if self.spec.fit_intercept
+            else np.asarray(coef, dtype=np.float64)
+        )
+
+    def _split(self, theta):
+        return (theta[:-1], float(theta[-1])) if self.spec.fit_intercept else (theta, 0.0)
 
 
 def _linear_scores(X, theta: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -190,15 +247,15 @@ class FixedEffectService:
 
     def __init__(self, spec: FixedEffect, train: Source, validation: Source | None, name: str):
         self.spec, self.train, self.validation, self.name = spec, train, validation, name
-        self.world = max(spec.workers, 1)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._next_id = 0
         self.mailbox = None
 
     def start(self) -> None:
         from raymix.engine.mailbox import Mailbox
 
-        self.mailbox = Mailbox.options(num_cpus=0).remote(self.world)
+        self.mailbox = Mailbox.options(num_cpus=0).remote()
         self._thread = threading.Thread(
             target=self._run, name=f"raymix-fe-{self.name}", daemon=True
         )
@@ -206,7 +263,7 @@ class FixedEffectService:
 
     def _run(self) -> None:
         try:
-            from ray.train import DataConfig, RunConfig, ScalingConfig
+            from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
             from ray.train.tensorflow import TensorflowTrainer
 
             from raymix.engine.reading import read_dataset
@@ -214,39 +271,57 @@ class FixedEffectService:
             datasets = {"train": read_dataset(self.train)}
             if self.validation is not None:
                 datasets["validation"] = read_dataset(self.validation)
+            spec = self.spec
+            workers = spec.workers if spec.min_workers is None else (spec.min_workers, spec.workers)
             trainer = TensorflowTrainer(
                 train_loop_per_worker=fixed_effect_worker,
                 train_loop_config={
                     "mailbox": self.mailbox,
-                    "spec": self.spec,
+                    "spec": spec,
                     "train": self.train,
                     "validation": self.validation,
                 },
-                scaling_config=ScalingConfig(
-                    num_workers=self.spec.workers, resources_per_worker={"CPU": 1}
-                ),
+                scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
                 datasets=datasets,
                 dataset_config=DataConfig(datasets_to_split="all"),
                 run_config=RunConfig(
                     name=f"raymix-{self.name}",
                     storage_path=tempfile.gettempdir() + "/raymix-train",
+                    failure_config=FailureConfig(max_failures=spec.max_failures),
                 ),
             )
             trainer.fit()
-        except BaseException as exc:  # surfaced by collect()
+        except BaseException as exc:  # surfaced by request()
             self._error = exc
 
-    def request(self, command: dict | None) -> list:
-        """Post ``command`` (None: only wait) and return every rank's reply."""
+    def loaded(self) -> list:
+        """Every worker's :class:`WorkerRows` (the first worker group to finish loading)."""
+        return self._collect("load")
+
+    def request(self, command: dict) -> list:
+        """Post ``command`` and return every rank's reply (re-run by a restarted group)."""
         import ray
 
-        if command is not None:
-            ray.get(self.mailbox.post.remote(command))
+        self._next_id += 1
+        command = {**command, "id": self._next_id}
+        ray.get(self.mailbox.post.remote(command))
+        return self._collect(self._next_id)
+
+    def restarts(self) -> int:
+        import ray
+
+        return ray.get(self.mailbox.restarts.remote())
+
+    def _collect(self, command_id) -> list:
+        import ray
+
         while True:
-            replies = ray.get(self.mailbox.collect.remote(POLL_SECONDS))
+            replies = ray.get(self.mailbox.collect.remote(command_id, POLL_SECONDS))
             if replies is not None:
                 break
             if self._error is not None or not self._thread.is_alive():
+                if isinstance(self._error, RaymixError):
+                    raise self._error
                 raise FitError(
                     f"fixed-effect training stopped: {self._error!r}", coordinate=self.name
                 )
@@ -261,6 +336,6 @@ class FixedEffectService:
         if self._thread is None or self.mailbox is None:
             return
         if self._thread.is_alive():
-            ray.get(self.mailbox.post.remote({"kind": "stop"}))
+            ray.get(self.mailbox.post.remote({"kind": "stop", "id": "stop"}))
             self._thread.join(timeout=60)
         self._thread = None

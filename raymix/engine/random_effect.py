@@ -85,6 +85,10 @@ def _rows_of_parts(parts: list[tuple[str, pa.Table]], source: Source) -> tuple[R
     return merged, bucket
 
 
+class ActorStateLost(RuntimeError):
+    """A (restarted) actor was asked about a coordinate it holds no rows of."""
+
+
 class _CoordinateState:
     """One random-effect coordinate's rows and models inside an actor."""
 
@@ -97,7 +101,7 @@ class _CoordinateState:
         self.bucket_of_entity = np.zeros(0, np.int64)
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class BucketActor:
     """Holds the rows of its buckets, grouped by entity, for every random-effect coordinate;
     fits and scores their models. One pool of actors serves all random effects."""
@@ -133,10 +137,15 @@ class BucketActor:
         rows = state.train.rows
         return (rows.uid, rows.label, rows.weight, rows.offset), val_out, n_val_entities
 
+    def _state(self, name: str) -> _CoordinateState:
+        if name not in self.coordinates:
+            raise ActorStateLost(name)
+        return self.coordinates[name]
+
     def fit(self, name: str, train_offsets, refit: bool):
         from raymix.solvers.entity import EntityProblem, fit_entities, score_entities
 
-        state = self.coordinates[name]
+        state = self._state(name)
         grouped, spec = state.train, state.spec
         rows = grouped.rows
         info = {}
@@ -186,13 +195,17 @@ class BucketActor:
             val_scores = score_entities(
                 state.models, state.val.rows.X, state.val.entity_ptr, model_index=group_model
             )
-        return train_scores, val_scores, info
+        return (train_scores, val_scores, info), state.models
+
+    def set_models(self, name: str, models) -> None:
+        """Restore a coordinate's models (after this actor was restarted and reloaded)."""
+        self._state(name).models = models
 
     def write_models(self, name: str, directory: str, names) -> list[str]:
         """One Avro file per bucket: ``part-<bucket:05d>.avro``; entities in id order."""
         from raymix.data.avro import model_record, write_models
 
-        state = self.coordinates[name]
+        state = self._state(name)
         if state.models is None:
             return []
         spec, models = state.spec, state.models
@@ -230,7 +243,7 @@ class BucketActor:
         from raymix.data.avro import coefficients_by_index, read_models
         from raymix.solvers.entity import EntityModels
 
-        state = self.coordinates[name]
+        state = self._state(name)
         wanted = {_entity_id(e): k for k, e in enumerate(state.train.entities.tolist())}
         found = {}
         for record in read_models(path):
@@ -271,14 +284,86 @@ def _resolve(parts) -> list[tuple[str, pa.Table]]:
     return list(zip(paths, tables, strict=True))
 
 
-def start_pool(n_actors: int, threads: int) -> list:
+class BucketPool:
     """The bucket actors shared by every random-effect coordinate of a run.
 
-    ``SPREAD`` puts them on as many nodes as possible (zero-CPU actors would otherwise all
-    land on the driver's node); placement never changes the models, as buckets, not nodes,
-    decide which actor fits which entity.
+    An actor that dies (its process killed, its node lost) is restarted by Ray; the pool then
+    rebuilds its state: it re-routes that actor's part of every coordinate's files (routing
+    is deterministic), reloads them and restores the models it last returned, and re-runs
+    the interrupted call. The result is the one an undisturbed run gives.
     """
-    return [
-        BucketActor.options(num_cpus=0, scheduling_strategy="SPREAD").remote(threads)
-        for _ in range(n_actors)
-    ]
+
+    def __init__(self, n_actors: int, threads: int, buckets: int):
+        self.n_buckets = buckets
+        self.actors = [
+            BucketActor.options(num_cpus=0, scheduling_strategy="SPREAD").remote(threads)
+            for _ in range(n_actors)
+        ]
+        self.coordinates: dict[str, tuple] = {}  # name -> (spec, seed, train source, val source)
+        self.models: dict[str, list] = {}  # name -> per-actor ref of the latest models
+        self.rebuilds = 0
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def load(
+        self, spec: RandomEffect, seed: int, train: Source, validation: Source | None, names
+    ) -> list:
+        """Route and load a coordinate's rows; return one load ref per actor."""
+        self.coordinates[spec.name] = (spec, seed, train, validation, names)
+        return [self._load(a, spec.name) for a in range(len(self.actors))]
+
+    def warm_start(self, name: str, actors=None) -> None:
+        """Load the coordinate's ``warm_start`` models into (some of) the actors."""
+        spec, _, train, _, names = self.coordinates[name]
+        for a in actors if actors is not None else range(len(self.actors)):
+            ray.get(
+                self.actors[a].load_warm_start.remote(
+                    name, spec.warm_start, names, train.schema.dim
+                )
+            )
+
+    def forget(self, name: str) -> None:
+        self.coordinates.pop(name, None)
+        self.models.pop(name, None)
+
+    def _load(self, a: int, name: str):
+        spec, seed, train, validation, _ = self.coordinates[name]
+        n = len(self.actors)
+        train_parts = route(train, n, self.n_buckets)[a]
+        val_parts = route(validation, n, self.n_buckets)[a] if validation is not None else []
+        return self.actors[a].load.remote(spec, seed, train_parts, val_parts, train, validation)
+
+    def call(self, method: str, name: str, args_per_actor: list[tuple]) -> list:
+        """``actor.method(name, *args)`` on every actor; rebuild and retry an actor that died."""
+        refs = [self._call(a, method, name, args) for a, args in enumerate(args_per_actor)]
+        results = []
+        for a, ref in enumerate(refs):
+            for attempt in range(3):
+                try:
+                    result = ray.get(ref)
+                    break
+                except (ray.exceptions.RayActorError, ActorStateLost):
+                    # the actor died (or died and came back empty): rebuild it, call again
+                    if attempt == 2:
+                        raise
+                    self._rebuild(a)
+                    ref = self._call(a, method, name, args_per_actor[a])
+            if method == "fit":
+                result, models = result
+                self.models.setdefault(name, [None] * len(self.actors))[a] = ray.put(models)
+            results.append(result)
+        return results
+
+    def _call(self, a: int, method: str, name: str, args: tuple):
+        return getattr(self.actors[a], method).remote(name, *args)
+
+    def _rebuild(self, a: int) -> None:
+        self.rebuilds += 1
+        for name, (spec, *_) in self.coordinates.items():
+            ray.get(self._load(a, name))
+            saved = self.models.get(name, [None] * len(self.actors))[a]
+            if saved is not None:
+                ray.get(self.actors[a].set_models.remote(name, saved))
+            elif spec.warm_start:
+                self.warm_start(name, [a])

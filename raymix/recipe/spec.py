@@ -120,16 +120,28 @@ class FixedEffect(_LinearCoordinate):
 
     Objective: sum_i w_i loss(y_i, x_i.coef + b + o_i) + l2/2 ||coef||^2 (+ l1 ||coef||_1),
     with b regularized only if ``regularize_intercept``.
+
+    ``workers=0`` trains in-process; ``workers=N`` on N Ray Train workers, elastic down to
+    ``min_workers`` when fewer are available; a failed worker group is restarted up to
+    ``max_failures`` times and resumes the fit from its last saved iterate.
     """
 
     kind: Literal["fixed_effect"] = "fixed_effect"
     solver: LBFGS = LBFGS()
     workers: Annotated[int, Field(ge=0)] = 0
+    min_workers: Annotated[int, Field(gt=0)] | None = None
+    max_failures: Annotated[int, Field(ge=-1)] = 3
 
     @field_validator("solver", mode="before")
     @classmethod
     def _solver(cls, value):
         return _solver_from_string(value, {"lbfgs": LBFGS})
+
+    @model_validator(mode="after")
+    def _workers(self):
+        if self.min_workers is not None and not 0 < self.min_workers <= self.workers:
+            raise ValueError("min_workers needs workers >= min_workers > 0")
+        return self
 
 
 class RandomEffect(_LinearCoordinate):

@@ -1,0 +1,119 @@
+"""Real process kills through Ray: a random-effect actor, a fixed-effect worker.
+
+The fit goes on and the models equal those of an undisturbed run: random effects exactly,
+the fixed effect to 1e-6.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from raymix import LBFGS, FixedEffect, RandomEffect, Recipe, Resources
+from raymix.descent import descend, load
+from raymix.run import build_coordinates, plan
+
+from .test_random_effect_actors import synthetic
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def run(recipe, during=None):
+    """Fit in-process (no output written); ``during(coordinates, state, step)`` after each step."""
+    coordinates = build_coordinates(plan(recipe))
+    try:
+        state = load(coordinates)
+        descend(
+            coordinates,
+            state,
+            passes=recipe.passes,
+            after_step=(lambda st, step: during(coordinates, st, step)) if during else None,
+        )
+        fe = next((c for c in coordinates if c.kind == "fixed_effect"), None)
+        re = next((c for c in coordinates if c.kind == "random_effect"), None)
+        theta = None if fe is None else fe.theta.copy()
+        models = None
+        if re is not None:
+            models = [ray.get(ref) for ref in re.pool.models[re.name]]
+        return theta, models, state
+    finally:
+        for c in coordinates:
+            c.close()
+
+
+def test_killed_random_effect_actor_is_rebuilt_and_models_equal(ray_session, tmp_path):
+    data = synthetic(tmp_path / "data", n=20000, users=2000)
+    recipe = Recipe(
+        data=data,
+        coordinates=[
+            FixedEffect(name="global", feature_bag="g"),
+            RandomEffect(name="per_user", entity="user_id", feature_bag="g"),
+        ],
+        passes=3,
+        output=str(tmp_path / "unused"),
+        resources=Resources(actors=2, buckets=8),
+    )
+    _, calm, calm_state = run(recipe)
+    killed = {}
+
+    def kill_in_pass_two(coordinates, state, step):
+        if step.pass_index == 1 and step.coordinate == "global" and not killed:
+            pool = coordinates[1].pool
+            victim = pool.actors[1]
+            killed["pid"] = ray.get(victim.pid.remote())
+            threading.Timer(0.05, lambda: ray.kill(victim, no_restart=False)).start()
+            killed["pool"] = pool
+
+    _, disturbed, state = run(recipe, during=kill_in_pass_two)
+    assert killed and killed["pool"].rebuilds >= 1
+    assert ray.get(killed["pool"].actors[1].pid.remote()) != killed["pid"]  # a new process
+    for a, b in zip(calm, disturbed, strict=True):
+        for field in ("intercepts", "coef_ptr", "coef_index", "coef_value"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    np.testing.assert_array_equal(calm_state.validation.total(), state.validation.total())
+
+
+def test_killed_fixed_effect_worker_group_resumes_the_fit(ray_session, tmp_path):
+    data = synthetic(tmp_path / "data", n=60000, users=50, d=40, files=4)
+    solver = LBFGS(max_iter=400, precondition=False, gtol=1e-9, tolerance=1e-14)  # a long fit
+    recipe = Recipe(
+        data=data,
+        coordinates=[
+            FixedEffect(name="global", feature_bag="g", workers=2, solver=solver, l2=1e-3)
+        ],
+        output=str(tmp_path / "unused"),
+    )
+    calm, _, _ = run(recipe)
+    killed = {}
+
+    def killer(coordinates):
+        fe = coordinates[0]
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if fe.worker_pids and fe.service._next_id >= 1:
+                saved = ray.get(fe.service.mailbox.saved_progress.remote(fe.service._next_id))
+                if saved is not None:
+                    os.kill(fe.worker_pids[1], signal.SIGKILL)
+                    killed["pid"] = fe.worker_pids[1]
+            time.sleep(0.01)
+
+    coordinates = build_coordinates(plan(recipe))
+    try:
+        state = load(coordinates)
+        thread = threading.Thread(target=killer, args=(coordinates,), daemon=True)
+        thread.start()
+        descend(coordinates, state, passes=1)
+        thread.join(timeout=5)
+        fe = coordinates[0]
+        info = state.steps[-1].info
+        assert killed, "the fit ended before a worker could be killed"
+        assert info["worker_restarts"] >= 1
+        assert info["resumed_from_saved_iterate"]
+        np.testing.assert_allclose(fe.theta, calm, atol=1e-6)
+    finally:
+        for c in coordinates:
+            c.close()
