@@ -29,7 +29,7 @@ _EPS = 2.220446049250313e-16
 _DENSE_MAX = 1 << 21  # largest dense local design (rows x parameters) an entity may use
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _derivs(task, y, z):
     """(loss, d loss/dz, d2 loss/dz2) at margin ``z``."""
     if task == LOGISTIC:
@@ -44,7 +44,7 @@ def _derivs(task, y, z):
     return mu - y * z, mu - y, mu
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _find(feats, d, c, guess):
     """Position of ``c`` in sorted ``feats[:d]`` (or where to insert it); tries ``guess``
     first, which hits when consecutive rows share their (sorted) features."""
@@ -86,15 +86,16 @@ def _local_features(indices, j0, j1, feats, lcol, max_d):
 
 
 @njit(cache=True, nogil=True)
-def _linear_part(rows, base, v, out):
-    """``out_i = base_i + v_b + x_i . v_w`` for the entity's rows (``base`` may be empty).
+def _linear_part(rows, base, scale, v, out):
+    """``out_i = scale base_i + v_b + x_i . v_w`` for the entity's rows (``scale`` is a float
+    so that numba does not compile one version per literal value).
     ``rows = (n, r0, j0, indptr, lcol, data, Zd, p, fb, dense)``: ``n`` rows from ``r0``, nnz
     from ``j0`` with local columns ``lcol``; if ``dense``, ``Zd`` holds the ``n x p`` local
     design ``[1, x_i]`` row-major instead."""
     n, r0, j0, indptr, lcol, data, Zd, p, fb, dense = rows
     for i in range(n):
         r = r0 + i
-        s = base[r] if base.shape[0] > 0 else 0.0
+        s = scale * base[r]
         if dense:
             for a in range(p):
                 s += Zd[i * p + a] * v[a]
@@ -119,7 +120,7 @@ def _dense_design(rows):
             Zd[i * p + fb + lcol[j - j0]] = data[j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _penalty(theta, p, ps, ls, l2, l1):
     s2 = 0.0
     s1 = 0.0
@@ -272,7 +273,7 @@ def _prox_direction(H, g, theta, delta, Hd, p, ls, l1, inner_tol):
             break
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _optimality(g, theta, p, ls, l1):
     """Max-abs min-norm subgradient of F (unscaled)."""
     m = 0.0
@@ -307,7 +308,7 @@ def _variance(H, L, p, full, out):
         out[k] = x[k]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _vectors(m):
     return np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m)
 
@@ -383,7 +384,7 @@ def fit_range(lo, hi, inp, opt, warm, out):
         status, it = CONVERGED, 0
         if n > 0 and p > 0:
             ntol = tol * n
-            _linear_part(rows, off, theta, z)
+            _linear_part(rows, off, 1.0, theta, z)
             f = _row_derivs(task, n, r0, y, wt, z, empty, 0.0, gw, hw)
             f += _penalty(theta, p, ps, fb, l2, l1)
             while True:
@@ -412,7 +413,7 @@ def fit_range(lo, hi, inp, opt, warm, out):
                 if not dec < 0.0:  # no descent left (or NaN): optimal to working precision
                     status = STALLED if kkt > 1e3 * ntol else CONVERGED
                     break
-                _linear_part(rows, empty, delta, u)
+                _linear_part(rows, off, 0.0, delta, u)
                 t, accepted = 1.0, False
                 for _halving in range(50):
                     for a in range(p):
