@@ -59,6 +59,13 @@ class DescentState:
     best_pass: int = 0
     load_seconds: float = 0.0
 
+    def reset(self) -> None:
+        """Back to before the first pass (every score 0, no steps), keeping the rows."""
+        for split in (self.train, self.validation):
+            for name, score in split.scores.items():
+                split.scores[name] = np.zeros_like(score)
+        self.steps, self.best_pass = [], 0
+
 
 def load(coordinates: list[Coordinate]) -> DescentState:
     """Start every coordinate's reading at once, then align them on the first one's rows."""

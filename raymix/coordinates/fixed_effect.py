@@ -77,6 +77,7 @@ class FixedEffectCoordinate:
                 "train_index": self._index[0],
                 "val_index": self._index[1],
                 "theta": self.theta,
+                "spec": self.spec,
             }
         )
         if refit:
@@ -95,6 +96,15 @@ class FixedEffectCoordinate:
         info["rows_per_worker"] = [r["train_pos"].size for r in replies]
         info["worker_restarts"] = self.service.restarts()
         return Outcome(train=train, validation=val, info=info)
+
+    def reconfigure(self, spec: FixedEffect) -> None:
+        """New hyper-parameters (l2, l1, solver, ...) for the resident rows; the model is reset.
+
+        Only fields that leave the rows and the loss as they are may change (not the feature
+        bag, task, intercept or data): the next fit sends ``spec`` to the workers.
+        """
+        self.spec = spec
+        self.theta, self.variances = None, None
 
     def write_models(self, directory: Path) -> list[Path]:
         if self.theta is None:

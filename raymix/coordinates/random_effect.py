@@ -80,6 +80,15 @@ class RandomEffectCoordinate:
             }
         return Outcome(train=train, validation=val, info=info)
 
+    def reconfigure(self, spec: RandomEffect) -> None:
+        """New hyper-parameters (l2, l1, solver, ...) for the resident groups; models dropped.
+
+        Only fields that leave the grouping as it is may change (not the entity, feature bag,
+        ``min_samples``/``max_samples`` or data).
+        """
+        self.spec = spec
+        self.pool.reconfigure(spec)
+
     def write_models(self, directory: Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
         written = self.pool.call(

@@ -126,6 +126,7 @@ class _Worker:
 
         from raymix.solvers.glm import LBFGSOptions, coefficient_variances, minimize_glm, threshold
 
+        self.spec = command.get("spec", self.spec)  # the driver may swap hyper-parameters
         spec, loss, allreduce = self.spec, self.loss, self.allreduce
         train_pos = self.positions(command["train_index"], self.train.uid)
         loss.set_offsets(ray.get(command["train_offsets"])[train_pos])

@@ -270,6 +270,11 @@ class BucketActor:
         )
         return len(found)
 
+    def reconfigure(self, name: str, spec: RandomEffect) -> None:
+        """New hyper-parameters for a loaded coordinate; its models are dropped."""
+        state = self._state(name)
+        state.spec, state.models = spec, None
+
     def drop(self, name: str) -> None:
         self.coordinates.pop(name, None)
 
@@ -322,6 +327,13 @@ class BucketPool:
                     name, spec.warm_start, names, train.schema.dim
                 )
             )
+
+    def reconfigure(self, spec: RandomEffect) -> None:
+        """Swap a loaded coordinate's hyper-parameters in every actor (rows stay grouped)."""
+        _, *rest = self.coordinates[spec.name]
+        self.coordinates[spec.name] = (spec, *rest)
+        self.models.pop(spec.name, None)
+        self.call("reconfigure", spec.name, [(spec,)] * len(self.actors))
 
     def forget(self, name: str) -> None:
         self.coordinates.pop(name, None)
