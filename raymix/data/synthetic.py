@@ -161,44 +161,16 @@ def generate_synthetic(
 
     The last ``round(rows * validation_fraction)`` rows are the validation split. A non-empty
     ``dest`` is refused unless ``overwrite``, and even then only if it holds nothing but this
-    generator's files. Returns ``summary.json``'s content plus ``seconds`` and
+    generator's files; ``summary.json`` is written last, so a directory without it holds an
+    unfinished generation. Memory: the planted coefficients (``4 (E + 1)`` bytes per entity),
+    two id arrays of one part and one slice of rows; not the data set. Returns ``summary.json``'s content plus ``seconds`` and
     ``rows_per_second``.
     """
     start = time.perf_counter()
-    owner = "generate_synthetic"
-    for name, value, low in (
-        ("rows", rows, 1),
-        ("users", users, 1),
-        ("items", items, 1),
-        ("global_features", global_features, 1),
-        ("entity_features", entity_features, 1),
-        ("rows_per_file", rows_per_file, 1),
-        ("seed", seed, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(
-                f"The '{name}' parameter of {owner} must be an int in the range [{low}, inf). "
-                f"Got {value!r} instead."
-            )
-    if fmt not in FORMATS:
-        raise ValueError(
-            f"The 'fmt' parameter of {owner} must be one of {list(FORMATS)}. Got {fmt!r} instead."
-        )
-    _check_float(owner, "validation_fraction", validation_fraction, 0.0, 1.0, "[0, 1)")
-    _check_float(owner, "intercept", intercept, -math.inf, math.inf, "(-inf, inf)")
-    _check_float(owner, "skew", skew, 0.0, math.inf, "[0, inf)")
-    given = {"global_sigma": global_sigma, "user_sigma": user_sigma, "item_sigma": item_sigma}
-    for name, value in given.items():
-        if value is not None:
-            _check_float(owner, name, value, 0.0, math.inf, "[0, inf) or None")
-    n_val = round(rows * validation_fraction)
-    if n_val >= rows:
-        raise ValueError(
-            f"The 'validation_fraction' parameter of {owner} leaves no training rows "
-            f"(rows={rows}). Got {validation_fraction!r} instead."
-        )
+    n_val = _check_parameters(locals())
     dest = Path(dest)
     _check_dest(dest, overwrite)
+    (dest / "summary.json").unlink(missing_ok=True)  # written last: marks a finished generation
     say = progress or (lambda message: None)
     sigmas = {
         "global_sigma": 1 / math.sqrt(global_features) if global_sigma is None else global_sigma,
@@ -444,6 +416,44 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 with archive.open(info, "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
         readable(tmp)
+
+
+def _check_parameters(p: dict[str, Any]) -> int:
+    """Check :func:`generate_synthetic`'s arguments (sklearn's message); the validation rows."""
+    owner = "generate_synthetic"
+    for name, low in (
+        ("rows", 1),
+        ("users", 1),
+        ("items", 1),
+        ("global_features", 1),
+        ("entity_features", 1),
+        ("rows_per_file", 1),
+        ("seed", 0),
+    ):
+        value = p[name]
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(
+                f"The '{name}' parameter of {owner} must be an int in the range [{low}, inf). "
+                f"Got {value!r} instead."
+            )
+    if p["fmt"] not in FORMATS:
+        raise ValueError(
+            f"The 'fmt' parameter of {owner} must be one of {list(FORMATS)}. Got {p['fmt']!r} instead."
+        )
+    _check_float(owner, "validation_fraction", p["validation_fraction"], 0.0, 1.0, "[0, 1)")
+    _check_float(owner, "intercept", p["intercept"], -math.inf, math.inf, "(-inf, inf)")
+    _check_float(owner, "skew", p["skew"], 0.0, math.inf, "[0, inf)")
+    for name in ("global_sigma", "user_sigma", "item_sigma"):
+        if p[name] is not None:
+            _check_float(owner, name, p[name], 0.0, math.inf, "[0, inf) or None")
+    rows, fraction = p["rows"], p["validation_fraction"]
+    n_val = round(rows * fraction)
+    if n_val >= rows:
+        raise ValueError(
+            f"The 'validation_fraction' parameter of {owner} leaves no training rows "
+            f"(rows={rows}). Got {fraction!r} instead."
+        )
+    return n_val
 
 
 def _check_dest(dest: Path, overwrite: bool) -> None:
