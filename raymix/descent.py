@@ -120,7 +120,9 @@ def descend(
     """Run the passes, resuming at ``start`` = (pass, coordinate index) if given.
 
     With ``patience``, stop once the last coordinate's metric has not improved for that many
-    passes; ``state.best_pass`` is the pass with the best metric.
+    passes, and keep the best pass: its models and scores are restored at the end (within
+    one process: a run resumed after its best pass keeps its last pass).
+    ``state.best_pass`` is the pass with the best metric.
     """
     higher = M.HIGHER_IS_BETTER[metric]
     best, best_pass, stale = None, 0, 0
@@ -133,6 +135,7 @@ def descend(
         )
     if patience is not None and stale >= patience:
         return state
+    kept, last = None, first_pass - 1
     for p in range(first_pass, passes):
         first = first_coordinate if p == first_pass else 0
         for k in range(first, len(coordinates)):
@@ -146,10 +149,29 @@ def descend(
         best, best_pass, stale = _track(
             _last_metric(state, p, metric), p, best, best_pass, stale, higher, min_delta
         )
-        state.best_pass = best_pass
+        state.best_pass, last = best_pass, p
+        if patience is not None and best_pass == p:
+            kept = _snapshot(coordinates, state)
         if patience is not None and stale >= patience:
             break
+    if kept is not None and best_pass != last:
+        _restore(coordinates, state, kept)
     return state
+
+
+def _snapshot(coordinates, state: DescentState):
+    scores = {
+        split: {k: v.copy() for k, v in s.scores.items()}
+        for split, s in (("train", state.train), ("validation", state.validation))
+    }
+    return scores, [c.snapshot() for c in coordinates]
+
+
+def _restore(coordinates, state: DescentState, kept) -> None:
+    scores, models = kept
+    state.train.scores, state.validation.scores = scores["train"], scores["validation"]
+    for coordinate, saved in zip(coordinates, models, strict=True):
+        coordinate.restore(saved)
 
 
 def _track(value, p, best, best_pass, stale, higher, min_delta):

@@ -59,6 +59,12 @@ class Coordinate(Protocol):
     def write_models(self, directory: Path) -> list[Path]:
         """Write the current model(s) as Avro under ``directory``."""
 
+    def snapshot(self):
+        """The current model(s), to be put back by :meth:`restore` (keep the best pass)."""
+
+    def restore(self, saved) -> None:
+        """Put back models taken by :meth:`snapshot`."""
+
     def close(self) -> None:
         """Release workers and actors."""
 

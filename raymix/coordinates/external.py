@@ -77,5 +77,11 @@ class ExternalCoordinate:
     def write_models(self, directory: Path) -> list[Path]:
         return []
 
+    def snapshot(self):
+        return None
+
+    def restore(self, saved) -> None:
+        pass
+
     def close(self) -> None:
         pass

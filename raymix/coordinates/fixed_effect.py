@@ -128,6 +128,12 @@ class FixedEffectCoordinate:
         )
         return [write_models(Path(directory) / "part-00000.avro", [record])]
 
+    def snapshot(self):
+        return None if self.theta is None else (self.theta.copy(), self.variances)
+
+    def restore(self, saved) -> None:
+        self.theta, self.variances = saved if saved is not None else (None, None)
+
     def close(self) -> None:
         self.service.stop()
 

@@ -96,6 +96,14 @@ class RandomEffectCoordinate:
         )
         return sorted(Path(p) for paths in written for p in paths)
 
+    def snapshot(self):
+        return list(self.pool.models.get(self.name, []))
+
+    def restore(self, saved) -> None:
+        if saved:
+            self.pool.call("set_models", self.name, [(ref,) for ref in saved])
+            self.pool.models[self.name] = list(saved)
+
     def close(self) -> None:
         self.pool.call("drop", self.name, [()] * len(self.pool))
         self.pool.forget(self.name)

@@ -93,6 +93,14 @@ class _Coordinate(Spec):
     locked: bool = False
     warm_start: str | None = None
 
+    @model_validator(mode="after")
+    def _locked_needs_a_model(self):
+        if self.locked and self.warm_start is None and self.kind != "external":
+            raise ValueError(
+                "a locked coordinate keeps a previous model: give warm_start (its models directory)"
+            )
+        return self
+
 
 class _LinearCoordinate(_Coordinate):
     feature_bag: str | None = None
