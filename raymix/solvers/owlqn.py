@@ -137,7 +137,7 @@ def owlqn(
         if not np.all(np.isfinite(pg)) or not np.isfinite(f):
             return OWLQNResult(x, f, it, n_fev, False, "objective or gradient is not finite")
         if np.max(np.abs(pg), initial=0.0) <= options.gtol:
-            return OWLQNResult(x, f, it, n_fev, True, "pseudo-gradient norm <= gtol")
+            return OWLQNResult(x, f, it, n_fev, True, "max |pseudo-gradient| <= gtol")
         step = _line_search(fun, x, f, pg, lam, pairs)
         n_fev += step[-1]
         if step[0] is None and pairs:  # a stale model: retry once along steepest descent
