@@ -150,7 +150,7 @@ class DeepTrainer:
         return {
             "steps": steps,
             "examples": steps * self.config.batch_size,
-            "train_loss": total_loss / max(steps, 1),
+            "train_loss": float(total_loss / max(steps, 1)),
             "train_seconds": seconds,
             "examples_per_second": steps * self.config.batch_size / seconds if seconds else 0.0,
         }
