@@ -79,10 +79,10 @@ class RowIndex:
             repeats = np.flatnonzero(self.uid[1:] == self.uid[:-1])
             if repeats.size:
                 # the readers catch a uid repeated within a file; this one is in two files
+                of = f" of {who}" if who else ""
                 raise DataError(
-                    f"{who + ': ' if who else ''}duplicate uid {int(self.uid[repeats[0]])} "
-                    f"in the {what} data (in two files, or two shards of one): "
-                    "every row needs its own uid",
+                    f"duplicate uid {int(self.uid[repeats[0]])} in the {what} data{of} "
+                    "(in two files, or two shards of one): every row needs its own uid",
                     column="uid",
                 )
         self.what = what
