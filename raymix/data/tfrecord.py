@@ -150,11 +150,13 @@ def validate_against_metadata(
             raise DataError(f"cannot read Parquet: {e}", path) from None
         _parquet_target(path, footer.schema.to_arrow_schema(), specs)
         return footer.num_rows
-    t = codec.tf()
-    records = first_records(path, num_records)
+    from raymix.data import tfrecord_light  # no TensorFlow import for a check
+
+    records = tfrecord_light.first_records(path, num_records)
+    example_type = tfrecord_light.example_class()
     for row, record in enumerate(records):
         try:
-            example = t.train.Example.FromString(record)
+            example = example_type.FromString(record)
         except Exception as e:  # protobuf DecodeError
             raise DataError(f"record is not a tf.train.Example: {e}", path, row=row) from None
         codec.check_example(example.features.feature, specs, path, row)
