@@ -7,7 +7,6 @@ import pytest
 
 from raymix.data.tfrecord_light import crc32c, example_class, first_records
 from raymix.errors import DataError
-
 from tests.conftest import FIXTURES
 
 FE = FIXTURES / "fe_lbfgs" / "training_data" / "test.tfrecord"
