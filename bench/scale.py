@@ -1,0 +1,184 @@
+"""One coordinate-descent pass at scale: 1M and 10M rows, 1M users, 100k items.
+
+Generates GLMix data with planted coefficients (``raymix data synthetic``: 50 global and 10
+per-entity features, skewed entity sizes), runs ``raymix fit recipes/synthetic_glmix.py``
+(one pass: global, per-user, per-item) as a fresh process, and samples every 0.5 s the
+resident memory of each process of the run (driver, Ray workers and actors by kind, Ray's own
+daemons) and the object store's use. Records wall time, peak memory per process kind, the
+phases of the fit (summary.json), and the AUC against the AUC of the true planted model.
+
+    python bench/scale.py [--rows 1000000 10000000] [--users 1000000] [--items 100000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def kind_of(process: psutil.Process, driver: int) -> str:
+    if process.pid == driver:
+        return "driver"
+    try:
+        name = " ".join(process.cmdline()[:1]) or process.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "gone"
+    if name.startswith("ray::"):
+        return name.split(".")[0].split(" ")[0]  # ray::BucketActor, ray::IDLE, ray::_route_task
+    for daemon in ("raylet", "gcs_server", "dashboard", "log_monitor", "runtime_env"):
+        if daemon in " ".join(process.cmdline()):
+            return daemon
+    return "other"
+
+
+def sample(driver: int, stop: threading.Event, peaks: dict, shm: list) -> None:
+    root = psutil.Process(driver)
+    while not stop.is_set():
+        totals: dict = defaultdict(int)
+        try:
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for process in family:
+            try:
+                rss = process.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            kind = kind_of(process, driver)
+            totals[kind] += rss
+            peaks[f"max single {kind}"] = max(peaks.get(f"max single {kind}", 0), rss)
+        totals["all processes"] = sum(v for k, v in totals.items())
+        for kind, value in totals.items():
+            peaks[kind] = max(peaks.get(kind, 0), value)
+        try:
+            used = psutil.disk_usage("/dev/shm").used
+            shm[0] = max(shm[0], used)
+        except OSError:
+            pass
+        stop.wait(0.5)
+
+
+def run(rows: int, users: int, items: int, work: Path) -> dict:
+    data = work / f"synthetic-{rows}"
+    if not (data / "summary.json").is_file():
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "raymix.cli",
+                "data",
+                "synthetic",
+                "--dest",
+                str(data),
+                "--rows",
+                str(rows),
+                "--users",
+                str(users),
+                "--items",
+                str(items),
+                "--overwrite",
+                "--quiet",
+            ],
+            check=True,
+        )
+        print(f"generated {rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
+    truth = json.loads((data / "summary.json").read_text())
+    out = work / f"out-{rows}"
+    env = dict(os.environ, RAYMIX_SYNTHETIC=str(data))
+    shm_before = psutil.disk_usage("/dev/shm").used
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "raymix.cli",
+            "fit",
+            str(REPO / "recipes" / "synthetic_glmix.py"),
+            "--set",
+            f"output={out}",
+            "--overwrite",
+            "--quiet",
+        ],
+        env=env,
+    )
+    peaks: dict = {}
+    shm = [shm_before]
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample, args=(proc.pid, stop, peaks, shm), daemon=True)
+    sampler.start()
+    code = proc.wait()
+    wall = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    if code != 0:
+        raise SystemExit(f"fit failed with exit code {code}")
+    summary = json.loads((out / "summary.json").read_text())
+    final_auc = summary["steps"][-1]["metrics"].get("auc")
+    solver = sum(s.get("solver_seconds", 0.0) for s in summary["steps"])
+    timings = summary["timings_seconds"]
+    io = timings.get("read", 0.0) + timings.get("write", 0.0)
+    return {
+        "rows": rows,
+        "users": users,
+        "items": items,
+        "wall_seconds": round(wall, 1),
+        "timings": timings,
+        "solver_seconds": round(solver, 2),
+        "orchestration_share": round(max(wall - solver - io, 0) / wall, 3),
+        "auc": final_auc,
+        "true_model_auc": truth.get("validation_true_auc") or truth.get("true_auc"),
+        "peak_rss_gib": {k: round(v / 2**30, 2) for k, v in sorted(peaks.items())},
+        "object_store_peak_gib": round((shm[0] - shm_before) / 2**30, 2),
+        "steps": [{k: s[k] for k in ("coordinate", "seconds") if k in s} for s in summary["steps"]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="work directory (kept; data reused)"
+    )
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="raymix-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rows in args.rows:
+        results.append(run(rows, args.users, args.items, work))
+        print(json.dumps(results[-1], indent=1), flush=True)
+    print(
+        "\n| rows | wall (s) | read | coordinates | write | solver (s) | orchestration share | AUC | true AUC | peak RSS all (GiB) | object store (GiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        t = r["timings"]
+        print(
+            f"| {r['rows']:,} | {r['wall_seconds']} | {t.get('read', 0):.1f} | {t.get('coordinates', 0):.1f} "
+            f"| {t.get('write', 0):.1f} | {r['solver_seconds']} | {r['orchestration_share']:.0%} | {r['auc']:.4f} "
+            f"| {r['true_model_auc']} | {r['peak_rss_gib'].get('all processes')} | {r['object_store_peak_gib']} |"
+        )
+    if len(results) == 2:
+        print(
+            f"\n10M / 1M wall-time ratio: {results[1]['wall_seconds'] / results[0]['wall_seconds']:.1f}"
+        )
+    (REPO / "bench" / "results").mkdir(exist_ok=True)
+    (REPO / "bench" / "results" / "scale.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
