@@ -1,4 +1,4 @@
-"""The ``raymix`` command: fit | score | data | k8s.
+"""The ``raymix`` command: fit | score | data | tune | k8s.
 
 Exit code 0 on success; on bad input a one-line error and a non-zero code (2 for a recipe
 or data error, 1 for anything else), with the traceback only under ``--debug``.
@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     movielens.set_defaults(handler=_movielens)
     _synthetic_parser(data_sub)
 
+    _tune_parser(sub)
+
     k8s = sub.add_parser("k8s", help="Kubernetes (KubeRay) manifests")
     k8s_sub = k8s.add_subparsers(dest="k8s_command", metavar="ACTION")
     render = k8s_sub.add_parser("render", help="write RayCluster and RayJob manifests for a recipe")
@@ -215,6 +217,52 @@ def _movielens(args) -> int:
         Path(args.source), Path(args.dest), seed=args.seed, fmt=args.format, overwrite=args.overwrite
     )
     print(f"wrote {args.dest} in {time.perf_counter() - start:.1f} s: {summary}")
+    return 0
+
+
+def _tune_parser(sub) -> None:
+    tune = sub.add_parser(
+        "tune", help="search recipe fields (e.g. every coordinate's l2) with Ray Tune"
+    )
+    tune.add_argument("recipe", help="recipe .py file, resolved run.json, or GDMix config")
+    tune.add_argument(
+        "--search", required=True, metavar="SPACE.py", help="search space file (see tune/)"
+    )
+    tune.add_argument("--out", default=None, help="output directory (default: OUTPUT-tune)")
+    tune.add_argument("--resume", action="store_true", help="continue the search in --out")
+    tune.add_argument("--overwrite", action="store_true", help="replace a previous search")
+    tune.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a field of the recipe before searching",
+    )
+    tune.add_argument("--address", default=None, help="join a Ray cluster (as for fit)")
+    tune.add_argument("--quiet", action="store_true", help="no progress lines")
+    tune.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    tune.set_defaults(handler=_tune)
+
+
+def _tune(args) -> int:
+    from raymix.recipe.load import load_recipe
+    from raymix.tune import search
+
+    result = search(
+        load_recipe(args.recipe, args.overrides),
+        args.search,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        address=args.address,
+        progress=_progress(args.quiet),
+    )
+    print(result.table())
+    print(f"best {result.metric}: {result.best_metric:.4f}; best recipe: {result.files['best']}")
+    print(f"outputs in {result.out}")
     return 0
 
 

@@ -50,9 +50,10 @@ def route(source: Source, n_actors: int, n_buckets: int) -> list[list[tuple[str,
     """Start the shuffle; return, per actor, (file, part ref) of every file."""
     per_actor: list[list] = [[] for _ in range(n_actors)]
     for path in source.files:
-        refs = _route_task.options(num_returns=n_actors, num_cpus=READ_TASK_CPUS).remote(
-            source, path, n_actors, n_buckets
-        )
+        # an explicit strategy: never captured by an enclosing placement group (a Tune trial's)
+        refs = _route_task.options(
+            num_returns=n_actors, num_cpus=READ_TASK_CPUS, scheduling_strategy="DEFAULT"
+        ).remote(source, path, n_actors, n_buckets)
         refs = [refs] if n_actors == 1 else list(refs)
         for actor, ref in enumerate(refs):
             per_actor[actor].append((path, ref))

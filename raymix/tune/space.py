@@ -1,0 +1,177 @@
+"""A search space over recipe fields, keyed by dotted recipe paths, and how to apply a point.
+
+A space file (``tune/NAME.py``) defines ``space`` and, optionally, the search settings::
+
+    from ray import tune
+
+    space = {
+        "coordinates.global.l2": tune.loguniform(1e-3, 1e3),   # coordinates by name
+        "coordinates.per-user.l2": tune.loguniform(1e-3, 1e3),
+        "passes": tune.choice([1, 2, 3]),
+    }
+    metric = "auc"            # a validation metric: auc | logloss | rmse (default: the recipe's)
+    mode = "max"              # default: max for auc, min otherwise
+    num_samples = 32          # trials (with searcher "grid": repeats of the grid)
+    searcher = "optuna"       # random | grid | optuna (TPE; needs raymix[tune])
+    scheduler = "asha"        # asha (early stopping across passes) | None
+    max_concurrent = 2        # trials at a time (default: one per core)
+
+Keys follow ``raymix fit --set``: ``coordinates.NAME.FIELD`` or any top-level field. Every
+value a domain can take is checked against the recipe before anything starts.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raymix.errors import RecipeError
+from raymix.recipe.load import apply_override, validate_recipe
+from raymix.recipe.spec import Recipe
+
+SEARCHERS = ("random", "grid", "optuna")
+SCHEDULERS = ("asha", None)
+METRICS = {"auc": "max", "logloss": "min", "rmse": "min"}
+_SETTINGS = ("metric", "mode", "num_samples", "searcher", "scheduler", "max_concurrent")
+
+# Fields a trial may change without touching the resident rows (see PreparedRecipe).
+RECIPE_HOT = frozenset({"name", "passes", "early_stopping", "metric", "output", "checkpoint"})
+COORDINATE_HOT = frozenset(
+    {"l2", "l1", "regularize_intercept", "sparsity_threshold", "variance", "solver", "locked"}
+)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What to search and how. ``space`` maps dotted recipe paths to Tune domains or values."""
+
+    space: dict[str, Any]
+    metric: str | None = None
+    mode: str | None = None
+    num_samples: int = 16
+    searcher: str = "optuna"
+    scheduler: str | None = "asha"
+    max_concurrent: int | None = None
+    source: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        where = f"{self.source}: " if self.source else ""
+        if not isinstance(self.space, dict) or not self.space:
+            raise RecipeError(f"{where}'space' must be a non-empty dict of dotted recipe paths")
+        if self.searcher not in SEARCHERS:
+            raise RecipeError(
+                f"{where}searcher must be one of {list(SEARCHERS)}. Got {self.searcher!r} instead."
+            )
+        if self.scheduler not in SCHEDULERS:
+            raise RecipeError(
+                f"{where}scheduler must be 'asha' or None. Got {self.scheduler!r} instead."
+            )
+        if self.metric is not None and self.metric not in METRICS:
+            raise RecipeError(
+                f"{where}metric must be one of {sorted(METRICS)}. Got {self.metric!r} instead."
+            )
+        if self.mode not in (None, "max", "min"):
+            raise RecipeError(f"{where}mode must be 'max' or 'min'. Got {self.mode!r} instead.")
+        if not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise RecipeError(
+                f"{where}num_samples must be an int >= 1. Got {self.num_samples!r} instead."
+            )
+        if self.max_concurrent is not None and (
+            not isinstance(self.max_concurrent, int) or self.max_concurrent < 1
+        ):
+            raise RecipeError(
+                f"{where}max_concurrent must be an int >= 1. Got {self.max_concurrent!r} instead."
+            )
+
+    def resolved_metric(self, recipe: Recipe) -> tuple[str, str]:
+        metric = self.metric or recipe.metric
+        return metric, self.mode or METRICS[metric]
+
+    def candidates(self, key: str) -> list:
+        """Values to check a domain with: its categories, its bounds, or one sample."""
+        return candidate_values(self.space[key])
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a space file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"search space file not found: {path}")
+    try:
+        namespace = runpy.run_path(str(path))
+    except Exception as exc:
+        raise RecipeError(f"{path}: error while running the search space: {exc!r}") from None
+    if "space" not in namespace:
+        raise RecipeError(f"{path}: the file must define a dict named 'space'")
+    settings = {k: namespace[k] for k in _SETTINGS if k in namespace}
+    return SearchSpace(space=namespace["space"], **settings, source=str(path))
+
+
+def candidate_values(domain) -> list:
+    from ray.tune.search.sample import Categorical, Domain, Float, Integer
+
+    if isinstance(domain, dict) and set(domain) == {"grid_search"}:
+        return list(domain["grid_search"])
+    if isinstance(domain, Categorical):
+        return list(domain.categories)
+    if isinstance(domain, Float | Integer):
+        return [domain.lower, domain.upper - (1 if isinstance(domain, Integer) else 0)]
+    if isinstance(domain, Domain):
+        return [domain.sample()]
+    return [domain]
+
+
+def plain(value):
+    """A JSON-able Python value (numpy scalars from the searchers become int/float/bool)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def apply_config(recipe: Recipe, config: dict) -> Recipe:
+    """The recipe with every ``dotted.path: value`` of ``config`` applied (as ``--set`` does)."""
+    raw = recipe.model_dump(mode="json")
+    for key, value in config.items():
+        raw = apply_override(raw, f"{key}={json.dumps(plain(value))}")
+    return validate_recipe(raw, source="search space")
+
+
+def check_space(recipe: Recipe, space: SearchSpace) -> None:
+    """Fail before anything starts if a key is unknown or a value the recipe rejects."""
+    for key in space.space:
+        for value in space.candidates(key):
+            try:
+                apply_config(recipe, {key: value})
+            except RecipeError as exc:
+                where = f"{space.source}: " if space.source else ""
+                raise RecipeError(f"{where}space key '{key}' = {value!r}: {exc.message}") from None
+
+
+def max_passes(recipe: Recipe, space: SearchSpace) -> int:
+    if "passes" in space.space:
+        return max(int(v) for v in space.candidates("passes"))
+    return recipe.passes
+
+
+def needs_new_data(old: Recipe, new: Recipe) -> str | None:
+    """Why ``new`` cannot reuse rows loaded for ``old`` (None when it can)."""
+    a, b = old.model_dump(), new.model_dump()
+    for key in a:
+        if key not in RECIPE_HOT and key != "coordinates" and a[key] != b[key]:
+            return key
+    if [c["name"] for c in a["coordinates"]] != [c["name"] for c in b["coordinates"]]:
+        return "coordinates"
+    for ca, cb in zip(a["coordinates"], b["coordinates"], strict=True):
+        for key in ca.keys() | cb.keys():
+            if key not in COORDINATE_HOT and ca.get(key) != cb.get(key):
+                return f"coordinates.{ca['name']}.{key}"
+    return None
