@@ -68,15 +68,17 @@ class DescentState:
 
 
 def load(coordinates: list[Coordinate]) -> DescentState:
-    """Start every coordinate's reading at once, then align them on the first one's rows."""
+    """Start every coordinate's reading at once, then align them on the rows of the first
+    coordinate that reads data (an external coordinate only brings scores, not labels)."""
     started = time.perf_counter()
     for coordinate in coordinates:
         coordinate.start()
     reports = [coordinate.holders() for coordinate in coordinates]
+    anchor = next((k for k, c in enumerate(coordinates) if c.kind != "external"), 0)
     splits = []
     for which, what in ((0, "training"), (1, "validation")):
-        holders = reports[0][which]
-        first = f"coordinate '{coordinates[0].name}'"
+        holders = reports[anchor][which]
+        first = f"coordinate '{coordinates[anchor].name}'"
         index = RowIndex([h.uid for h in holders], what, who=first)
         positions = [index.positions(h.uid, first) for h in holders]
         split = Split(

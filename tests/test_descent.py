@@ -125,3 +125,27 @@ def test_early_stopping_keeps_the_best_pass(first_run, tmp_path):
     assert result.best_pass == best
     summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
     assert summary["final"]["per-movie"]["auc"] == pytest.approx(per_pass[best], abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_external_fixed_effect_scores_as_offsets(first_run, tmp_path):
+    """GDMix's third mode: the global model comes from elsewhere, as per-row score files."""
+    recipe, out = first_run
+    raw = recipe.model_dump(mode="json")
+    raw["output"] = str(tmp_path / "external")
+    raw["coordinates"][0] = {
+        "kind": "external",
+        "name": "global",
+        "train_scores": str(out / "global" / "training_scores"),
+        "validation_scores": str(out / "global" / "validation_scores"),
+    }
+    raw["data"] = raw["coordinates"][1][
+        "data"
+    ]  # rows and labels come from the first trained coordinate
+    result = fit(type(recipe).model_validate(raw))
+    first = json.loads((out / "summary.json").read_text())["final"]
+    # the score files hold float32 logits (as GDMix's do): the same model up to that rounding
+    for name in ("global", "per-user", "per-movie"):
+        assert result.final[name]["auc"] == pytest.approx(first[name]["auc"], abs=2e-4)
+    assert [s["coordinate"] for s in result.steps] == ["global", "per-user", "per-movie"]
