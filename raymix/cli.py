@@ -262,6 +262,9 @@ def _tune(args) -> int:
     )
     print(result.table())
     print(f"best {result.metric}: {result.best_metric:.4f}; best recipe: {result.files['best']}")
+    if result.interrupted:
+        done = len([t for t in result.trials if t["passes_run"]])
+        print(f"interrupted after {done} of {result.expected} trials: continue with --resume")
     print(f"outputs in {result.out}")
     return 0
 

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ray.tune import Callback
+
 from raymix.errors import RecipeError
 from raymix.recipe.spec import Recipe
 from raymix.tune.space import (
@@ -48,6 +50,12 @@ class TuneResult:
     seconds: float
     stats: dict
     files: dict = field(default_factory=dict)
+    expected: int = 0  # trials the search asks for
+
+    @property
+    def interrupted(self) -> bool:
+        """Fewer trials ran than asked for (resume the search to run the rest)."""
+        return len([t for t in self.trials if t["passes_run"]]) < self.expected
 
     @property
     def best_metric(self) -> float:
@@ -74,8 +82,8 @@ def search(
 
     ``recipe`` is a Recipe or a recipe file; ``space`` a :class:`SearchSpace`, a plain dict
     (default settings) or a space file. With ``resume`` an interrupted search in ``out``
-    continues from Tune's experiment state. ``stop_after`` ends the search once that many
-    trials have finished (as an interruption would; for tests).
+    continues from Tune's experiment state. ``stop_after`` interrupts the search (as Ctrl+C
+    does) once that many trials have finished in this call: for tests.
     """
     from raymix.engine.cluster import physical_cores, ray_session
     from raymix.outputs import absolute_paths
@@ -99,9 +107,9 @@ def search(
 
     concurrent = space.max_concurrent or physical_cores()
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"  # trial actors keep the driver's directory
-    _SAY[0] = say
+    _SESSION.update(say=say, stop_after=stop_after)
     with ray_session(recipe.resources, address) as ray:
-        tuner = _tuner(ray, recipe, space, out, metric, mode, concurrent, resume, stop_after)
+        tuner = _tuner(ray, recipe, space, out, metric, mode, concurrent, resume)
         say(
             f"searching {len(space.space)} field(s) of '{recipe.name}' with {space.searcher}"
             f"{' + ' + space.scheduler if space.scheduler else ''}: {space.num_samples} trial(s), "
@@ -183,7 +191,7 @@ def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, ov
     write_json(marker, described)
 
 
-def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume, stop_after):
+def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
     from ray import tune
 
     from raymix.engine.reading import READ_TASK_CPUS
@@ -206,13 +214,11 @@ def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume, stop_after
         name=EXPERIMENT,
         storage_path=str(out),
         verbose=0,
-        stop=_StopAfter(stop_after) if stop_after else None,
         callbacks=[_Progress(metric, space.num_samples)],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False),
     )
     if resume:
-        _SAY[0](f"resuming the search in {out}")
-        # the restored run config is the pickled one: its stopper is inert (see _StopAfter)
+        _SESSION["say"](f"resuming the search in {out}")
         return tune.Tuner.restore(
             str(out / EXPERIMENT), trainable, resume_unfinished=True, resume_errored=True
         )
@@ -258,6 +264,10 @@ def _param_space(space: SearchSpace) -> dict:
     return grid
 
 
+def _is_grid(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
 def _searcher(space: SearchSpace, metric: str, mode: str, seed: int, concurrent: int):
     if space.searcher == "optuna":
         try:
@@ -290,55 +300,49 @@ def _scheduler(space: SearchSpace, recipe: Recipe):
     )
 
 
-class _StopAfter:
-    """A Tune stopper ending the whole search once ``n`` trials have finished."""
-
-    def __init__(self, n: int):
-        self.n, self.finished = n, set()
-
-    def __call__(self, trial_id, result) -> bool:
-        if result.get("done"):
-            self.finished.add(trial_id)
-        return False
-
-    def stop_all(self) -> bool:
-        return self.n is not None and len(self.finished) >= self.n
-
-    def __getstate__(self):  # an interruption of one session, not part of the experiment
-        return {"n": None, "finished": set()}
+# Where the progress callback prints and when it interrupts the search: set by every call of
+# search(), not pickled with the callback into Tune's experiment state.
+_SESSION: dict = {"say": lambda message: None, "stop_after": None}
 
 
-_SAY = [lambda message: None]  # where _Progress prints (set by search; callbacks are pickled)
-
-
-def _progress_callback_base():
-    from ray.tune import Callback
-
-    return Callback
-
-
-class _Progress(_progress_callback_base()):
-    """One line per finished trial."""
+class _Progress(Callback):
+    """One line per finished trial; after ``stop_after`` trials in this session, interrupt
+    the search as Ctrl+C does (Tune saves its state and ends; ``resume`` continues it)."""
 
     def __init__(self, metric: str, total: int):
-        self.metric, self.total, self.done = metric, total, 0
+        self.metric, self.total, self.session_done = metric, total, 0
 
     def say(self, message: str) -> None:
-        _SAY[0](message)
+        _SESSION["say"](message)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
+        self.session_done += 1
+        done = sum(1 for t in trials if t.status == "TERMINATED")
         result = trial.last_result or {}
         value = result.get(self.metric)
         shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
         where = "reused data" if result.get("reused_data") else "loaded data"
         self.say(
-            f"trial {self.done}/{self.total}: {self.metric}={_short(value)} after "
+            f"trial {done}/{self.total}: {self.metric}={_short(value)} after "
             f"{result.get('passes_run', 0)} pass(es), {where}: {shown}"
         )
+        stop_after = _SESSION["stop_after"]
+        if stop_after is not None and self.session_done == stop_after:
+            _interrupt(self.say)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.say(f"trial {trial.trial_id} failed: {trial.error_file}")
+
+
+def _interrupt(say) -> None:
+    """Send this process the signal Tune's own handler turns into a saved, resumable stop."""
+    import signal
+
+    if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        say("cannot interrupt the search here (Tune's signal handler is not installed)")
+        return
+    say("interrupting the search")
+    os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def _short(value) -> str:
@@ -389,7 +393,12 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
         "plot": plot_search(out / "search.png", trials, keys, metric, best, space),
     }
     stats = _stats(trials, seconds)
-    result = TuneResult(out, metric, mode, keys, trials, best, best_recipe, seconds, stats, files)
+    expected = space.num_samples * math.prod(
+        len(v["grid_search"]) for v in _param_space(space).values() if _is_grid(v)
+    )
+    result = TuneResult(
+        out, metric, mode, keys, trials, best, best_recipe, seconds, stats, files, expected
+    )
     write_json(
         out / "result.json",
         {
@@ -398,6 +407,7 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
             "best": best,
             "best_recipe": str(files["best"]),
             "seconds": round(seconds, 3),
+            "interrupted": result.interrupted,
             **stats,
             "files": {k: str(v) for k, v in files.items() if v},
         },

@@ -167,11 +167,21 @@ def needs_new_data(old: Recipe, new: Recipe) -> str | None:
     a, b = old.model_dump(), new.model_dump()
     for key in a:
         if key not in RECIPE_HOT and key != "coordinates" and a[key] != b[key]:
-            return key
+            return _first_difference(a[key], b[key], key)
     if [c["name"] for c in a["coordinates"]] != [c["name"] for c in b["coordinates"]]:
         return "coordinates"
     for ca, cb in zip(a["coordinates"], b["coordinates"], strict=True):
-        for key in ca.keys() | cb.keys():
+        for key in sorted(ca.keys() | cb.keys()):
             if key not in COORDINATE_HOT and ca.get(key) != cb.get(key):
-                return f"coordinates.{ca['name']}.{key}"
+                return _first_difference(
+                    ca.get(key), cb.get(key), f"coordinates.{ca['name']}.{key}"
+                )
     return None
+
+
+def _first_difference(a, b, path: str) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(a.keys() | b.keys()):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}")
+    return path

@@ -1,0 +1,83 @@
+"""A small search on ml-100k: interrupted, resumed, and its best recipe refitted exactly."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from raymix.recipe.load import load_recipe
+from raymix.run import fit
+from raymix.tune import SearchSpace, search
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+@pytest.fixture(scope="module")
+def searched(movielens, ray_session, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAYMIX_MOVIELENS", str(movielens))
+        runs = tmp_path_factory.mktemp("tune")
+        recipe = load_recipe(REPO / "recipes" / "movielens_lr.py", [f"output={runs / 'lr'}"])
+    space = SearchSpace(
+        {
+            # GDMix's defaults (l2 = 1, one pass) are one of the four points
+            "coordinates.per-user.l2": tune.choice([1.0, 10.0]),
+            "passes": tune.choice([1, 2]),
+        },
+        num_samples=1,
+        searcher="grid",
+        scheduler="asha",
+        max_concurrent=1,
+    )
+    out = runs / "search"
+    lines = []
+    first = search(recipe, space, out=out, stop_after=2, progress=lines.append)
+    resumed = search(recipe, space, out=out, resume=True, progress=lines.append)
+    return recipe, first, resumed, out, lines
+
+
+def test_an_interrupted_search_resumes_to_all_trials(searched):
+    _, first, resumed, out, lines = searched
+    assert first.interrupted and 2 <= len([t for t in first.trials if t["passes_run"]]) < 4
+    assert not resumed.interrupted
+    assert len(resumed.trials) == 4
+    assert all(not t["error"] and t["passes_run"] >= 1 for t in resumed.trials)
+    done_before = {t["trial"]: t["auc"] for t in first.trials if t["passes_run"]}
+    for t in resumed.trials:  # finished trials are kept as they were, not re-run
+        if t["trial"] in done_before:
+            assert t["auc"] == done_before[t["trial"]]
+    assert any("resuming the search" in line for line in lines)
+
+
+def test_trials_after_the_first_reuse_the_prepared_data(searched):
+    _, _, resumed, _, _ = searched
+    assert resumed.stats["data_loads"] <= 2  # one per trial actor: before and after the resume
+    reused = [t for t in resumed.trials if t["reused_data"]]
+    assert reused and all(t["prepare_seconds"] == 0 for t in reused)
+    assert resumed.stats["reset_seconds_mean"] < 1.0
+
+
+def test_outputs_table_csv_plot_and_best_recipe(searched):
+    _, _, resumed, out, _ = searched
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {"coordinates.per-user.l2", "passes", "auc"} <= set(rows[0])
+    assert (out / "search.png").stat().st_size > 1000
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["trials"] == 4 and 0 < summary["prepare_share"] < 1
+    assert "trials in" in resumed.table()
+
+
+def test_best_json_refits_to_the_best_trial_and_beats_the_worst(searched):
+    _, _, resumed, out, _ = searched
+    best = load_recipe(out / "best.json")
+    assert best.coordinate("per-user").l2 == resumed.best["coordinates.per-user.l2"]
+    result = fit(best)
+    auc = result.final["per-movie"]["auc"]
+    assert auc == pytest.approx(resumed.best_metric, abs=1e-9)
+    assert auc >= max(t["auc"] for t in resumed.trials if not t["stopped_early"]) - 1e-12
+    assert auc >= min(t["auc"] for t in resumed.trials)

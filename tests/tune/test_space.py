@@ -1,0 +1,82 @@
+"""Search spaces: keys are dotted recipe paths, checked before anything starts (no Ray)."""
+
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from raymix import Data, FixedEffect, RandomEffect, Recipe
+from raymix.cli import main
+from raymix.errors import RecipeError
+from raymix.tune.space import SearchSpace, apply_config, check_space, load_space, needs_new_data
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def recipe() -> Recipe:
+    return Recipe(
+        data=Data(train="train", validation="validation"),
+        coordinates=[
+            FixedEffect(name="global", feature_bag="global"),
+            RandomEffect(name="per-user", entity="user_id", feature_bag="per_user"),
+        ],
+        output="out",
+    )
+
+
+def test_apply_config_sets_fields_by_dotted_path_and_coordinate_name():
+    r = apply_config(recipe(), {"coordinates.per-user.l2": 3.5, "passes": 2})
+    assert r.coordinate("per-user").l2 == 3.5 and r.passes == 2
+    assert r.coordinate("global").l2 == 1.0
+
+
+def test_unknown_key_or_bad_value_fails_naming_the_key():
+    with pytest.raises(RecipeError, match="coordinates.per-user.l3"):
+        check_space(recipe(), SearchSpace({"coordinates.per-user.l3": tune.uniform(0, 1)}))
+    with pytest.raises(RecipeError, match="no entry 'per-item'"):
+        check_space(recipe(), SearchSpace({"coordinates.per-item.l2": tune.uniform(0, 1)}))
+    with pytest.raises(RecipeError, match="'coordinates.global.l2' = -1"):
+        check_space(recipe(), SearchSpace({"coordinates.global.l2": tune.choice([-1, 1])}))
+
+
+def test_settings_are_validated_with_the_valid_choices():
+    with pytest.raises(
+        RecipeError, match=r"searcher must be one of \['random', 'grid', 'optuna'\]"
+    ):
+        SearchSpace({"passes": 1}, searcher="bayes")
+    with pytest.raises(RecipeError, match="metric must be one of"):
+        SearchSpace({"passes": 1}, metric="accuracy")
+
+
+def test_hyper_parameters_reuse_the_data_but_data_fields_do_not():
+    base = recipe()
+    hot = apply_config(
+        base,
+        {
+            "coordinates.global.l2": 10.0,
+            "coordinates.per-user.regularize_intercept": True,
+            "coordinates.per-user.solver": {"kind": "newton", "max_iter": 5},
+            "passes": 3,
+        },
+    )
+    assert needs_new_data(base, hot) is None
+    for key, value in [
+        ("coordinates.per-user.min_samples", 3),
+        ("coordinates.per-user.feature_bag", "other"),
+        ("coordinates.global.fit_intercept", False),
+        ("data.train", "elsewhere"),
+        ("seed", 1),
+    ]:
+        assert needs_new_data(base, apply_config(base, {key: value})) == key
+
+
+def test_the_movielens_space_file_loads():
+    space = load_space(REPO / "tune" / "movielens_l2.py")
+    assert "coordinates.per-movie.l2" in space.space
+    assert space.searcher == "optuna" and space.scheduler == "asha"
+
+
+def test_cli_tune_with_a_missing_space_file_is_a_one_line_error(tmp_path, capsys):
+    code = main(["tune", str(REPO / "recipes" / "movielens_lr.py"), "--search", "nope.py"])
+    assert code == 2
+    assert "search space file not found: nope.py" in capsys.readouterr().err
