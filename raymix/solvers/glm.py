@@ -472,14 +472,16 @@ def fit_glm(
 # One fused pass per evaluation. Rows go by blocks of _ROWS: z = X coef + b + o for the block,
 # then the loss and r = w loss'(z) of the block (vectorised: exp and log1p are written as
 # polynomials, libm's are scalar calls), then X^T r, while the block is still in L1. Large
-# shards are cut into one chunk of rows per thread; chunks' partial sums are added in chunk
-# order, so a result depends only on the data and the thread count (deterministic). Small
+# shards are cut into at most _CHUNKS chunks of rows, shared out among the threads; chunks'
+# partial sums are added in chunk order, so a result depends only on the data, never on the
+# thread count (the same models locally and in a Ray job, deterministic). Small
 # shards run on the calling thread: waking a pool costs more than they do. fastmath allows
 # only reassociation and contraction (SIMD dot products); NaN and inf keep their meaning.
 #
-# Measured (one thread, CPU time, float64): 1M x 50 dense logistic ~1.15x one ``X @ w`` (the
-# linear loss ~1.0x: the pass is memory bound); 1M x 10k CSR with 20 nnz a row ~1.7x one
-# scipy ``X @ w`` (gather and scatter of coef/grad, not memory, bound it). numpy/scipy
+# Measured (one thread, CPU time, float64, on a busy 2-core machine): 1M x 50 dense logistic
+# 1.15-1.4x one ``X @ w`` (the linear loss ~1.0x: the pass is memory bound); 1M x 10k CSR with
+# 20 nnz a row 1.7-2.2x one scipy ``X @ w`` (gathering coef and scattering into the gradient,
+# not memory, bound it). numpy/scipy
 # (``X @ coef``, the elementwise loss, then ``r @ X``) cost ~4x and ~3.2x; the same fused loop
 # with libm's exp/log1p ~1.7x and ~2.6x.
 # --------------------------------------------------------------------------------------------
@@ -487,6 +489,8 @@ def fit_glm(
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _LOCK = threading.Lock()  # numba's pool must not be entered from two threads at once
 _PARALLEL_WORK = 1 << 20  # stored values + 8 per row, above which a pass uses all threads
+_CHUNKS = 32  # chunks of rows of a parallel pass (threads share them out)
+_PARTIALS_BYTES = 256 << 20  # bound on the chunks' partial gradients
 _BLOCK = 8192  # rows per block in the BLAS-based helpers (Hessian, column sums)
 
 
@@ -622,7 +626,7 @@ def _vg_dense_par(X, y, w, o, coef, b, task, nchunks):
     step = (n + nchunks - 1) // nchunks
     for c in numba.prange(nchunks):
         V[c] = _vg_rows_dense(X, y, w, o, coef, b, task, c * step, min(n, c * step + step), G[c])
-    return V.sum(), G.sum(axis=0)
+    return V, G  # summed by the caller: numba would split these sums among the threads
 
 
 @numba.njit(cache=True, parallel=True)
@@ -633,7 +637,7 @@ def _vg_csr_par(data, indices, indptr, d, y, w, o, coef, b, task, nchunks):
     for c in numba.prange(nchunks):
         lo, hi = c * step, min(n, c * step + step)
         V[c] = _vg_rows_csr(data, indices, indptr, y, w, o, coef, b, task, lo, hi, G[c])
-    return V.sum(), G.sum(axis=0)
+    return V, G  # summed by the caller: numba would split these sums among the threads
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
@@ -695,22 +699,29 @@ def _pool(threads: int):
             numba.set_num_threads(before)
 
 
-def _nchunks(X, threads: int) -> int:
-    n = X.shape[0]
+def _nchunks(X) -> int:
+    """Chunks of rows of a pass, from the data's shape alone: never from the thread count, so
+    that a result does not depend on where it runs (a local driver uses all cores, a Ray job's
+    driver inherits ``OMP_NUM_THREADS=1``: with one chunk per thread, the movieLens global
+    model differed by 3e-12 between the two, and so did every random effect after it).
+    At most ``_CHUNKS``, and at most ``_PARTIALS_BYTES`` of per-chunk gradients."""
+    n, d = X.shape
     work = (X.nnz if sp.issparse(X) else X.size) + 8 * n
     if work < _PARALLEL_WORK:
         return 1
-    return max(1, min(threads, n // 1024))
+    return max(1, min(_CHUNKS, n // 1024, _PARTIALS_BYTES // (8 * (d + 1))))
 
 
 def _value_grad(X, y, w, o, coef, b, task, threads):
     """``(sum w loss, [X^T r, sum r])`` with ``r = w loss'(z)``, ``z = X coef + b + o``."""
-    nchunks = _nchunks(X, threads)
-    with _pool(nchunks):
-        if nchunks > 1 and sp.issparse(X):
-            return _vg_csr_par(*_csr(X), X.shape[1], y, w, o, coef, b, task, nchunks)
+    nchunks = _nchunks(X)
+    with _pool(min(nchunks, threads)):
         if nchunks > 1:
-            return _vg_dense_par(X, y, w, o, coef, b, task, nchunks)
+            if sp.issparse(X):
+                V, G = _vg_csr_par(*_csr(X), X.shape[1], y, w, o, coef, b, task, nchunks)
+            else:
+                V, G = _vg_dense_par(X, y, w, o, coef, b, task, nchunks)
+            return float(V.sum()), G.sum(axis=0)
         g = np.zeros(X.shape[1] + 1)
         if sp.issparse(X):
             value = _vg_rows_csr(*_csr(X), y, w, o, coef, b, task, 0, X.shape[0], g)
