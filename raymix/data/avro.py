@@ -135,13 +135,14 @@ def coefficients_by_index(
 
 
 def score_schema(uid: str, label: str | None, weight: str | None) -> dict:
+    """GDMix's score record (gdmix-reference.md §4.6), as plain JSON."""
     fields = [{"name": uid, "type": "long"}, {"name": "predictionScore", "type": "float"}]
     if label:
         fields.append({"name": label, "type": ["null", "float"], "default": None})
     if weight:
         fields.append({"name": weight, "type": "float"})
     fields.append({"name": "predictionScorePerCoordinate", "type": "float"})
-    return fastavro.parse_schema({"name": "validation_result", "type": "record", "fields": fields})
+    return {"type": "record", "name": "validation_result", "fields": fields}
 
 
 def write_scores_avro(
@@ -153,28 +154,26 @@ def write_scores_avro(
     weight: np.ndarray | None,
     names: tuple[str, str | None, str | None] = ("uid", "response", "weight"),
 ) -> Path:
-    """GDMix's score file: one record per row, logits as float (as GDMix writes them)."""
+    """GDMix's score file: one record per row, logits as float (as GDMix writes them).
+
+    Encoded with numpy (:mod:`raymix.data.avro_scores`), not record by record.
+    """
+    from raymix.data.avro_scores import write_container
+
     uid_name, label_name, weight_name = names
     schema = score_schema(
         uid_name,
         label_name if label is not None else None,
         weight_name if weight is not None else None,
     )
-    columns = {
-        uid_name: uid.tolist(),
-        "predictionScore": total.tolist(),
-        "predictionScorePerCoordinate": own.tolist(),
-    }
+    columns = [("long", uid), ("float", total)]
     if label is not None:
-        columns[label_name] = [None if np.isnan(v) else v for v in label.tolist()]
+        columns.append(("nullable_float", np.asarray(label, np.float64)))
     if weight is not None:
-        columns[weight_name] = weight.tolist()
-    keys = list(columns)
-    records = (
-        dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)
-    )
+        columns.append(("float", weight))
+    columns.append(("float", own))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        fastavro.writer(handle, schema, records, codec="null")
+        write_container(handle, schema, columns)
     return Path(path)
 
 
