@@ -18,6 +18,7 @@ import ray
 from raymix.coordinates.grouping import Grouped, group_rows, lookup_entities, stable_bucket
 from raymix.data.rows import Rows, concat_rows, rows_from_table
 from raymix.data.source import Source, read_table
+from raymix.engine.cluster import spread_actor_options
 from raymix.engine.reading import READ_TASK_CPUS
 from raymix.errors import DataError
 from raymix.recipe.spec import RandomEffect
@@ -301,9 +302,9 @@ class BucketPool:
 
     def __init__(self, n_actors: int, threads: int, buckets: int):
         self.n_buckets = buckets
-        self.actors = [
-            BucketActor.options(num_cpus=0, scheduling_strategy="SPREAD").remote(threads)
-            for _ in range(n_actors)
+        self.actors = [  # on as many nodes as possible (placement never changes the models)
+            BucketActor.options(num_cpus=0, **options).remote(threads)
+            for options in spread_actor_options(n_actors, owner=self)
         ]
         self.coordinates: dict[str, tuple] = {}  # name -> (spec, seed, train source, val source)
         self.models: dict[str, list] = {}  # name -> per-actor ref of the latest models
