@@ -41,7 +41,9 @@ class LinearModels:
         if entity is None:  # a fixed effect: the fit's own scoring, X @ coef + b
             coef = np.zeros(X.shape[1])
             coef[self.coef_index] = self.coef_value
-            return np.asarray(X @ coef, dtype=np.float64) + self.intercepts[0]
+            from raymix.solvers.glm import linear_predictor
+
+            return linear_predictor(X, coef, float(self.intercepts[0]))
         keys = np.asarray([_key(v) for v in entity.tolist()], dtype=str)
         which = np.full(n, -1, np.int64)
         if self.keys.size and n:

@@ -247,9 +247,9 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
 
 
 def _dense_bag(column, schema: RowSchema, source: str) -> np.ndarray:
-    flat = (
-        pc.list_flatten(column.combine_chunks()).to_numpy(zero_copy_only=False).astype(np.float64)
-    )
+    flat = pc.list_flatten(column.combine_chunks()).to_numpy(zero_copy_only=False)
+    # float32 values stay float32 (half the memory; solvers accumulate in float64)
+    flat = flat.astype(np.float32 if flat.dtype == np.float32 else np.float64, copy=False)
     n = len(column)
     if flat.size != n * schema.dim:
         raise DataError(

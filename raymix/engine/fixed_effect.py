@@ -238,9 +238,11 @@ class _Worker:
 
 
 def _linear_scores(X, theta: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    from raymix.solvers.glm import linear_predictor
+
     if fit_intercept:
-        return np.asarray(X @ theta[:-1], dtype=np.float64) + theta[-1]
-    return np.asarray(X @ theta, dtype=np.float64)
+        return linear_predictor(X, theta[:-1], float(theta[-1]))
+    return linear_predictor(X, theta)
 
 
 class FixedEffectService:

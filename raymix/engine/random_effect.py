@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import ray
+import scipy.sparse as sp
 
 from raymix.coordinates.grouping import Grouped, group_rows, lookup_entities, stable_bucket
 from raymix.data.rows import Rows, concat_rows, rows_from_table
@@ -81,6 +82,8 @@ def _rows_of_parts(parts: list[tuple[str, pa.Table]], source: Source) -> tuple[R
         rows.append(part)
         buckets.append(table.column("__raymix_bucket").to_numpy())
     merged = concat_rows(rows, source.schema.dim)
+    if not sp.issparse(merged.X):  # a dense bag: the per-entity solver reads CSR
+        merged.X = sp.csr_matrix(merged.X, dtype=np.float64)
     if merged.entity is None:
         merged.entity = np.zeros(0, np.int64)
     bucket = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)

@@ -730,6 +730,19 @@ def _value_grad(X, y, w, o, coef, b, task, threads):
         return value, g
 
 
+def linear_predictor(
+    X, coef, intercept: float = 0.0, *, n_threads: int | None = None
+) -> np.ndarray:
+    """``X @ coef + intercept`` in float64, shape ``(n,)``, for dense (float32 or float64, read
+    in place) or CSR ``X``; the scores of a fitted fixed effect, the same in fit and score."""
+    coef = np.ascontiguousarray(coef, dtype=np.float64)
+    if X.shape[0] == 0:
+        return np.zeros(0)
+    if X.shape[1] == 0:
+        return np.full(X.shape[0], float(intercept))
+    return _matvec(X, coef, float(intercept), n_threads or default_threads())
+
+
 def _matvec(X, coef, b, threads):
     """``X coef + b`` in float64, shape ``(n,)``."""
     with _pool(threads):
