@@ -32,6 +32,7 @@ class RandomEffectCoordinate:
         self._val_pos: list[np.ndarray] = []
         self._uids: tuple[list, list] = ([], [])
         self._sizes = (0, 0)
+        self._auto_l2: float | None = None  # the last estimate of l2="auto"
 
     def start(self) -> None:
         self._loads = self.pool.load(
@@ -65,8 +66,11 @@ class RandomEffectCoordinate:
     ) -> Outcome:
         import ray
 
-        pieces = gather(train_offsets, self._train_pos)
-        results = self.pool.call("fit", self.name, [(ray.put(piece), refit) for piece in pieces])
+        pieces = [ray.put(piece) for piece in gather(train_offsets, self._train_pos)]
+        l2, em_iterations = None, 0
+        if refit and self.spec.l2 == "auto":
+            l2, em_iterations = self._estimate_l2(pieces)
+        results = self.pool.call("fit", self.name, [(piece, refit, l2) for piece in pieces])
         train = scatter([r[0] for r in results], self._train_pos, self._sizes[0])
         val = scatter([r[1] for r in results], self._val_pos, self._sizes[1])
         info = {}
@@ -78,7 +82,21 @@ class RandomEffectCoordinate:
                 "solver_seconds": max(i["solver_seconds"] for i in infos),
                 "actor_rebuilds": self.pool.rebuilds,
             }
+            if l2 is not None:
+                info.update(l2=l2, em_iterations=em_iterations)
         return Outcome(train=train, validation=val, info=info)
+
+    def _estimate_l2(self, pieces) -> tuple[float, int]:
+        """``l2="auto"``: the random-effect variance by EM (see variance_components), from
+        the last estimate (1.0 at first); returns (l2, EM steps)."""
+        from raymix.solvers.variance_components import next_l2, solve_l2
+
+        def em_step(l2: float) -> float:
+            results = self.pool.call("fit", self.name, [(p, True, l2, True) for p in pieces])
+            return next_l2([r[2]["prior_moments"] for r in results], l2)
+
+        self._auto_l2, steps = solve_l2(em_step, self._auto_l2 or 1.0)
+        return self._auto_l2, steps
 
     def reconfigure(self, spec: RandomEffect) -> None:
         """New hyper-parameters (l2, l1, solver, ...) for the resident groups; models dropped.
@@ -86,7 +104,7 @@ class RandomEffectCoordinate:
         Only fields that leave the grouping as it is may change (not the entity, feature bag,
         ``min_samples``/``max_samples`` or data).
         """
-        self.spec = spec
+        self.spec, self._auto_l2 = spec, None
         self.pool.reconfigure(spec)
 
     def write_models(self, directory: Path) -> list[Path]:

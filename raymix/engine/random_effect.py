@@ -147,7 +147,9 @@ class BucketActor:
             raise ActorStateLost(name)
         return self.coordinates[name]
 
-    def fit(self, name: str, train_offsets, refit: bool):
+    def fit(self, name: str, train_offsets, refit: bool, l2=None, moments: bool = False):
+        """Fit (if ``refit``) and score; ``l2`` overrides the spec's (``"auto"`` resolved by
+        the driver); ``moments`` also returns the prior moments of ``l2="auto"``'s EM."""
         from raymix.solvers.entity import EntityProblem, fit_entities, score_entities
 
         state = self._state(name)
@@ -172,15 +174,15 @@ class BucketActor:
             state.models = fit_entities(
                 problem,
                 task=spec.task,
-                l2=spec.l2,
+                l2=spec.l2 if l2 is None else l2,
                 l1=spec.l1,
                 fit_intercept=spec.fit_intercept,
                 regularize_intercept=spec.regularize_intercept,
                 max_iter=spec.solver.max_iter,
                 tol=spec.solver.tolerance,
                 warm_start=state.models,
-                variance=spec.variance,
-                threshold=spec.sparsity_threshold,
+                variance="full" if moments else spec.variance,
+                threshold=0.0 if moments else spec.sparsity_threshold,
                 n_threads=self.threads,
             )
             info = {
@@ -188,6 +190,10 @@ class BucketActor:
                 "not_converged": int(state.models.n_not_converged),
                 "solver_seconds": time.perf_counter() - started,
             }
+            if moments:
+                from raymix.solvers.variance_components import prior_moments
+
+                info["prior_moments"] = prior_moments(state.models, spec.regularize_intercept)
         train_scores = np.zeros(len(rows))
         if state.models is not None:
             train_scores = score_entities(

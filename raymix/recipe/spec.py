@@ -159,10 +159,16 @@ class RandomEffect(_LinearCoordinate):
     Entities with fewer than ``min_samples`` rows get no model (their rows are passive:
     scored by the offset alone); entities with more than ``max_samples`` rows are fitted on
     a deterministic sample of that size, re-weighted by count/max_samples.
+
+    ``l2="auto"`` estimates the regularization from the data, as a mixed model does: the
+    penalized coefficients (slopes, and the intercept with ``regularize_intercept``) are
+    draws from N(0, sigma^2), l2 = 1/sigma^2, and sigma^2 is estimated across all entities
+    by EM with a Laplace approximation at every fit (:mod:`raymix.solvers.variance_components`).
     """
 
     kind: Literal["random_effect"] = "random_effect"
     entity: Annotated[str, Field(min_length=1)]
+    l2: NonNegative | Literal["auto"] = 1.0
     solver: Newton = Newton()
     min_samples: Annotated[int, Field(ge=0)] = 0
     max_samples: Annotated[int, Field(gt=0)] | None = None
