@@ -27,6 +27,7 @@ from raymix.tune.space import (
     SearchSpace,
     apply_config,
     check_space,
+    describe,
     load_space,
     max_passes,
     plain,
@@ -151,7 +152,7 @@ def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, ov
     marker = out / MARKER
     described = {
         "recipe": json.loads(recipe.model_dump_json()),
-        "space": {k: repr(v) for k, v in space.space.items()},
+        "space": {k: describe(v) for k, v in space.space.items()},
         "settings": {
             "metric": space.metric,
             "mode": space.mode,

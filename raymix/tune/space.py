@@ -126,6 +126,20 @@ def candidate_values(domain) -> list:
     return [domain]
 
 
+def describe(value) -> str:
+    """A stable text of a domain (Tune's repr holds a memory address): type and fields."""
+    from ray.tune.search.sample import Domain, Sampler
+
+    if isinstance(value, Domain | Sampler):
+        fields = ", ".join(f"{k}={describe(v)}" for k, v in sorted(vars(value).items()))
+        return f"{type(value).__name__}({fields})"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(describe(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in value.items()) + "}"
+    return repr(plain(value))
+
+
 def plain(value):
     """A JSON-able Python value (numpy scalars from the searchers become int/float/bool)."""
     if isinstance(value, np.generic):

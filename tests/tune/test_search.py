@@ -25,7 +25,7 @@ def searched(movielens, ray_session, tmp_path_factory):
     space = SearchSpace(
         {
             # GDMix's defaults (l2 = 1, one pass) are one of the four points
-            "coordinates.per-user.l2": tune.choice([1.0, 10.0]),
+            "coordinates.per-user.l2": tune.choice([1.0, "auto"]),
             "passes": tune.choice([1, 2]),
         },
         num_samples=1,
@@ -75,9 +75,12 @@ def test_outputs_table_csv_plot_and_best_recipe(searched):
 def test_best_json_refits_to_the_best_trial_and_beats_the_worst(searched):
     _, _, resumed, out, _ = searched
     best = load_recipe(out / "best.json")
-    assert best.coordinate("per-user").l2 == resumed.best["coordinates.per-user.l2"]
+    assert best.coordinate("per-user").l2 == resumed.best["coordinates.per-user.l2"] == "auto"
     result = fit(best)
     auc = result.final["per-movie"]["auc"]
+    # l2="auto" chose a finite l2 from the data, the same in the trial and in the refit
+    chosen = [s["l2"] for s in result.steps if s["coordinate"] == "per-user"]
+    assert chosen and all(0 < v < 1e3 for v in chosen)
     assert auc == pytest.approx(resumed.best_metric, abs=1e-9)
     assert auc >= max(t["auc"] for t in resumed.trials if not t["stopped_early"]) - 1e-12
     assert auc >= min(t["auc"] for t in resumed.trials)

@@ -80,3 +80,30 @@ def test_cli_tune_with_a_missing_space_file_is_a_one_line_error(tmp_path, capsys
     code = main(["tune", str(REPO / "recipes" / "movielens_lr.py"), "--search", "nope.py"])
     assert code == 2
     assert "search space file not found: nope.py" in capsys.readouterr().err
+
+
+def test_resume_needs_the_same_recipe_and_space_and_a_new_search_an_empty_output(tmp_path):
+    from raymix.tune.search import _prepare_out
+
+    def space(values):
+        return SearchSpace({"passes": tune.choice(values), "coordinates.global.l2": 2.0})
+
+    _prepare_out(tmp_path, recipe(), space([1, 2]), resume=False, overwrite=False)
+    (tmp_path / "experiment").mkdir()
+    # equal domains built anew (a new process) are the same space
+    _prepare_out(tmp_path, recipe(), space([1, 2]), resume=True, overwrite=False)
+    with pytest.raises(RecipeError, match="the space differs"):
+        _prepare_out(tmp_path, recipe(), space([1, 3]), resume=True, overwrite=False)
+    other = recipe().model_copy(update={"seed": 3})
+    with pytest.raises(RecipeError, match="the recipe differs"):
+        _prepare_out(tmp_path, other, space([1, 2]), resume=True, overwrite=False)
+    with pytest.raises(RecipeError, match="is not empty"):
+        _prepare_out(tmp_path, recipe(), space([1, 2]), resume=False, overwrite=False)
+    _prepare_out(tmp_path, recipe(), space([1, 3]), resume=False, overwrite=True)
+    assert not (tmp_path / "experiment").exists()
+    plain_dir = tmp_path.parent / "someone-elses"
+    plain_dir.mkdir()
+    (plain_dir / "notes.txt").write_text("keep me")
+    with pytest.raises(RecipeError, match="only replaces a previous search"):
+        _prepare_out(plain_dir, recipe(), space([1, 2]), resume=False, overwrite=True)
+    assert (plain_dir / "notes.txt").read_text() == "keep me"
