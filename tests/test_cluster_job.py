@@ -157,15 +157,16 @@ class LoopbackCluster:
             timeout=180,
         )
         assert head.returncode == 0, self.transcript()
-        node = self._ray(
-            ["start", f"--address={self.gcs}", *self._node_args(self._node_ports[4:8])],
-            timeout=180,
-        )
-        # On a busy machine `ray start` gives up when its raylet takes more than 30 s to
-        # register (a constant in Ray), but leaves it running: it registers a little later.
-        waited = self.python(WAIT_FOR_NODES, self.dashboard, "2", "150", timeout=200)
-        assert waited.returncode == 0, self.transcript()
-        assert node.returncode == 0 or "timed out during startup" in node.stdout, self.transcript()
+        # On a very busy machine `ray start` gives up when its raylet takes more than 30 s to
+        # register (a constant in Ray): then try again, on fresh ports.
+        for attempt in range(3):
+            ports = self._node_ports[4:8] if attempt == 0 else free_ports(4)
+            node = self._ray(["start", f"--address={self.gcs}", *self._node_args(ports)], 180)
+            patience = "90" if node.returncode == 0 else "20"
+            waited = self.python(WAIT_FOR_NODES, self.dashboard, "2", patience, timeout=150)
+            if waited.returncode == 0:
+                return
+        raise AssertionError(f"the second node never joined\n{self.transcript()}")
 
     def submit(self, submission_id: str, env_vars: dict, entrypoint: list[str]):
         """``ray job submit`` (waits for the end, tailing the driver's log)."""
@@ -234,7 +235,7 @@ while True:
         alive = [n for n in list_nodes(address=dashboard) if n.state == "ALIVE"]
     except Exception:  # the dashboard may still be starting
         alive = []
-    if len(alive) == wanted:
+    if len(alive) >= wanted:
         break
     if time.monotonic() > deadline:
         sys.exit(f"{len(alive)} of {wanted} nodes alive after {patience} s")
@@ -334,9 +335,11 @@ def test_movielens_as_a_ray_job_on_two_nodes_equals_the_local_fit(
         uid, scores = read_scores_avro(local_out / name / "validation_scores")
         assert (job_uid == uid).all() and (job_scores == scores).all(), name
     assert refused.returncode != 0 and "token" in refused.stdout.lower(), refused.stdout
-    # Two live nodes; the job's driver on the head, its two bucket actors one on each node.
-    assert len(placement["nodes"]) == 2 and placement["joined"] == placement["nodes"]
+    # Two (or, after a retried start, three) live nodes; the job's driver on the head, its two
+    # bucket actors on two different nodes.
+    assert len(placement["nodes"]) >= 2 and placement["joined"] == placement["nodes"]
     assert placement["driver_node"] == placement["head"][0]
     assert len(placement["actor_nodes"]) == 2
-    assert set(placement["actor_nodes"]) == set(placement["nodes"]), placement
+    assert len(set(placement["actor_nodes"])) == 2, placement
+    assert set(placement["actor_nodes"]) <= set(placement["nodes"]), placement
     print(f"two-node job and local fit in {time.perf_counter() - started:.0f} s")
