@@ -1,6 +1,7 @@
 """A small search on ml-100k: interrupted, resumed, and its best recipe refitted exactly."""
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def test_outputs_table_csv_plot_and_best_recipe(searched):
     with open(out / "trials.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {"coordinates.per-user.l2", "passes", "auc"} <= set(rows[0])
-    assert (out / "search.png").stat().st_size > 1000
+    if importlib.util.find_spec("matplotlib"):  # raymix[tune]; the plot is skipped without it
+        assert (out / "search.png").stat().st_size > 1000
     summary = json.loads((out / "result.json").read_text())
     assert summary["trials"] == 4 and 0 < summary["prepare_share"] < 1
     assert "trials in" in resumed.table()
