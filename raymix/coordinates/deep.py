@@ -29,9 +29,23 @@ def check_deep_inputs(spec: DeepEffect, train: Source, validation: Source | None
             f"no such vocabulary file: {spec.vocab}", field=f"coordinates.{spec.name}.vocab"
         )
     Vocabulary.load(spec.vocab)
+    if spec.backend == "horovod" and spec.workers > 0 and not horovod_installed():
+        raise RecipeError(
+            "backend 'horovod' needs Horovod with TensorFlow: run scripts/install_horovod.sh",
+            field=f"coordinates.{spec.name}.backend",
+        )
     for source in (train, validation):
         if source is not None:
             check_text_column(source, spec.text_column)
+
+
+def horovod_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("horovod.tensorflow") is not None
+    except ImportError:
+        return False
 
 
 def optimizer_config(spec: DeepEffect):

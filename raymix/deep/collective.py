@@ -2,15 +2,18 @@
 
 Each backend offers the same three hooks to :mod:`raymix.deep.train`:
 
-* ``tape(t)``: wrap a ``GradientTape`` (Horovod: ``hvd.DistributedGradientTape``, whose
+* ``tape(t, sparse_as_dense)``: wrap a ``GradientTape`` (Horovod: ``hvd.DistributedGradientTape``, whose
   ``gradient`` all-reduces);
-* ``reduce(grads)``: all-reduce a list of dense tensors (TensorFlow: the collective ops of
+* ``reduce(grads)``: all-reduce a list of gradients (TensorFlow: the collective ops of
   ``MultiWorkerMirroredStrategy``, which Ray's ``TensorflowTrainer`` configures through
   ``TF_CONFIG``);
 * ``sum(x)``: all-reduce a small numpy array (loss sums, counts).
 
 Gradients are summed, never averaged: the loss is already normalised by the global batch
 size, so the summed gradient is exactly the gradient of the union of the workers' batches.
+The embedding's gradient is made dense and all-reduced with the rest in one collective;
+``TrainConfig.sparse_gradients`` all-gathers it as ``IndexedSlices`` instead (one row per
+distinct token of the batch).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class LocalCollective:
     name = "local"
     rank, world = 0, 1
 
-    def tape(self, tape):
+    def tape(self, tape, sparse_as_dense: bool = False):
         return tape
 
     def reduce(self, grads):
@@ -61,7 +64,7 @@ class TensorflowCollective:
 
         self._reduce = _reduce
 
-    def tape(self, tape):
+    def tape(self, tape, sparse_as_dense: bool = False):
         return tape
 
     def reduce(self, grads):
@@ -88,8 +91,10 @@ class HorovodCollective:
         self.hvd = hvd
         self.rank, self.world = hvd.rank(), hvd.size()
 
-    def tape(self, tape):
-        return self.hvd.DistributedGradientTape(tape, op=self.hvd.Sum, sparse_as_dense=True)
+    def tape(self, tape, sparse_as_dense: bool = False):
+        return self.hvd.DistributedGradientTape(
+            tape, op=self.hvd.Sum, sparse_as_dense=sparse_as_dense
+        )
 
     def reduce(self, grads):
         return grads  # already all-reduced by the tape

@@ -238,4 +238,6 @@ def read_local_shard(source: Source, text: TextInput) -> Shard:
         lengths.append(length)
     rows = concat_rows(parts, source.schema.dim)
     order = np.argsort(rows.uid, kind="stable")
-    return Shard.from_rows(rows.take(order), np.concatenate(tokens)[order], np.concatenate(lengths)[order])
+    return Shard.from_rows(
+        rows.take(order), np.concatenate(tokens)[order], np.concatenate(lengths)[order]
+    )

@@ -120,7 +120,11 @@ def _module_class():
             """
             v = self._by_name
             arch = self.arch
-            x = tf.nn.embedding_lookup(v["embedding"], tokens)
+            # Look up each distinct token once: the embedding's gradient is then one row per
+            # distinct token of the batch (IndexedSlices), which keeps the all-reduce small.
+            distinct, where = tf.unique(tf.reshape(tokens, [-1]))
+            x = tf.gather(tf.gather(v["embedding"], distinct), where)
+            x = tf.reshape(x, [tf.shape(tokens)[0], arch.width, arch.embedding_size])
             features = []
             for w in arch.window_sizes:
                 conv = tf.nn.conv1d(x, v[f"conv{w}_kernel"], stride=1, padding="VALID")

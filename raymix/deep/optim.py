@@ -74,6 +74,9 @@ class Optimizer:
         import tensorflow as tf
 
         c = self.config
+        # Sparse (embedding) gradients arrive as IndexedSlices, possibly with a row repeated
+        # once per worker: make them dense (summing repeats) before the norm is taken.
+        grads = [tf.convert_to_tensor(g) for g in grads]
         if c.clip_norm:
             grads, _ = tf.clip_by_global_norm(grads, c.clip_norm)
         lr = self._learning_rate()

@@ -253,6 +253,8 @@ class DeepService:
             replies = ray.get(self.mailbox.collect.remote(POLL_SECONDS))
             if replies is not None:
                 break
+            if isinstance(self._error, RaymixError):
+                raise self._error
             if self._error is not None or not self._thread.is_alive():
                 raise FitError(
                     f"deep training stopped: {self._error!r}", coordinate=self.plan.name

@@ -16,6 +16,7 @@ from raymix.data.source import build_source
 from raymix.deep.collective import LocalCollective
 from raymix.deep.inputs import read_local_shard
 from raymix.deep.train import DeepTrainer, TrainConfig
+from raymix.errors import DataError
 from raymix.recipe.spec import Columns, Data, DeepEffect
 
 pytestmark = [pytest.mark.ray]
@@ -124,3 +125,23 @@ def test_in_process_run_is_the_single_worker_reference(text_data, ray_session):
     trainer.fit(np.zeros(len(union)))
     for name, value in trainer.weights().items():
         np.testing.assert_array_equal(coordinate.weights[name], value, err_msg=name)
+
+
+def test_a_bad_row_is_reported_with_its_file_and_row(text_data, ray_session, tmp_path):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(text_data / "train" / "part-00000.parquet")
+    labels = table.column("response").to_pylist()
+    labels[17] = None
+    bad = table.set_column(table.schema.get_field_index("response"), "response", [labels])
+    (tmp_path / "train").mkdir()
+    pq.write_table(bad, tmp_path / "train" / "part-00000.parquet")
+    data = Data(train=str(tmp_path / "train"))
+    train = build_source(data, Columns(), split="train", bag="wide")
+    coordinate = DeepCoordinate(deep_spec(text_data), train, None)
+    coordinate.start()
+    try:
+        with pytest.raises(DataError, match=r"part-00000.parquet, row 17, column 'response'"):
+            coordinate.holders()
+    finally:
+        coordinate.close()
