@@ -617,6 +617,8 @@ def test_cli_prints_one_error_line_and_exits_2(world, c, ray_session):
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
     assert files_of(world.out) == world.previous
+    if c.stage == "read":
+        assert f"the previous run in '{world.out}' is unchanged" in errors[0]
     for failed in world.out.parent.glob(f".{world.out.name}.failed-*"):
         shutil.rmtree(failed)
 
