@@ -366,7 +366,11 @@ class BucketPool:
                 try:
                     result = ray.get(ref)
                     break
-                except (ray.exceptions.RayActorError, ActorStateLost):
+                except (
+                    ray.exceptions.RayActorError,
+                    ray.exceptions.ActorUnavailableError,
+                    ActorStateLost,
+                ):
                     # the actor died (or died and came back empty): rebuild it, call again
                     if attempt == 2:
                         raise
@@ -381,8 +385,25 @@ class BucketPool:
     def _call(self, a: int, method: str, name: str, args: tuple):
         return getattr(self.actors[a], method).remote(name, *args)
 
+    def _wait_until_back(self, a: int, timeout: float = 120.0) -> None:
+        """Wait for Ray to have restarted actor ``a`` (calls fail while it is restarting)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ray.get(self.actors[a].pid.remote(), timeout=10)
+                return
+            except (
+                ray.exceptions.ActorUnavailableError,
+                ray.exceptions.GetTimeoutError,
+                ray.exceptions.RayActorError,
+            ):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def _rebuild(self, a: int) -> None:
         self.rebuilds += 1
+        self._wait_until_back(a)
         for name, (spec, *_) in self.coordinates.items():
             ray.get(self._load(a, name))
             saved = self.models.get(name, [None] * len(self.actors))[a]
