@@ -34,6 +34,7 @@ class Source:
     format: str
     metadata: Metadata | None
     schema: RowSchema
+    grouped_by: str | None = None
 
     def tensors(self) -> list[str]:
         """Tensor names to read (TFRecord) - a sparse bag is one tensor, two Arrow columns."""
@@ -148,7 +149,18 @@ def build_source(
         label_optional=label_optional,
         task=task,
     )
-    source = Source(files=files, format=fmt, metadata=metadata, schema=schema)
+    if data.grouped_by is not None:
+        if fmt != "tfrecord":
+            raise RecipeError(
+                "grouped_by reads GDMix's grouped TFRecord layout only", field="data.grouped_by"
+            )
+        if data.grouped_by not in metadata:
+            raise DataError(
+                f"metadata has no tensor '{data.grouped_by}' to group by", path=data.metadata
+            )
+    source = Source(
+        files=files, format=fmt, metadata=metadata, schema=schema, grouped_by=data.grouped_by
+    )
     if not check_files(source):
         raise DataError(
             f"data.{split}: no rows in {len(files)} file(s)",
@@ -170,6 +182,10 @@ def check_files(source: Source) -> int:
     """
     if source.format == "parquet":
         return _check_parquet_files(source.files, source.schema)
+    if source.grouped_by:  # SequenceExamples: checked by the grouped reader as it reads
+        from raymix.data.tfrecord_light import first_records
+
+        return sum(len(first_records(path, FIRST_RECORDS)) for path in source.files)
     from raymix.data.tfrecord import validate_against_metadata
 
     return sum(
@@ -328,6 +344,14 @@ def read_table(source: Source, path: str) -> pa.Table:
             return pq.read_table(path, columns=columns)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"cannot read Parquet file: {_one_line(exc)}", path=path) from None
+    if source.grouped_by:
+        from raymix.data.tfrecord import read_grouped_tfrecord_file
+
+        tensors = [t for t in source.tensors() if t != source.grouped_by]
+        table = read_grouped_tfrecord_file(
+            path, source.metadata, source.grouped_by, [source.grouped_by, *tensors]
+        )
+        return table
     from raymix.data.tfrecord import read_tfrecord_file
 
     return read_tfrecord_file(path, source.metadata, source.tensors())
