@@ -177,7 +177,6 @@ class DeepService:
         self.world = max(workers, 1)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._executor = None
         self.mailbox = None
 
     def start(self) -> None:
@@ -236,7 +235,6 @@ class DeepService:
             ) from None
         settings = RayExecutor.create_settings(timeout_s=120)
         executor = RayExecutor(settings, num_workers=self.workers, cpus_per_worker=1)
-        self._executor = executor
         executor.start()
         try:
             ray.get(executor.run_remote(horovod_worker, args=[config]))
