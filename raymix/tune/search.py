@@ -67,6 +67,27 @@ class TuneResult:
 
         return trial_table(self)
 
+    @classmethod
+    def load(cls, out: str | Path) -> TuneResult:
+        """The result of a finished search, from its ``result.json`` and ``best.json``."""
+        from raymix.recipe.load import load_recipe
+
+        out = Path(out)
+        saved = json.loads((out / "result.json").read_text())
+        return cls(
+            out=out,
+            metric=saved["metric"],
+            mode=saved["mode"],
+            keys=saved["keys"],
+            trials=saved["trials"],
+            best=saved["best"],
+            best_recipe=load_recipe(out / "best.json"),
+            seconds=saved["seconds"],
+            stats=saved["stats"],
+            files={k: Path(v) for k, v in saved["files"].items()},
+            expected=saved["expected_trials"],
+        )
+
 
 def search(
     recipe: Recipe | str | Path,
@@ -103,11 +124,16 @@ def search(
     if recipe.metric != metric:
         recipe = recipe.model_copy(update={"metric": metric})
     check_space(recipe, space)
+    from raymix.run import plan
+
+    plan(recipe)  # the data's files and schemas, before anything starts
     out = Path(out or f"{recipe.output}-tune").absolute()
     _prepare_out(out, recipe, space, resume, overwrite)
 
     concurrent = space.max_concurrent or physical_cores()
-    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"  # trial actors keep the driver's directory
+    # Tune would move every trial actor into its trial directory (Tune reads this variable
+    # from the driver); raymix never changes directories, and the paths are absolute anyway
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     _SESSION.update(say=say, stop_after=stop_after)
     with ray_session(recipe.resources, address) as ray:
         tuner = _tuner(ray, recipe, space, out, metric, mode, concurrent, resume)
@@ -409,8 +435,11 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
             "best_recipe": str(files["best"]),
             "seconds": round(seconds, 3),
             "interrupted": result.interrupted,
-            **stats,
+            "expected_trials": expected,
+            "keys": keys,
+            "stats": stats,
             "files": {k: str(v) for k, v in files.items() if v},
+            "trials": trials,
         },
     )
     return result

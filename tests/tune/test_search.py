@@ -10,7 +10,7 @@ from ray import tune
 
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
-from raymix.tune import SearchSpace, search
+from raymix.tune import SearchSpace, TuneResult, search
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,8 +70,11 @@ def test_outputs_table_csv_plot_and_best_recipe(searched):
     if importlib.util.find_spec("matplotlib"):  # raymix[tune]; the plot is skipped without it
         assert (out / "search.png").stat().st_size > 1000
     summary = json.loads((out / "result.json").read_text())
-    assert summary["trials"] == 4 and 0 < summary["prepare_share"] < 1
+    assert len(summary["trials"]) == 4 and 0 < summary["stats"]["prepare_share"] < 1
     assert "trials in" in resumed.table()
+    again = TuneResult.load(out)
+    assert again.best == resumed.best and again.best_recipe == resumed.best_recipe
+    assert again.table() == resumed.table()
 
 
 def test_best_json_refits_to_the_best_trial_and_beats_the_worst(searched):
