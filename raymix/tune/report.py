@@ -43,6 +43,8 @@ def trial_table(result) -> str:
         data = "reused" if r["reused_data"] else f"load {r['prepare_seconds']:.1f}s"
         state = " (stopped)" if r["stopped_early"] else ""
         state = f" ({r['error']})" if r["error"] else state
+        if not r["passes_run"] and not r["error"]:
+            data, state = "", " (not run)"
         body.append(
             [
                 str(k),
@@ -59,7 +61,8 @@ def trial_table(result) -> str:
     lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     s = result.stats
     lines.append(
-        f"{s['trials']} trials in {result.seconds:.1f} s ({s['trials_per_minute']:.2f}/min); "
+        f"{s['trials']} trials; {s['trials_this_run']} in {result.seconds:.1f} s "
+        f"({s['trials_per_minute']:.2f}/min); "
         f"data loaded {s['data_loads']} time(s) ({s['prepare_seconds']:.1f} s, "
         f"{100 * s['prepare_share']:.1f}% of trial time; without reuse "
         f"{100 * s['prepare_share_without_reuse']:.1f}%); reset {s['reset_seconds_mean']:.3f} s "

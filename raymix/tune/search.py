@@ -134,7 +134,8 @@ def search(
     # Tune would move every trial actor into its trial directory (Tune reads this variable
     # from the driver); raymix never changes directories, and the paths are absolute anyway
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    _SESSION.update(say=say, stop_after=stop_after)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # its banner ignores verbose=0
+    _SESSION.update(say=say, stop_after=stop_after, completed=0)
     with ray_session(recipe.resources, address) as ray:
         tuner = _tuner(ray, recipe, space, out, metric, mode, concurrent, resume)
         say(
@@ -329,7 +330,7 @@ def _scheduler(space: SearchSpace, recipe: Recipe):
 
 # Where the progress callback prints and when it interrupts the search: set by every call of
 # search(), not pickled with the callback into Tune's experiment state.
-_SESSION: dict = {"say": lambda message: None, "stop_after": None}
+_SESSION: dict = {"say": lambda message: None, "stop_after": None, "completed": 0}
 
 
 class _Progress(Callback):
@@ -344,7 +345,8 @@ class _Progress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.session_done += 1
-        done = sum(1 for t in trials if t.status == "TERMINATED")
+        _SESSION["completed"] += 1
+        done = 1 + sum(1 for t in trials if t.status == "TERMINATED" and t is not trial)
         result = trial.last_result or {}
         value = result.get(self.metric)
         shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
@@ -393,13 +395,22 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
             {
                 metric: m.get(metric, math.nan),
                 "passes_run": m.get("passes_run", 0),
-                "stopped_early": bool(m) and not m.get("finished", False),
+                "stopped_early": m.get("passes_run", 0) > 0 and not m.get("finished", False),
                 "seconds": m.get("time_total_s", 0.0),
                 "prepare_seconds": m.get("prepare_seconds", 0.0),
                 "reset_seconds": m.get("reset_seconds", 0.0),
                 "reused_data": bool(m.get("reused_data", False)),
                 "error": "" if result.error is None else type(result.error).__name__,
             }
+        )
+        row["state"] = (
+            "error"
+            if row["error"]
+            else "not run"
+            if not row["passes_run"]
+            else "stopped early"
+            if row["stopped_early"]
+            else "done"
         )
         if metric != "logloss" and "logloss" in m:
             row["logloss"] = m["logloss"]
@@ -419,7 +430,7 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
         "best": write_text(out / "best.json", best_recipe.model_dump_json(indent=2) + "\n"),
         "plot": plot_search(out / "search.png", trials, keys, metric, best, space),
     }
-    stats = _stats(trials, seconds)
+    stats = _stats(trials, seconds, _SESSION["completed"])
     expected = space.num_samples * math.prod(
         len(v["grid_search"]) for v in _param_space(space).values() if _is_grid(v)
     )
@@ -445,17 +456,20 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
     return result
 
 
-def _stats(trials: list[dict], seconds: float) -> dict:
+def _stats(trials: list[dict], seconds: float, completed: int) -> dict:
+    """Timings over all trials; the rate over the trials completed by this call (a resumed
+    search also lists the trials of earlier calls)."""
     prepare = sum(r["prepare_seconds"] for r in trials)
     reset = sum(r["reset_seconds"] for r in trials)
     steps = sum(r["seconds"] for r in trials)
     busy = prepare + reset + steps
-    loads = sum(1 for r in trials if not r["reused_data"] and not r["error"])
+    loads = sum(1 for r in trials if r["prepare_seconds"] > 0)
     per_load = prepare / loads if loads else 0.0
     n = len(trials)
     return {
         "trials": n,
-        "trials_per_minute": round(60.0 * n / seconds, 3) if seconds > 0 else None,
+        "trials_this_run": completed,
+        "trials_per_minute": round(60.0 * completed / seconds, 3) if seconds > 0 else None,
         "data_loads": loads,
         "prepare_seconds": round(prepare, 3),
         "reset_seconds_mean": round(reset / max(1, n - loads), 4),
