@@ -169,6 +169,19 @@ class RandomEffect(_LinearCoordinate):
     kind: Literal["random_effect"] = "random_effect"
     entity: Annotated[str, Field(min_length=1)]
     l2: NonNegative | Literal["auto"] = 1.0
+
+    @field_validator("l2", mode="before")
+    @classmethod
+    def _l2_or_auto(cls, value):
+        if value == "auto":
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not 0 <= number < float("inf"):
+            raise ValueError(f"l2 must be a number >= 0 or 'auto'. Got {value!r} instead")
+        return number
     solver: Newton = Newton()
     min_samples: Annotated[int, Field(ge=0)] = 0
     max_samples: Annotated[int, Field(gt=0)] | None = None

@@ -107,3 +107,12 @@ def test_resume_needs_the_same_recipe_and_space_and_a_new_search_an_empty_output
     with pytest.raises(RecipeError, match="only replaces a previous search"):
         _prepare_out(plain_dir, recipe(), space([1, 2]), resume=False, overwrite=True)
     assert (plain_dir / "notes.txt").read_text() == "keep me"
+
+
+def test_random_effect_l2_is_a_number_or_auto():
+    r = apply_config(recipe(), {"coordinates.per-user.l2": "auto"})
+    assert r.coordinate("per-user").l2 == "auto"
+    with pytest.raises(RecipeError, match="l2 must be a number >= 0 or 'auto'. Got 'atuo'"):
+        apply_config(recipe(), {"coordinates.per-user.l2": "atuo"})
+    with pytest.raises(RecipeError, match="coordinates.global.l2"):  # fixed effects: numbers
+        apply_config(recipe(), {"coordinates.global.l2": "auto"})
