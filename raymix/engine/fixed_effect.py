@@ -245,6 +245,29 @@ def _linear_scores(X, theta: np.ndarray, fit_intercept: bool) -> np.ndarray:
     return linear_predictor(X, theta)
 
 
+def _all_rows_data_config():
+    from ray.train import DataConfig
+
+    class AllRowsDataConfig(DataConfig):
+        """Split every dataset across the workers without losing rows.
+
+        Ray Train's default split is ``streaming_split(equal=True)``, which drops rows to make
+        the shards equal (one row of movieLens' 79,959 with 2 workers). raymix needs every
+        row: shards may differ by a block.
+        """
+
+        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            output = [{} for _ in range(world_size)]
+            for name, dataset in datasets.items():
+                dataset = dataset.copy(dataset)
+                dataset.context.execution_options = self._resolve_execution_options(name)
+                for rank, split in enumerate(dataset.streaming_split(world_size, equal=False)):
+                    output[rank][name] = split
+            return output
+
+    return AllRowsDataConfig
+
+
 class FixedEffectService:
     """Driver side: runs the trainer in a background thread and exchanges commands with it."""
 
@@ -266,14 +289,18 @@ class FixedEffectService:
 
     def _run(self) -> None:
         try:
-            from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+            from ray.train import FailureConfig, RunConfig, ScalingConfig
             from ray.train.tensorflow import TensorflowTrainer
 
             from raymix.engine.reading import read_dataset
 
-            datasets = {"train": read_dataset(self.train)}
+            AllRowsDataConfig = _all_rows_data_config()  # noqa: N806 - a class
+
+            # with N workers, enough blocks for every worker to get rows, whatever the files
+            blocks = 4 * self.spec.workers if self.spec.workers > 1 else 1
+            datasets = {"train": read_dataset(self.train, blocks)}
             if self.validation is not None:
-                datasets["validation"] = read_dataset(self.validation)
+                datasets["validation"] = read_dataset(self.validation, blocks)
             spec = self.spec
             workers = spec.workers if spec.min_workers is None else (spec.min_workers, spec.workers)
             trainer = TensorflowTrainer(
@@ -286,7 +313,7 @@ class FixedEffectService:
                 },
                 scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
                 datasets=datasets,
-                dataset_config=DataConfig(datasets_to_split="all"),
+                dataset_config=AllRowsDataConfig(datasets_to_split="all"),
                 run_config=RunConfig(
                     name=f"raymix-{self.name}",
                     storage_path=tempfile.gettempdir() + "/raymix-train",

@@ -21,8 +21,10 @@ FILE, ROW = "__raymix_file", "__raymix_row"
 READ_TASK_CPUS = OVERSUBSCRIBE
 
 
-def read_dataset(source: Source):
-    """A Ray Dataset of ``source``'s rows: one read task per file, order preserved."""
+def read_dataset(source: Source, min_blocks: int = 1):
+    """A Ray Dataset of ``source``'s rows: one read task per file, order preserved; with
+    ``min_blocks`` > 1 the rows are re-cut into at least that many blocks (so that a split
+    across workers gives each of them rows even from a single file)."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -31,13 +33,16 @@ def read_dataset(source: Source):
     context.print_on_execution_start = False
     context.raise_original_map_exception = True  # a DataError, not Ray's UserCodeException
     items = [{"path": path} for path in source.files]
-    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+    dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _read_files,
         fn_kwargs={"source": source},
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=READ_TASK_CPUS,
     )
+    if min_blocks > len(items):
+        dataset = dataset.repartition(min_blocks)
+    return dataset
 
 
 def _read_files(batch: pa.Table, source: Source) -> pa.Table:

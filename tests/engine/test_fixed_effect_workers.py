@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 TIGHT = LBFGS(max_iter=2000)  # GDMix defaults but enough iterations to converge; then polished
 
 
-def synthetic_parquet(directory: Path, n=3000, d=20, files=3, seed=0) -> Data:
+def synthetic_parquet(directory: Path, n=3003, d=20, files=3, seed=0) -> Data:
     rng = np.random.default_rng(seed)
     beta = rng.normal(size=d)
     directory.mkdir(parents=True)
@@ -81,6 +81,7 @@ def test_one_and_two_workers_agree(source, ray_session, tmp_path):
     two = run(data, tmp_path / "two", workers=2)
     rows = two.steps[0]["rows_per_worker"]
     assert len(rows) == 2 and min(rows) > 0, rows  # both workers really held a shard
+    assert sum(rows) == one.steps[0]["rows_per_worker"][0]  # no row lost (3003 is odd)
     a, b = global_model(tmp_path / "one"), global_model(tmp_path / "two")
     assert a.keys() == b.keys()
     for key in a:
