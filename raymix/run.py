@@ -173,7 +173,6 @@ def fit(
         if not resume:
             outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
         watch.lap("validate")
-        _import_in_background(recipe)
         with ray_session(recipe.resources, address):
             watch.lap("ray_start")
             coordinates = build_coordinates(the_plan)
@@ -219,19 +218,6 @@ def fit(
                     coordinate.close()
         result = summarize(out, recipe, state, watch.laps, files)
     return result
-
-
-def _import_in_background(recipe: Recipe) -> None:
-    """Import TensorFlow (through Ray Train's TensorflowTrainer) while Ray starts: the fixed
-    effect needs it, and the ~2 s import then overlaps with Ray's start-up instead of
-    following it."""
-    if any(isinstance(c, FixedEffect | DeepEffect) for c in recipe.coordinates):
-        import importlib
-        import threading
-
-        threading.Thread(
-            target=importlib.import_module, args=("ray.train.tensorflow",), daemon=True
-        ).start()
 
 
 class Stopwatch:
