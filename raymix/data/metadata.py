@@ -236,15 +236,20 @@ class Metadata:
         return cls(tuple(sections["features"]), tuple(sections["labels"]))
 
 
+def _read_text(path: Path, missing: str, unreadable: str) -> str:
+    """The UTF-8 text of ``path``; DataError "<missing> not found" / "cannot read <unreadable>"."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{missing} not found", str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {unreadable}: {e}", str(path)) from None
+
+
 def load_metadata(path: str | os.PathLike) -> Metadata:
     """Read and validate a GDMix ``tensor_metadata.json``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("metadata file not found", str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read metadata: {e}", str(path)) from None
+    text = _read_text(path, "metadata file", "metadata")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -259,12 +264,7 @@ def load_feature_list(path: str | os.PathLike) -> list[tuple[str, str]]:
     CSV fields; the last line may lack its newline.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError("feature list not found", str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read feature list: {e}", str(path)) from None
+    text = _read_text(path, "feature list", "feature list")
     out: list[tuple[str, str]] = []
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
