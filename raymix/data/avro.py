@@ -30,24 +30,23 @@ _NTV = {
         {"name": "value", "type": "double"},
     ],
 }
-MODEL_SCHEMA = fastavro.parse_schema(
-    {
-        "name": "BayesianLinearModelAvro",
-        "namespace": "com.linkedin.photon.avro.generated",
-        "type": "record",
-        "fields": [
-            {"name": "modelId", "type": "string"},
-            {"name": "modelClass", "type": ["null", "string"], "default": None},
-            {"name": "means", "type": {"type": "array", "items": _NTV}},
-            {
-                "name": "variances",
-                "type": ["null", {"type": "array", "items": "NameTermValueAvro"}],
-                "default": None,
-            },
-            {"name": "lossFunction", "type": ["null", "string"], "default": None},
-        ],
-    }
-)
+MODEL_SCHEMA_JSON = {
+    "name": "BayesianLinearModelAvro",
+    "namespace": "com.linkedin.photon.avro.generated",
+    "type": "record",
+    "fields": [
+        {"name": "modelId", "type": "string"},
+        {"name": "modelClass", "type": ["null", "string"], "default": None},
+        {"name": "means", "type": {"type": "array", "items": _NTV}},
+        {
+            "name": "variances",
+            "type": ["null", {"type": "array", "items": "NameTermValueAvro"}],
+            "default": None,
+        },
+        {"name": "lossFunction", "type": ["null", "string"], "default": None},
+    ],
+}
+MODEL_SCHEMA = fastavro.parse_schema(MODEL_SCHEMA_JSON)
 MODEL_CLASS = {
     "logistic": "com.linkedin.photon.ml.supervised.classification.LogisticRegressionModel",
     "linear": "com.linkedin.photon.ml.supervised.regression.LinearRegressionModel",

@@ -37,20 +37,20 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _long(value: int) -> bytes:
+def long_bytes(value: int) -> bytes:
     return _varint((value << 1) ^ (value >> 63) if value < 0 else value << 1)
 
 
 def _string(text: bytes) -> bytes:
-    return _long(len(text)) + text
+    return long_bytes(len(text)) + text
 
 
 def header(schema: dict, codec: str) -> tuple[bytes, bytes]:
     """The file header and its sync marker."""
     schema_json = json.dumps(schema, separators=(",", ":")).encode()
     sync = hashlib.md5(schema_json).digest()
-    meta = _long(2) + _string(b"avro.schema") + _string(schema_json)
-    meta += _string(b"avro.codec") + _string(codec.encode()) + _long(0)
+    meta = long_bytes(2) + _string(b"avro.schema") + _string(schema_json)
+    meta += _string(b"avro.codec") + _string(codec.encode()) + long_bytes(0)
     return b"Obj\x01" + meta + sync, sync
 
 
@@ -128,4 +128,4 @@ def write_container(
         if codec == "deflate":
             compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
             data = compressor.compress(data) + compressor.flush()
-        handle.write(_long(block[0][1].size) + _long(len(data)) + data + sync)
+        handle.write(long_bytes(block[0][1].size) + long_bytes(len(data)) + data + sync)

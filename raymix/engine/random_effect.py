@@ -214,7 +214,8 @@ class BucketActor:
 
     def write_models(self, name: str, directory: str, names) -> list[str]:
         """One Avro file per bucket: ``part-<bucket:05d>.avro``; entities in id order."""
-        from raymix.data.avro import model_record, write_models
+        from raymix.data.avro import MODEL_CLASS
+        from raymix.data.avro_models import write_model_file
 
         state = self._state(name)
         if state.models is None:
@@ -222,30 +223,23 @@ class BucketActor:
         spec, models = state.spec, state.models
         modelled = np.flatnonzero(state.train.has_model)
         buckets = state.bucket_of_entity[modelled]
+        order = np.argsort(buckets, kind="stable")
+        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
         written = []
-        for bucket in np.unique(buckets):
-            records = []
-            for m in np.flatnonzero(buckets == bucket):
-                intercept, index, value = models.coefficients(int(m))
-                variances = None
-                if models.variances is not None:
-                    vp = models.variance_ptr
-                    variances = models.variances[vp[m] : vp[m + 1]]
-                    if not spec.fit_intercept:
-                        variances = variances[1:]
-                records.append(
-                    model_record(
-                        _entity_id(state.train.entities[modelled[m]]),
-                        intercept if spec.fit_intercept else None,
-                        index,
-                        value,
-                        names,
-                        spec.task,
-                        variances,
-                    )
-                )
-            path = os.path.join(directory, f"part-{int(bucket):05d}.avro")
-            write_models(path, records)
+        for members in np.split(order, bounds) if order.size else []:
+            path = os.path.join(directory, f"part-{int(buckets[members[0]]):05d}.avro")
+            write_model_file(
+                path,
+                state.train.entities[modelled],
+                intercepts=models.intercepts if spec.fit_intercept else None,
+                coef_ptr=models.coef_ptr,
+                coef_index=models.coef_index,
+                coef_value=models.coef_value,
+                names=names,
+                model_class=MODEL_CLASS[spec.task],
+                variances=models.variances,
+                members=members,
+            )
             written.append(path)
         return written
 
