@@ -6,7 +6,8 @@ Each worker reads its shard once (``get_dataset_shard``), keeps it resident as a
 same L-BFGS in lockstep), or ``stop``. Only offsets and scores (a float per row) move.
 
 ``workers=0`` runs the very same function in-process (Ray Train's local mode: no worker
-group to start); ``workers=N`` starts N workers.
+group to start, and no TensorFlow import, see :func:`_trainer_class`); ``workers=N`` starts N
+workers.
 """
 
 from __future__ import annotations
@@ -268,6 +269,24 @@ def _all_rows_data_config():
     return AllRowsDataConfig
 
 
+def _trainer_class(workers: int):
+    """Ray Train's ``TensorflowTrainer`` for a worker group; for the in-process mode
+    (``workers=0``) its base class, ``DataParallelTrainer``, which runs the same loop.
+
+    The two differ only by the TensorFlow backend, which sets ``TF_CONFIG`` on each worker of
+    a group for the all-reduce; in-process there is one worker, the all-reduce is the identity
+    (:mod:`raymix.engine.collective`), and importing ``ray.train.tensorflow`` (which imports
+    TensorFlow, ~4 s here) would buy nothing.
+    """
+    if workers == 0:
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+        return DataParallelTrainer
+    from ray.train.tensorflow import TensorflowTrainer
+
+    return TensorflowTrainer
+
+
 class FixedEffectService:
     """Driver side: runs the trainer in a background thread and exchanges commands with it."""
 
@@ -290,7 +309,6 @@ class FixedEffectService:
     def _run(self) -> None:
         try:
             from ray.train import FailureConfig, RunConfig, ScalingConfig
-            from ray.train.tensorflow import TensorflowTrainer
 
             from raymix.engine.reading import read_dataset
 
@@ -303,7 +321,7 @@ class FixedEffectService:
                 datasets["validation"] = read_dataset(self.validation, blocks)
             spec = self.spec
             workers = spec.workers if spec.min_workers is None else (spec.min_workers, spec.workers)
-            trainer = TensorflowTrainer(
+            trainer = _trainer_class(spec.workers)(
                 train_loop_per_worker=fixed_effect_worker,
                 train_loop_config={
                     "mailbox": self.mailbox,
