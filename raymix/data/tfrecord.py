@@ -1,8 +1,10 @@
 """Read and write GDMix TFRecord data as Arrow tables of rows (see :mod:`raymix.data.metadata`).
 
-Reading uses ``tf.data`` + ``tf.io.parse_example`` on large batches; the ragged outputs' row
-splits become Arrow list offsets directly, with no Python loop per row. TensorFlow is imported
-on first use, never at module import.
+Reading a per-record file never imports TensorFlow: compiled kernels
+(:mod:`raymix.data.example_reader`) check the framing and CRCs and decode the requested keys
+with ``tf.io.parse_example``'s semantics, and their row splits become Arrow list offsets
+directly, with no Python loop per row. Writing, and reading the grouped layout, use
+TensorFlow, imported on first use, never at module import.
 
 Layouts:
 
@@ -24,10 +26,12 @@ import glob
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raymix.data import example_codec as codec
+from raymix.data import example_reader
 from raymix.data.example_codec import compression_type, first_records
 from raymix.data.grouped import read_grouped_tfrecord_file
 from raymix.data.metadata import Metadata, TensorSpec, readable
@@ -81,50 +85,71 @@ def read_tfrecord_file(
     """Read a per-record TFRecord file of ``tf.train.Example`` into a table of rows.
 
     ``columns`` are tensor names (default: every feature and label of ``metadata``); the table
-    has their columns in the row convention, in that order. A tensor missing from the records,
-    a type that does not match the metadata, a bag index outside ``[0, dim)``, or a corrupt /
-    truncated file raises :class:`DataError` naming the file (and feature and row when known).
-    A record that lacks a bag's keys altogether has an empty bag, as in ``tf.io.SparseFeature``.
+    has their columns in the row convention, in that order, built in chunks of ``batch_size``
+    rows. A tensor missing from the records, a type that does not match the metadata, a bag
+    index outside ``[0, dim)``, or a corrupt / truncated file raises :class:`DataError` naming
+    the file (and feature and row when known). A record that lacks a bag's keys altogether has
+    an empty bag, as in ``tf.io.SparseFeature``, except the first record, which
+    :func:`validate_against_metadata` checks: it must hold every key.
     """
     path = _existing(path)
     specs = metadata.select(columns)
     if not specs:
         raise DataError("no tensors to read: columns is empty", path)
-    validate_against_metadata(path, metadata, [s.name for s in specs], num_records=1)
-    t = codec.tf()
-    spec = codec.parse_spec(specs)
-    ds = t.data.TFRecordDataset(
-        [path], compression_type=compression_type(path), buffer_size=1 << 22
-    )
-    ds = ds.batch(batch_size).map(codec.counted(lambda x: t.io.parse_example(x, spec)))
-    chunks: dict[str, list[pa.Array]] = {}
-    rows = payload = 0
+    failure = None
     try:
-        for parsed, n, nbytes in ds.prefetch(1):
-            n = int(n)
-            payload += int(nbytes)
-            for s in specs:
-                arrays: tuple[pa.Array, ...]
-                if s.is_sparse:
-                    idx, val = parsed[s.columns[0]], parsed[s.columns[1]]
-                    arrays = codec.bag_arrays(
-                        idx.row_splits.numpy(),
-                        idx.flat_values.numpy(),
-                        val.row_splits.numpy(),
-                        val.flat_values.numpy(),
-                        s,
-                        path,
-                        rows,
-                    )
-                else:
-                    arrays = (codec.dense_array(parsed[s.name].numpy(), s),)
-                for col, arr in zip(s.columns, arrays, strict=True):
-                    chunks.setdefault(col, []).append(arr)
-            rows += n
-    except t.errors.OpError as e:
-        raise codec.tf_error(e, path, specs, rows) from None
-    codec.check_complete(path, rows, payload)
+        found = example_reader.read_examples(path, example_reader.fields_of(specs))
+        table = _rows_table(found, specs, path, batch_size)
+    except DataError as e:
+        failure = e
+    # The first-record check (every key present; kinds and counts) reports first, as it always
+    # did. Needed only after a failure, or when a bag of the first record is empty: absent?
+    if failure is not None or _first_bag_empty(found, specs):
+        validate_against_metadata(path, metadata, [s.name for s in specs], num_records=1)
+    if failure is not None:
+        raise failure
+    return table
+
+
+def _first_bag_empty(found: dict[str, example_reader.Column], specs: list[TensorSpec]) -> bool:
+    return any(
+        len(found[c].splits) > 1 and found[c].splits[1] == 0
+        for s in specs
+        if s.is_sparse
+        for c in s.columns
+    )
+
+
+def _rows_table(
+    found: dict[str, example_reader.Column], specs: list[TensorSpec], path: str, batch_size: int
+) -> pa.Table:
+    """The row-convention table of the decoded columns (``example_codec`` helpers, as for TF)."""
+    n = len(found[specs[0].columns[0]].splits) - 1
+    chunks: dict[str, list[pa.Array]] = {}
+    for lo in range(0, n, batch_size):
+        hi = min(n, lo + batch_size)
+        for s in specs:
+            arrays: tuple[pa.Array, ...]
+            if s.is_sparse:
+                splits_i, indices = found[s.columns[0]].rows(lo, hi)
+                splits_v, values = found[s.columns[1]].rows(lo, hi)
+                if isinstance(values, pa.Array):  # a bag of bytes: as TF's numpy objects
+                    values = values.to_numpy(zero_copy_only=False)
+                arrays = codec.bag_arrays(splits_i, indices, splits_v, values, s, path, lo)
+            else:
+                _, values = found[s.name].rows(lo, hi)
+                arrays = (_dense_array(values, s, hi - lo),)
+            for col, arr in zip(s.columns, arrays, strict=True):
+                chunks.setdefault(col, []).append(arr)
     return codec.finish_table(chunks, specs)
+
+
+def _dense_array(values, spec: TensorSpec, rows: int) -> pa.Array:
+    if not isinstance(values, pa.Array):
+        return codec.dense_array(values.reshape((rows, *spec.shape)), spec)
+    if not spec.shape:  # bytes: already the flat Arrow array that values_array would build
+        return values
+    return codec.list_array(np.arange(rows + 1, dtype=np.int64) * spec.shape[0], values)
 
 
 def validate_against_metadata(
