@@ -3,8 +3,10 @@
 Generates GLMix data with planted coefficients (``raymix data synthetic``: 50 global and 10
 per-entity features, skewed entity sizes), runs ``raymix fit recipes/synthetic_glmix.py``
 (one pass: global, per-user, per-item) as a fresh process, and samples every 0.5 s the
-resident memory of each process of the run (driver, Ray workers and actors by kind, Ray's own
-daemons) and the object store's use. Records wall time, peak memory per process kind, the
+proportional resident memory (PSS: shared object-store pages counted once, not once per
+process that maps them) of each process of the run (driver, Ray workers and actors by kind,
+Ray's own daemons), the machine's used memory over its level before the run, and the object
+store's use. Records wall time, peak memory per process kind, the
 phases of the fit (summary.json), and the AUC against the AUC of the true planted model.
 
     python bench/scale.py [--rows 1000000 10000000] [--users 1000000] [--items 100000] [--keep DIR]
@@ -43,6 +45,25 @@ def kind_of(process: psutil.Process, driver: int) -> str:
     return "other"
 
 
+def proportional_set_size(pid: int) -> int | None:
+    """The process's PSS in bytes: its private pages plus its share of pages it maps with
+    others (the object store's shared memory, libraries), so a sum over processes counts every
+    page once. RSS would count a 2 GiB object read by three workers three times."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def system_used() -> int:
+    memory = psutil.virtual_memory()
+    return memory.total - memory.available
+
+
 def sample(driver: int, stop: threading.Event, peaks: dict, shm: list) -> None:
     root = psutil.Process(driver)
     while not stop.is_set():
@@ -52,9 +73,8 @@ def sample(driver: int, stop: threading.Event, peaks: dict, shm: list) -> None:
         except psutil.NoSuchProcess:
             break
         for process in family:
-            try:
-                rss = process.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+            rss = proportional_set_size(process.pid)
+            if rss is None:
                 continue
             kind = kind_of(process, driver)
             totals[kind] += rss
@@ -67,6 +87,7 @@ def sample(driver: int, stop: threading.Event, peaks: dict, shm: list) -> None:
             shm[0] = max(shm[0], used)
         except OSError:
             pass
+        peaks["system used"] = max(peaks.get("system used", 0), system_used())
         stop.wait(0.5)
 
 
@@ -99,6 +120,7 @@ def run(rows: int, users: int, items: int, work: Path) -> dict:
     out = work / f"out-{rows}"
     env = dict(os.environ, RAYMIX_SYNTHETIC=str(data))
     shm_before = psutil.disk_usage("/dev/shm").used
+    used_before = system_used()
     started = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -140,7 +162,10 @@ def run(rows: int, users: int, items: int, work: Path) -> dict:
         "orchestration_share": round(max(wall - solver - io, 0) / wall, 3),
         "auc": final_auc,
         "true_model_auc": truth.get("validation_true_auc") or truth.get("true_auc"),
-        "peak_rss_gib": {k: round(v / 2**30, 2) for k, v in sorted(peaks.items())},
+        "peak_pss_gib": {
+            k: round(v / 2**30, 2) for k, v in sorted(peaks.items()) if k != "system used"
+        },
+        "system_used_peak_gib": round((peaks.get("system used", 0) - used_before) / 2**30, 2),
         "object_store_peak_gib": round((shm[0] - shm_before) / 2**30, 2),
         "steps": [{k: s[k] for k in ("coordinate", "seconds") if k in s} for s in summary["steps"]],
     }
@@ -162,15 +187,15 @@ def main() -> None:
         results.append(run(rows, args.users, args.items, work))
         print(json.dumps(results[-1], indent=1), flush=True)
     print(
-        "\n| rows | wall (s) | read | coordinates | write | solver (s) | orchestration share | AUC | true AUC | peak RSS all (GiB) | object store (GiB) |"
+        "\n| rows | wall (s) | read | coordinates | write | solver (s) | orchestration share | AUC | true AUC | peak PSS all (GiB) | system used (GiB) | object store (GiB) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         t = r["timings"]
         print(
             f"| {r['rows']:,} | {r['wall_seconds']} | {t.get('read', 0):.1f} | {t.get('coordinates', 0):.1f} "
             f"| {t.get('write', 0):.1f} | {r['solver_seconds']} | {r['orchestration_share']:.0%} | {r['auc']:.4f} "
-            f"| {r['true_model_auc']} | {r['peak_rss_gib'].get('all processes')} | {r['object_store_peak_gib']} |"
+            f"| {r['true_model_auc']} | {r['peak_pss_gib'].get('all processes')} | {r['system_used_peak_gib']} | {r['object_store_peak_gib']} |"
         )
     if len(results) == 2:
         print(

@@ -44,6 +44,17 @@ class Rows:
             entity=None if self.entity is None else self.entity[index],
         )
 
+    def permute(self, order: np.ndarray) -> None:
+        """Reorder the rows in place, one column at a time: at its peak this holds one extra
+        column (the features at worst), where ``take`` would hold a second copy of all."""
+        self.X = self.X[order]
+        self.uid = self.uid[order]
+        self.label = self.label[order]
+        self.weight = self.weight[order]
+        self.offset = self.offset[order]
+        if self.entity is not None:
+            self.entity = self.entity[order]
+
 
 @dataclass(frozen=True)
 class RowSchema:
@@ -105,7 +116,8 @@ def rows_from_table(table: pa.Table, schema: RowSchema, source: str = "table") -
 
 
 def concat_rows(parts: list[Rows], dim: int) -> Rows:
-    """Stack shards; an empty list gives zero rows."""
+    """Stack shards; an empty list gives zero rows. The parts give up their features (their
+    ``X`` becomes None as it is copied): do not use them afterwards."""
     parts = [p for p in parts if len(p)]
     if not parts:
         empty = np.zeros(0)
@@ -125,11 +137,41 @@ def concat_rows(parts: list[Rows], dim: int) -> Rows:
         label=np.concatenate([p.label for p in parts]),
         weight=np.concatenate([p.weight for p in parts]),
         offset=np.concatenate([p.offset for p in parts]),
-        X=np.vstack([p.X for p in parts])
-        if isinstance(parts[0].X, np.ndarray)
-        else sp.vstack([p.X for p in parts], format="csr"),
+        X=_stack_releasing(parts),
         entity=entity,
     )
+
+
+def _stack_releasing(parts: list[Rows]):
+    """The parts' features stacked; each part's ``X`` is dropped once copied, so the peak is
+    the result plus one part, not twice the data."""
+    if len(parts) == 1:
+        X, parts[0].X = parts[0].X, None
+        return X
+    n = sum(p.X.shape[0] for p in parts)
+    if isinstance(parts[0].X, np.ndarray):
+        X = np.empty((n, parts[0].X.shape[1]), np.result_type(*(p.X.dtype for p in parts)))
+        start = 0
+        for p in parts:
+            X[start : start + p.X.shape[0]] = p.X
+            start += p.X.shape[0]
+            p.X = None
+        return X
+    dim = parts[0].X.shape[1]
+    nnz = sum(p.X.nnz for p in parts)
+    index_type = np.int32 if max(nnz, dim) < np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(n + 1, index_type)
+    indices = np.empty(nnz, index_type)
+    data = np.empty(nnz, np.result_type(*(p.X.dtype for p in parts)))
+    row = at = 0
+    for p in parts:
+        m, k = p.X.shape[0], p.X.nnz
+        indptr[row + 1 : row + m + 1] = p.X.indptr[1:] - p.X.indptr[0] + at
+        indices[at : at + k] = p.X.indices[p.X.indptr[0] : p.X.indptr[-1]]
+        data[at : at + k] = p.X.data[p.X.indptr[0] : p.X.indptr[-1]]
+        row, at = row + m, at + k
+        p.X = None
+    return sp.csr_matrix((data, indices, indptr), shape=(n, dim))
 
 
 def _scalar(table: pa.Table, name: str, dtype, source: str) -> np.ndarray:

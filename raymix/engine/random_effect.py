@@ -122,18 +122,16 @@ class BucketActor:
         """Group the routed rows; return (train uid/label/weight/offset, val uid/label/offset/codes)."""
         state = self.coordinates[spec.name] = _CoordinateState(spec, seed)
         train_rows, train_bucket = _rows_of_parts(_resolve(train_parts), train_source)
+        del train_parts  # the routed tables: this actor's rows are numpy arrays from here on
+        _, first = np.unique(train_rows.entity, return_index=True)  # the grouped entity order
+        state.bucket_of_entity = train_bucket[first]
+        del train_bucket
         state.train = group_rows(train_rows, spec.min_samples, spec.max_samples, seed)
-        bucket = {}
-        if len(train_rows):
-            entities, first = np.unique(train_rows.entity, return_index=True)
-            bucket = dict(zip(entities.tolist(), train_bucket[first].tolist(), strict=True))
-        state.bucket_of_entity = np.asarray(
-            [bucket[e] for e in state.train.entities.tolist()], np.int64
-        )
         val_out = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
         n_val_entities = 0
         if val_source is not None:
             val_rows, _ = _rows_of_parts(_resolve(val_parts), val_source)
+            del val_parts
             state.val = group_rows(val_rows)
             state.val_model_group = lookup_entities(state.val.entities, state.train.entities)
             n_val_entities = int(state.val.entities.size)
@@ -321,7 +319,15 @@ class BucketPool:
     ) -> list:
         """Route and load a coordinate's rows; return one load ref per actor."""
         self.coordinates[spec.name] = (spec, seed, train, validation, names)
-        return [self._load(a, spec.name) for a in range(len(self.actors))]
+        n = len(self.actors)
+        train_parts = route(train, n, self.n_buckets)  # each file is read once for all actors
+        val_parts = route(validation, n, self.n_buckets) if validation is not None else None
+        return [
+            self.actors[a].load.remote(
+                spec, seed, train_parts[a], val_parts[a] if val_parts else [], train, validation
+            )
+            for a in range(n)
+        ]
 
     def warm_start(self, name: str, actors=None) -> None:
         """Load the coordinate's ``warm_start`` models into (some of) the actors."""
@@ -344,7 +350,8 @@ class BucketPool:
         self.coordinates.pop(name, None)
         self.models.pop(name, None)
 
-    def _load(self, a: int, name: str):
+    def _reload(self, a: int, name: str):
+        """Route every file again and load actor ``a``'s part (routing is deterministic)."""
         spec, seed, train, validation, _ = self.coordinates[name]
         n = len(self.actors)
         train_parts = route(train, n, self.n_buckets)[a]
@@ -399,7 +406,7 @@ class BucketPool:
         self.rebuilds += 1
         self._wait_until_back(a)
         for name, (spec, *_) in self.coordinates.items():
-            ray.get(self._load(a, name))
+            ray.get(self._reload(a, name))
             saved = self.models.get(name, [None] * len(self.actors))[a]
             if saved is not None:
                 ray.get(self.actors[a].set_models.remote(name, saved))
