@@ -123,7 +123,8 @@ def decode_examples(data: np.ndarray, fields: Sequence[Field], path: str) -> dic
 
     ``path`` names the source in errors. Returns a :class:`Column` per field key, in order.
     """
-    data = np.frombuffer(data, np.uint8)  # one array type for the kernels: read-only bytes
+    data = np.frombuffer(data, np.uint8).view()
+    data.flags.writeable = False  # one array type for the kernels: compiled once
     status, n = kernels.frame(data, kernels.crc_tables())
     if status != kernels.OK:
         raise DataError(f"corrupt or truncated TFRecord: {_FRAMING[status]}", path, row=n)

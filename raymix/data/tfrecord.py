@@ -32,9 +32,10 @@ import pyarrow.parquet as pq
 
 from raymix.data import example_codec as codec
 from raymix.data import example_reader
-from raymix.data.example_codec import compression_type, first_records
+from raymix.data.example_codec import compression_type
 from raymix.data.grouped import read_grouped_tfrecord_file
 from raymix.data.metadata import Metadata, TensorSpec, readable
+from raymix.data.tfrecord_light import example_class, first_records
 from raymix.errors import DataError
 from raymix.outputs import atomic_path
 
@@ -175,10 +176,8 @@ def validate_against_metadata(
             raise DataError(f"cannot read Parquet: {e}", path) from None
         _parquet_target(path, footer.schema.to_arrow_schema(), specs)
         return footer.num_rows
-    from raymix.data import tfrecord_light  # no TensorFlow import for a check
-
-    records = tfrecord_light.first_records(path, num_records)
-    example_type = tfrecord_light.example_class()
+    records = first_records(path, num_records)  # no TensorFlow import for a check
+    example_type = example_class()
     for row, record in enumerate(records):
         try:
             example = example_type.FromString(record)

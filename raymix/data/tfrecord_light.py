@@ -8,7 +8,8 @@ TensorFlow import (~2 s). A TFRecord file is a sequence of records framed as
 (little endian), optionally inside a gzip or zlib stream. ``Example`` is rebuilt here from
 its public .proto definition into a private descriptor pool, so it never clashes with
 TensorFlow's own classes; its Python API is the same (``features.feature[key].int64_list``).
-Bulk reading still goes through ``tf.data`` (:mod:`raymix.data.tfrecord`).
+Bulk reading decodes the same framing and messages in compiled code
+(:mod:`raymix.data.example_reader`), also without TensorFlow.
 """
 
 from __future__ import annotations
