@@ -20,6 +20,9 @@ from raymix.errors import unwrap as _unwrap  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    from raymix.engine.cluster import _quiet_environment
+
+    _quiet_environment()  # before pyarrow allocates: it picks its memory pool once
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -194,6 +194,10 @@ def _remove_group(group) -> None:
 
 
 def _quiet_environment() -> None:
+    """Environment for this process and the Ray workers it starts (they inherit it)."""
+    # Arrow's default mimalloc pool keeps freed pages: an idle worker that once routed a
+    # 1M-row file held ~0.3 GiB more than with the system allocator, at the same speed.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")

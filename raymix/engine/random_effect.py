@@ -62,10 +62,19 @@ def route(source: Source, n_actors: int, n_buckets: int) -> list[list[tuple[str,
     return per_actor
 
 
-def _rows_of_parts(parts: list[tuple[str, pa.Table]], source: Source) -> tuple[Rows, np.ndarray]:
+def _rows_of_parts(
+    parts: list[tuple[str, ray.ObjectRef]], source: Source
+) -> tuple[Rows, np.ndarray]:
+    """This actor's routed rows as one :class:`Rows` and their buckets. The parts are fetched
+    one at a time and ``parts`` is emptied as they are converted, so each routed table leaves
+    the object store as soon as its rows are numpy arrays."""
     rows, buckets = [], []
     kinds = set()
-    for path, table in parts:
+    parts.reverse()
+    while parts:
+        path, ref = parts.pop()
+        table = ray.get(ref)
+        del ref
         try:
             part = rows_from_table(table, source.schema, source=path)
         except DataError as exc:
@@ -121,8 +130,7 @@ class BucketActor:
     def load(self, spec: RandomEffect, seed: int, train_parts, val_parts, train_source, val_source):
         """Group the routed rows; return (train uid/label/weight/offset, val uid/label/offset/codes)."""
         state = self.coordinates[spec.name] = _CoordinateState(spec, seed)
-        train_rows, train_bucket = _rows_of_parts(_resolve(train_parts), train_source)
-        del train_parts  # the routed tables: this actor's rows are numpy arrays from here on
+        train_rows, train_bucket = _rows_of_parts(train_parts, train_source)
         _, first = np.unique(train_rows.entity, return_index=True)  # the grouped entity order
         state.bucket_of_entity = train_bucket[first]
         del train_bucket
@@ -130,8 +138,7 @@ class BucketActor:
         val_out = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
         n_val_entities = 0
         if val_source is not None:
-            val_rows, _ = _rows_of_parts(_resolve(val_parts), val_source)
-            del val_parts
+            val_rows, _ = _rows_of_parts(val_parts, val_source)
             state.val = group_rows(val_rows)
             state.val_model_group = lookup_entities(state.val.entities, state.train.entities)
             n_val_entities = int(state.val.entities.size)
@@ -284,12 +291,6 @@ class BucketActor:
 
 def _entity_id(value) -> str:
     return value if isinstance(value, str) else str(int(value))
-
-
-def _resolve(parts) -> list[tuple[str, pa.Table]]:
-    paths = [p for p, _ in parts]
-    tables = ray.get([r for _, r in parts])
-    return list(zip(paths, tables, strict=True))
 
 
 class BucketPool:
