@@ -42,8 +42,8 @@ PARTIAL_HEADER, BAD_LENGTH_CRC, PARTIAL_RECORD, BAD_DATA_CRC = 5, 6, 7, 8
 # helpers, which numba cannot prune in their loops, cost 3-4x the parsing itself. The small
 # helpers are inlined by LLVM (``forceinline``; numba's IR-level ``inline="always"`` made
 # these loops ~10x slower). Measured on movieLens: 270 ms -> 45 ms for both passes.
-_kernel = njit(cache=True, nogil=True, _nrt=False)
-_inline = njit(cache=True, nogil=True, _nrt=False, forceinline=True)
+_kernel = njit(cache=True, nogil=True, _nrt=False)  # type: ignore[call-overload]  # not in stubs
+_inline = njit(cache=True, nogil=True, _nrt=False, forceinline=True)  # type: ignore[call-overload]
 
 _FEATURES = 1 << 3 | 2  # Example.features, Features.feature, entry key: field 1, wire 2
 _VALUE = 2 << 3 | 2  # entry value: field 2, wire 2

@@ -55,7 +55,10 @@ class Field:
 
     def __post_init__(self):
         if self.kind not in _KINDS:
-            raise DataError(f"Field({self.key!r}).kind must be one of {sorted(_KINDS)}")
+            raise ValueError(
+                f"The 'kind' parameter of Field must be one of {sorted(_KINDS)}. "
+                f"Got {self.kind!r} instead."
+            )
 
 
 @dataclass(frozen=True)
