@@ -12,7 +12,11 @@ values, as ``tf.io.parse_example`` would give them for this :class:`Field`:
 
 A record holding the key with another kind is an error either way. An empty ``Feature`` (no
 kind set) counts as absent, as in TensorFlow. Duplicate keys follow protobuf: the last entry
-wins. Every problem raises :class:`DataError` naming the file, the record (row) and the key.
+wins. Where TensorFlow's parser is stricter than protobuf (unknown fields inside a map entry
+or a list, a map entry without a value, a list repeated inside a Feature, packed after
+unpacked int64s), this reader follows protobuf; where it is laxer (a compressed stream cut
+short after whole records), this reader refuses the file. Every problem raises
+:class:`DataError` naming the file, the record (row) and the key.
 """
 
 from __future__ import annotations
@@ -126,6 +130,8 @@ def decode_examples(data: np.ndarray, fields: Sequence[Field], path: str) -> dic
 
     ``path`` names the source in errors. Returns a :class:`Column` per field key, in order.
     """
+    if len({f.key for f in fields}) != len(fields):
+        raise ValueError(f"Field keys must be unique. Got {[f.key for f in fields]} instead.")
     data = np.frombuffer(data, np.uint8).view()
     data.flags.writeable = False  # one array type for the kernels: compiled once
     status, n = kernels.frame(data, kernels.crc_tables())
