@@ -67,13 +67,23 @@ class DescentState:
         self.steps, self.best_pass = [], 0
 
 
-def load(coordinates: list[Coordinate]) -> DescentState:
-    """Start every coordinate's reading at once, then align them on the rows of the first
-    coordinate that reads data (an external coordinate only brings scores, not labels)."""
+def load(coordinates: list[Coordinate], one_at_a_time: bool = False) -> DescentState:
+    """Read every coordinate's rows, then align them on the rows of the first coordinate
+    that reads data (an external coordinate only brings scores, not labels).
+
+    The coordinates read at once (the least wall time for small data), or with
+    ``one_at_a_time`` each after the previous one holds its rows: then the memory peak is one
+    coordinate's reading (its blocks in the object store, its conversion copies) on top of
+    the rows already held, instead of every coordinate's at the same time.
+    """
     started = time.perf_counter()
+    reports = []
     for coordinate in coordinates:
         coordinate.start()
-    reports = [coordinate.holders() for coordinate in coordinates]
+        if one_at_a_time:
+            reports.append(coordinate.holders())
+    if not one_at_a_time:
+        reports = [coordinate.holders() for coordinate in coordinates]
     anchor = next((k for k, c in enumerate(coordinates) if c.kind != "external"), 0)
     splits = []
     for which, what in ((0, "training"), (1, "validation")):

@@ -13,6 +13,7 @@ Outputs under ``recipe.output`` (GDMix's layout, plus raymix's own files)::
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from raymix.data.source import Source, build_source, feature_names
 from raymix.engine.cluster import physical_cores
 from raymix.errors import RecipeError, surfaced
 from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
+
+#: above this much input on disk, ``resources.reading="auto"`` reads coordinates one at a time
+ONE_AT_A_TIME_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Plan:
     actors: int
     buckets: int
     threads: int
+    one_at_a_time: bool = False  # coordinates read their rows one after the other
 
     def describe(self) -> str:
         r = self.recipe
@@ -47,7 +52,8 @@ class Plan:
             f"recipe '{r.name}': {len(r.coordinates)} coordinates, {r.passes} pass(es), metric {r.metric}",
             f"output: {r.output}",
             f"ray: {r.resources.address or 'embedded local Ray'}; random-effect actors {self.actors}, "
-            f"buckets {self.buckets}, solver threads per actor {self.threads}",
+            f"buckets {self.buckets}, solver threads per actor {self.threads}, coordinates read "
+            + ("one at a time" if self.one_at_a_time else "together"),
         ]
         for k, c in enumerate(self.coordinates, 1):
             s = c.spec
@@ -127,7 +133,17 @@ def plan(recipe: Recipe) -> Plan:
             "resources.buckets must be >= resources.actors", field="resources.buckets"
         )
     threads = max(1, cores // actors)
-    return Plan(recipe, tuple(coordinates), actors, buckets, threads)
+    reading = recipe.resources.reading
+    if reading == "auto":
+        size = sum(
+            os.path.getsize(path)
+            for c in coordinates
+            for source in (c.train, c.validation)
+            if source is not None
+            for path in source.files
+        )
+        reading = "one_at_a_time" if size > ONE_AT_A_TIME_BYTES else "together"
+    return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
 
 
 @dataclass
@@ -178,7 +194,7 @@ def fit(
             coordinates = build_coordinates(the_plan)
             try:
                 say(f"reading data for {len(coordinates)} coordinates")
-                state = load(coordinates)
+                state = load(coordinates, the_plan.one_at_a_time)
                 watch.lap("read")
                 say(
                     f"{len(state.train.index)} training rows, {len(state.validation.index)} validation rows"

@@ -269,7 +269,10 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(len_i, out=indptr[1:])
     flat_i = pc.list_flatten(indices).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat_v = pc.list_flatten(values).to_numpy(zero_copy_only=False).astype(np.float64)
+    flat_v = pc.list_flatten(values).to_numpy(zero_copy_only=False)
+    # float32 values stay float32 (half the memory; the solvers multiply them by float64, so
+    # every product is exactly what it would be with float64 values)
+    flat_v = flat_v.astype(np.float32 if flat_v.dtype == np.float32 else np.float64, copy=False)
     bad = np.flatnonzero((flat_i < 0) | (flat_i >= schema.dim))
     if bad.size:
         row = int(np.searchsorted(indptr, bad[0], side="right") - 1)
@@ -283,8 +286,12 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
     if bad.size:
         row = int(np.searchsorted(indptr, bad[0], side="right") - 1)
         raise DataError("feature value is NaN or infinite", path=source, row=row, column=name_v)
+    if max(indptr[-1], schema.dim) < np.iinfo(np.int32).max:
+        flat_i, indptr = flat_i.astype(np.int32), indptr.astype(np.int32)
     X = sp.csr_matrix((flat_v, flat_i, indptr), shape=(n, schema.dim))
-    X.sum_duplicates()  # sorts indices and merges repeats, as tf.SparseFeature would
+    if not X.has_canonical_format:  # sort indices and merge repeats, as tf.SparseFeature would
+        X = X.astype(np.float64)  # a repeated feature's values add up in float64
+        X.sum_duplicates()
     return X
 
 

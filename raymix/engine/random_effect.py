@@ -92,7 +92,7 @@ def _rows_of_parts(
         buckets.append(table.column("__raymix_bucket").to_numpy())
     merged = concat_rows(rows, source.schema.dim)
     if not sp.issparse(merged.X):  # a dense bag: the per-entity solver reads CSR
-        merged.X = sp.csr_matrix(merged.X, dtype=np.float64)
+        merged.X = sp.csr_matrix(merged.X)
     if merged.entity is None:
         merged.entity = np.zeros(0, np.int64)
     bucket = np.concatenate(buckets) if buckets else np.zeros(0, np.int64)

@@ -182,6 +182,7 @@ class RandomEffect(_LinearCoordinate):
         if number is None or not 0 <= number < float("inf"):
             raise ValueError(f"l2 must be a number >= 0 or 'auto'. Got {value!r} instead")
         return number
+
     solver: Newton = Newton()
     min_samples: Annotated[int, Field(ge=0)] = 0
     max_samples: Annotated[int, Field(gt=0)] | None = None
@@ -339,6 +340,10 @@ class Resources(Spec):
     object_store_gib: Annotated[float, Field(ge=0)] = 0.0
     actors: Annotated[int, Field(ge=0)] = 0
     buckets: Annotated[int, Field(ge=0)] = 0
+    #: how the coordinates read their rows: all at once (least wall time), one after the other
+    #: (the memory peak of one coordinate's reading, not of all), or ``auto``: one after the
+    #: other when the input files total more than 256 MiB
+    reading: Literal["auto", "together", "one_at_a_time"] = "auto"
 
 
 class EarlyStopping(Spec):

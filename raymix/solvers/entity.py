@@ -66,7 +66,9 @@ class EntityProblem:
     task (labels, finiteness, weights) happen in :func:`fit_entities`.
 
     entity_ptr: int64 ``(n_entities + 1,)``, non-decreasing, from 0 to ``n_rows``.
-    X: CSR ``(n_rows, dim)`` float64, GLOBAL column indices; ``dim`` may be 0 (intercept only).
+    X: CSR ``(n_rows, dim)`` float64 or float32 (kept: the kernels multiply every value by a
+    float64, so float32 values give the very numbers their float64 copies would), GLOBAL
+    column indices; ``dim`` may be 0 (intercept only).
     y, weights, offsets: float64 ``(n_rows,)``; weights default to 1 and offsets to 0.
     """
 
@@ -80,7 +82,9 @@ class EntityProblem:
         X, ptr = self.X, np.asarray(self.entity_ptr)
         if not sp.issparse(X) or X.ndim != 2:
             raise DataError(f"must be a 2-D scipy.sparse matrix; got {type(X).__name__}", column="X")  # fmt: skip
-        X = (X if X.format == "csr" else X.tocsr()).astype(np.float64, copy=False)
+        X = X if X.format == "csr" else X.tocsr()
+        if X.dtype not in (np.float32, np.float64):  # float32 stays: products are float64
+            X = X.astype(np.float64)
         n = X.shape[0]
         if ptr.ndim != 1 or ptr.size == 0 or not np.issubdtype(ptr.dtype, np.integer):
             raise DataError("must be a non-empty 1-D integer array", column="entity_ptr")

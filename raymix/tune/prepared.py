@@ -51,7 +51,7 @@ class PreparedRecipe:
                 the_plan, actors=self.actors, threads=threads, buckets=max(buckets, self.actors)
             )
         self.coordinates = build_coordinates(the_plan)
-        self.state = load(self.coordinates)
+        self.state = load(self.coordinates, the_plan.one_at_a_time)
         self.recipe = recipe
         self.loads += 1
         self.prepare_seconds += time.perf_counter() - started
