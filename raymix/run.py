@@ -189,7 +189,7 @@ def fit(
         if not resume:
             outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
         watch.lap("validate")
-        with ray_session(recipe.resources, address):
+        with ray_session(recipe.resources, address, meanwhile=_import_engine):
             watch.lap("ray_start")
             coordinates = build_coordinates(the_plan)
             try:
@@ -234,6 +234,30 @@ def fit(
                     coordinate.close()
         result = summarize(out, recipe, state, watch.laps, files)
     return result
+
+
+#: what every fit imports after Ray is up; imported while Ray starts instead
+ENGINE_MODULES = (
+    "ray.data",
+    "ray.train",
+    "ray.train.v2.api.data_parallel_trainer",
+    "raymix.coordinates.fixed_effect",
+    "raymix.coordinates.random_effect",
+    "raymix.engine.fixed_effect",
+    "raymix.engine.random_effect",
+    "raymix.engine.reading",
+    "raymix.data.example_reader",
+    "raymix.solvers.glm",
+    "raymix.solvers.entity",
+    "raymix.report",
+)
+
+
+def _import_engine() -> None:
+    import importlib
+
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)
 
 
 class Stopwatch:

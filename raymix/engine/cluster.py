@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import warnings
 import weakref
 
@@ -41,34 +42,80 @@ def default_object_store_bytes() -> int:
 
 
 @contextlib.contextmanager
-def ray_session(resources: Resources, address: str | None = None, quiet: bool = True):
-    """Yield with Ray initialised; shut it down afterwards only if this call started it."""
+def ray_session(
+    resources: Resources, address: str | None = None, quiet: bool = True, meanwhile=None
+):
+    """Yield with Ray initialised; shut it down afterwards only if this call started it.
+
+    ``meanwhile`` (a function of no arguments: the imports the run will need) runs in a
+    thread while Ray starts: ``ray.init`` mostly waits for its processes, and importing Ray
+    Data, Ray Train and the solvers costs the driver ~1 s on 2 cores. Its errors are raised.
+    """
     import ray
 
     _quiet_environment()
     address = check_address(address or resources.address or os.environ.get("RAY_ADDRESS"))
+    errors: list[BaseException] = []
+    helper = None
+    if meanwhile is not None:
+        helper = threading.Thread(target=_capture, args=(meanwhile, errors), daemon=True)
+        helper.start()
     started = False
-    if not ray.is_initialized():
-        if address:
-            _join(ray, address, quiet)
-        else:
-            object_store = (
-                int(resources.object_store_gib * (1 << 30)) or default_object_store_bytes()
-            )
-            ray.init(
-                num_cpus=resources.num_cpus or OVERSUBSCRIBE * physical_cores(),
-                object_store_memory=object_store,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=not quiet,
-                configure_logging=True,
-            )
-        started = True
     try:
+        if not ray.is_initialized():
+            _start(ray, resources, address, quiet)
+            started = True
+    finally:
+        if helper is not None:
+            helper.join()
+    try:
+        if errors:
+            raise errors[0]
         yield ray
     finally:
         if started:
+            if not address:
+                _stop_autoscaler_monitor()
             ray.shutdown()
+
+
+def _capture(function, errors: list) -> None:
+    try:
+        function()
+    except BaseException as exc:  # re-raised by the caller's thread
+        errors.append(exc)
+
+
+def _start(ray, resources: Resources, address: str | None, quiet: bool) -> None:
+    if address:
+        _join(ray, address, quiet)
+        return
+    object_store = int(resources.object_store_gib * (1 << 30)) or default_object_store_bytes()
+    ray.init(
+        num_cpus=resources.num_cpus or OVERSUBSCRIBE * physical_cores(),
+        object_store_memory=object_store,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=not quiet,
+        configure_logging=True,
+    )
+
+
+def _stop_autoscaler_monitor() -> None:
+    """Kill the autoscaler monitor of the local Ray this process started.
+
+    ``ray.shutdown`` stops the GCS first and then sends the monitor SIGTERM, whose handler
+    tries to report to the GCS that is gone: every local run waited 1 s for Ray to give up and
+    SIGKILL it. A single-machine Ray has nothing to autoscale, so the monitor goes first.
+    """
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            if any(arg.endswith("autoscaler/_private/monitor.py") for arg in child.cmdline()):
+                child.kill()
+        except psutil.Error:  # already gone
+            pass
 
 
 def check_address(address: str | None, reach: bool = False) -> str | None:
