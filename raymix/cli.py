@@ -118,7 +118,9 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the 80/20 split (default 0)"
     )
     movielens.add_argument("--format", choices=["tfrecord", "parquet"], default="tfrecord")
-    movielens.add_argument("--overwrite", action="store_true", help="replace a previous conversion in --dest")
+    movielens.add_argument(
+        "--overwrite", action="store_true", help="replace a previous conversion in --dest"
+    )
     movielens.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -217,7 +219,11 @@ def _movielens(args) -> int:
 
     start = time.perf_counter()
     summary = convert_movielens(
-        Path(args.source), Path(args.dest), seed=args.seed, fmt=args.format, overwrite=args.overwrite
+        Path(args.source),
+        Path(args.dest),
+        seed=args.seed,
+        fmt=args.format,
+        overwrite=args.overwrite,
     )
     print(f"wrote {args.dest} in {time.perf_counter() - start:.1f} s: {summary}")
     return 0

@@ -23,8 +23,10 @@ from raymix.engine.cluster import physical_cores
 from raymix.errors import RecipeError, surfaced
 from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
-#: above this much input on disk, ``resources.reading="auto"`` reads coordinates one at a time
-ONE_AT_A_TIME_BYTES = 256 << 20
+#: up to this much input on disk, ``resources`` left at their defaults mean one random-effect
+#: actor and coordinates that read their rows together; above, an actor per core and
+#: coordinates that read one at a time (a memory peak of one coordinate's reading)
+SMALL_INPUT_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,18 @@ def plan(recipe: Recipe) -> Plan:
 
             check_deep_inputs(spec, train, validation)
         coordinates.append(CoordinatePlan(spec, train, validation, names))
+    size = sum(
+        os.path.getsize(path)
+        for c in coordinates
+        for source in (c.train, c.validation)
+        if source is not None
+        for path in source.files
+    )
+    small = size <= SMALL_INPUT_BYTES
     cores = physical_cores()
-    actors = recipe.resources.actors or cores
+    # small inputs: one actor, whose solver threads still use every core, and one process
+    # fewer to start (~1 s of CPU: its imports and compiled kernels)
+    actors = recipe.resources.actors or (1 if small else cores)
     buckets = recipe.resources.buckets or 4 * actors
     if buckets < actors:
         raise RecipeError(
@@ -135,14 +147,7 @@ def plan(recipe: Recipe) -> Plan:
     threads = max(1, cores // actors)
     reading = recipe.resources.reading
     if reading == "auto":
-        size = sum(
-            os.path.getsize(path)
-            for c in coordinates
-            for source in (c.train, c.validation)
-            if source is not None
-            for path in source.files
-        )
-        reading = "one_at_a_time" if size > ONE_AT_A_TIME_BYTES else "together"
+        reading = "together" if small else "one_at_a_time"
     return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
 
 

@@ -77,25 +77,25 @@ def fixed_effect_worker(config: dict) -> None:
         # a number every rank of this worker group agrees on: tells restarted groups apart
         token = int(allreduce(np.array([float(np.random.default_rng().integers(1 << 40))]))[0])
     except RaymixError as exc:
-        ray.get(mailbox.reply.remote("load", token, rank, world, exc))
+        mailbox.call("reply", "load", token, rank, world, exc)
         return
     empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
     v_uid, v_label, v_offset = (val.uid, val.label, val.offset) if val is not None else empty
     rows = WorkerRows(
         train.uid, train.label, train.weight, train.offset, v_uid, v_label, v_offset, os.getpid()
     )
-    ray.get(mailbox.reply.remote("load", token, rank, world, rows))
+    mailbox.call("reply", "load", token, rank, world, rows)
     worker = _Worker(spec, rank, mailbox, loss, stats, train, val, allreduce)
     done = "load"
     while True:
-        command = ray.get(mailbox.next.remote(done))
+        command = mailbox.call("next", done)
         if command["kind"] == "stop":
             return
         try:
             reply = worker.fit(command)
         except RaymixError as exc:
             reply = exc
-        ray.get(mailbox.reply.remote(command["id"], token, rank, world, reply))
+        mailbox.call("reply", command["id"], token, rank, world, reply)
         done = command["id"]
 
 
@@ -134,7 +134,7 @@ class _Worker:
         theta = command.get("theta")
         info: dict = {}
         if command["fit"]:
-            saved = ray.get(self.mailbox.saved_progress.remote(command["id"]))
+            saved = self.mailbox.call("saved_progress", command["id"])
             resumed = saved is not None
             if resumed:  # a restarted worker group: go on from the last saved iterate
                 theta = saved
@@ -207,7 +207,7 @@ class _Worker:
             reduced = self.allreduce(np.concatenate([[value], grad]))
             calls[0] += 1
             if self.rank == 0 and calls[0] % SAVE_EVERY == 0:
-                self.mailbox.save_progress.remote(command_id, np.array(x))
+                self.mailbox.send("save_progress", command_id, np.array(x))
             return float(reduced[0]), reduced[1:]
 
         return value_grad
@@ -298,9 +298,9 @@ class FixedEffectService:
         self.mailbox = None
 
     def start(self) -> None:
-        from raymix.engine.mailbox import Mailbox
+        from raymix.engine.mailbox import open_mailbox
 
-        self.mailbox = Mailbox.options(num_cpus=0).remote()
+        self.mailbox = open_mailbox(remote=self.spec.workers > 0)
         self._thread = threading.Thread(
             target=self._run, name=f"raymix-fe-{self.name}", daemon=True
         )
@@ -348,23 +348,20 @@ class FixedEffectService:
 
     def request(self, command: dict) -> list:
         """Post ``command`` and return every rank's reply (re-run by a restarted group)."""
-        import ray
 
         self._next_id += 1
         command = {**command, "id": self._next_id}
-        ray.get(self.mailbox.post.remote(command))
+        self.mailbox.call("post", command)
         return self._collect(self._next_id)
 
     def restarts(self) -> int:
-        import ray
 
-        return ray.get(self.mailbox.restarts.remote())
+        return self.mailbox.call("restarts")
 
     def _collect(self, command_id) -> list:
-        import ray
 
         while True:
-            replies = ray.get(self.mailbox.collect.remote(command_id, POLL_SECONDS))
+            replies = self.mailbox.call("collect", command_id, POLL_SECONDS)
             if replies is not None:
                 break
             if self._error is not None or not self._thread.is_alive():
@@ -379,11 +376,10 @@ class FixedEffectService:
         return replies
 
     def stop(self) -> None:
-        import ray
 
         if self._thread is None or self.mailbox is None:
             return
         if self._thread.is_alive():
-            ray.get(self.mailbox.post.remote({"kind": "stop", "id": "stop"}))
+            self.mailbox.call("post", {"kind": "stop", "id": "stop"})
             self._thread.join(timeout=60)
         self._thread = None

@@ -95,7 +95,7 @@ def test_killed_fixed_effect_worker_group_resumes_the_fit(ray_session, tmp_path)
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
             if fe.worker_pids and fe.service._next_id >= 1:
-                saved = ray.get(fe.service.mailbox.saved_progress.remote(fe.service._next_id))
+                saved = fe.service.mailbox.call("saved_progress", fe.service._next_id)
                 if saved is not None:
                     os.kill(fe.worker_pids[1], signal.SIGKILL)
                     killed["pid"] = fe.worker_pids[1]
