@@ -241,7 +241,7 @@ def fit(
     return result
 
 
-#: what every fit imports after Ray is up; imported while Ray starts instead
+#: what every fit imports after Ray is up; imported while Ray starts instead (and numba warmed)
 ENGINE_MODULES = (
     "ray.data",
     "ray.train",
@@ -263,6 +263,9 @@ def _import_engine() -> None:
 
     for name in ENGINE_MODULES:
         importlib.import_module(name)
+    from raymix.solvers.warmup import warm_up_numba
+
+    warm_up_numba()
 
 
 class Stopwatch:
