@@ -268,7 +268,9 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
         )
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(len_i, out=indptr[1:])
-    flat_i = pc.list_flatten(indices).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat_i = pc.list_flatten(indices).to_numpy(zero_copy_only=False)
+    if flat_i.dtype != np.int32:  # int32 indices (routed parts) stay int32
+        flat_i = flat_i.astype(np.int64)
     flat_v = pc.list_flatten(values).to_numpy(zero_copy_only=False)
     # float32 values stay float32 (half the memory; the solvers multiply them by float64, so
     # every product is exactly what it would be with float64 values)
@@ -287,7 +289,7 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
         row = int(np.searchsorted(indptr, bad[0], side="right") - 1)
         raise DataError("feature value is NaN or infinite", path=source, row=row, column=name_v)
     if max(indptr[-1], schema.dim) < np.iinfo(np.int32).max:
-        flat_i, indptr = flat_i.astype(np.int32), indptr.astype(np.int32)
+        flat_i, indptr = flat_i.astype(np.int32, copy=False), indptr.astype(np.int32)
     X = sp.csr_matrix((flat_v, flat_i, indptr), shape=(n, schema.dim))
     if not X.has_canonical_format:  # sort indices and merge repeats, as tf.SparseFeature would
         X = X.astype(np.float64)  # a repeated feature's values add up in float64

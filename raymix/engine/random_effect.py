@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import scipy.sparse as sp
 
@@ -27,7 +28,7 @@ from raymix.recipe.spec import RandomEffect
 
 def route_file(source: Source, path: str, n_actors: int, n_buckets: int) -> list[pa.Table]:
     """Read one file and split its rows into one table per actor (by entity bucket)."""
-    table = read_table(source, path)
+    table = _narrow_indices(read_table(source, path), source)
     n = table.num_rows
     table = table.append_column("__raymix_row", pa.array(np.arange(n, dtype=np.int64)))
     entity = source.schema.entity
@@ -40,6 +41,24 @@ def route_file(source: Source, path: str, n_actors: int, n_buckets: int) -> list
     table = table.append_column("__raymix_bucket", pa.array(buckets))
     owner = buckets % n_actors
     return [table.take(pa.array(np.flatnonzero(owner == a))) for a in range(n_actors)]
+
+
+def _narrow_indices(table: pa.Table, source: Source) -> pa.Table:
+    """The bag's indices as int32 when every index fits (a bag's dimension below 2^31): half
+    the bytes of the routed parts in the object store and in the actors that read them.
+    An index outside ``[0, dim)`` is left as it is, for the actor's check to name its row."""
+    schema = source.schema
+    name = f"{schema.bag}_indices"
+    if not schema.bag or schema.dense_bag or schema.dim >= np.iinfo(np.int32).max:
+        return table
+    column = table.column(name)
+    if column.type.value_type == pa.int32():
+        return table
+    flat = pc.list_flatten(column)
+    if len(flat) and (pc.min(flat).as_py() < 0 or pc.max(flat).as_py() >= schema.dim):
+        return table
+    narrow = column.cast(pa.list_(pa.int32()))
+    return table.set_column(table.schema.get_field_index(name), name, narrow)
 
 
 @ray.remote
