@@ -45,7 +45,7 @@ class Checkpoint:
         staging = self.models / f".{coordinate.name}.new"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        coordinate.write_models(staging)
+        coordinate.write_models(staging, compress=False)  # read back once, if ever
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         write_json(

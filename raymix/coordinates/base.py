@@ -56,8 +56,9 @@ class Coordinate(Protocol):
     ) -> Outcome:
         """Fit with these offsets (or only score if ``refit`` is False) and return own scores."""
 
-    def write_models(self, directory: Path) -> list[Path]:
-        """Write the current model(s) as Avro under ``directory``."""
+    def write_models(self, directory: Path, compress: bool = True) -> list[Path]:
+        """Write the current model(s) as Avro under ``directory`` (``compress=False``: as
+        fast as possible, for a checkpoint; formats other than Avro ignore it)."""
 
     def snapshot(self):
         """The current model(s), to be put back by :meth:`restore` (keep the best pass)."""

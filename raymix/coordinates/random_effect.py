@@ -107,10 +107,10 @@ class RandomEffectCoordinate:
         self.spec, self._auto_l2 = spec, None
         self.pool.reconfigure(spec)
 
-    def write_models(self, directory: Path) -> list[Path]:
+    def write_models(self, directory: Path, compress: bool = True) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
         written = self.pool.call(
-            "write_models", self.name, [(str(directory), self.names)] * len(self.pool)
+            "write_models", self.name, [(str(directory), self.names, compress)] * len(self.pool)
         )
         return sorted(Path(p) for paths in written for p in paths)
 

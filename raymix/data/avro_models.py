@@ -21,7 +21,9 @@ records (the container's sync marker is derived from the schema, so bytes are re
 
 from __future__ import annotations
 
+import collections
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,7 @@ def write_model_file(
     model_class: str,
     variances: np.ndarray | None = None,
     members: np.ndarray | None = None,
+    compress: bool = True,
 ) -> Path:
     """Write the models ``members`` (default: all, in order) to one Avro file, atomically.
 
@@ -55,6 +58,8 @@ def write_model_file(
     ``names[j]`` is feature ``j``'s ``(name, term)``, ``(str(j), "")`` without names).
     ``variances``, if given, holds ``[var(b), var(w)...]`` per model at
     ``coef_ptr[k] + k : coef_ptr[k+1] + k + 1``, as ``EntityModels.variances`` does.
+    Blocks are deflated (level 1, on two threads: deflating costs ~6x the encoding), or with
+    ``compress=False`` stored as they are (codec null: a checkpoint's models, read back once).
     """
     from raymix.data.avro import MODEL_SCHEMA_JSON
 
@@ -83,18 +88,36 @@ def write_model_file(
         nt_data,
         nt_offsets,
     )
-    head, sync = header(MODEL_SCHEMA_JSON, "deflate")
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    head, sync = header(MODEL_SCHEMA_JSON, "deflate" if compress else "null")
+    pending: collections.deque = collections.deque()
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as handle,
+        ThreadPoolExecutor(2 if compress else 1) as pool,
+    ):
         handle.write(head)
+
+        def write_oldest() -> None:
+            count, data = pending.popleft()
+            data = data.result()
+            handle.write(long_bytes(count) + long_bytes(len(data)) + data + sync)
+
         for start in range(0, members.size, BLOCK_RECORDS):
             block = members[start : start + BLOCK_RECORDS]
             sizes = _record_sizes(block, *args)
             out = np.empty(int(sizes.sum()), np.uint8)
             _encode_records(block, out, *args)
-            compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
-            data = compressor.compress(out.tobytes()) + compressor.flush()
-            handle.write(long_bytes(block.size) + long_bytes(len(data)) + data + sync)
+            pending.append((block.size, pool.submit(_deflate if compress else bytes, out)))
+            if len(pending) > 4:  # a bounded window of blocks in flight
+                write_oldest()
+        while pending:
+            write_oldest()
     return Path(path)
+
+
+def _deflate(block: np.ndarray) -> bytes:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -15)  # zlib releases the GIL
+    return compressor.compress(block) + compressor.flush()
 
 
 def _string(text: bytes) -> bytes:

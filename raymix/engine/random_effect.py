@@ -239,7 +239,7 @@ class BucketActor:
         """Restore a coordinate's models (after this actor was restarted and reloaded)."""
         self._state(name).models = models
 
-    def write_models(self, name: str, directory: str, names) -> list[str]:
+    def write_models(self, name: str, directory: str, names, compress: bool = True) -> list[str]:
         """One Avro file per bucket: ``part-<bucket:05d>.avro``; entities in id order."""
         from raymix.data.avro import MODEL_CLASS
         from raymix.data.avro_models import write_model_file
@@ -266,6 +266,7 @@ class BucketActor:
                 model_class=MODEL_CLASS[spec.task],
                 variances=models.variances,
                 members=members,
+                compress=compress,
             )
             written.append(path)
         return written

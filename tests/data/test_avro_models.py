@@ -44,7 +44,8 @@ def expected(ids, intercepts, ptr, index, value, names, variances, members, mode
 @pytest.mark.parametrize("intercept", [True, False])
 @pytest.mark.parametrize("with_variances", [True, False])
 @pytest.mark.parametrize("with_names", [True, False])
-def test_records_match_fastavro(tmp_path, intercept, with_variances, with_names):
+@pytest.mark.parametrize("compress", [True, False])
+def test_records_match_fastavro(tmp_path, intercept, with_variances, with_names, compress):
     rng = np.random.default_rng(7)
     n, dim = BLOCK_RECORDS + 300, 40  # more than one container block
     ptr, index, value = ragged(rng, n, dim)
@@ -64,6 +65,7 @@ def test_records_match_fastavro(tmp_path, intercept, with_variances, with_names)
         model_class=MODEL_CLASS["logistic"],
         variances=variances,
         members=members,
+        compress=compress,
     )
     want = expected(
         [str(i) for i in ids], intercepts, ptr, index, value, names, variances, members,
