@@ -183,7 +183,7 @@ def _fit(args) -> int:
     address = args.address or recipe.resources.address or os.environ.get("RAY_ADDRESS")
     check_address(address, reach=True)
     if args.dry_run:
-        print(plan(recipe).describe())
+        print(plan(recipe, address).describe())
         print("dry run: recipe, schema and paths are valid; nothing was started")
         return 0
     from raymix.report import table

@@ -219,7 +219,7 @@ def evaluate(state: DescentState, metric: str, coordinate: str | None = None) ->
     if codes is not None and metric == "auc":
         per_entity = M.per_entity_auc(total, val.label, codes)
         if per_entity.size:
-            out["per_entity_auc"] = float(per_entity.mean())
+            out["per_entity_auc"] = M.exact_mean(per_entity)
             out["per_entity_auc_entities"] = int(per_entity.size)
     return out
 

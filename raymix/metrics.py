@@ -7,6 +7,8 @@ All take ``scores`` as logits (GDMix and Photon ML write logits, not probabiliti
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import expit, log1p
 
@@ -47,6 +49,12 @@ def evaluate(name: str, scores: np.ndarray, labels: np.ndarray, weights=None) ->
     if name == "rmse":
         return rmse(scores, labels, weights)
     raise ValueError(f"The 'metric' must be one of {list(METRICS)}. Got '{name}' instead.")
+
+
+def exact_mean(values: np.ndarray) -> float:
+    """The mean with an exactly rounded sum: the same whatever the order of ``values`` (the
+    per-entity AUCs come in the entity order of the actors, which depends on their count)."""
+    return math.fsum(values.tolist()) / values.size
 
 
 def per_entity_auc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -
             if codes is not None and recipe.metric == "auc":
                 per_entity = M.per_entity_auc(cum_val[k], state.validation.label, codes)
                 final[coordinate.name]["per_entity_auc"] = (
-                    float(per_entity.mean()) if per_entity.size else None
+                    M.exact_mean(per_entity) if per_entity.size else None
                 )
                 final[coordinate.name]["_per_entity_values"] = per_entity
             write_json(base / "metric" / "evalSummary.json", {recipe.metric: value})

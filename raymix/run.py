@@ -93,8 +93,11 @@ class Plan:
         return "\n".join(lines)
 
 
-def plan(recipe: Recipe) -> Plan:
-    """Resolve and check every input before anything starts (the ``--dry-run``)."""
+def plan(recipe: Recipe, address: str | None = None) -> Plan:
+    """Resolve and check every input before anything starts (the ``--dry-run``).
+
+    ``address`` is the Ray cluster to join (None: the embedded local Ray), as ``fit`` gets it.
+    """
     coordinates = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
@@ -136,10 +139,12 @@ def plan(recipe: Recipe) -> Plan:
     )
     small = size <= SMALL_INPUT_BYTES
     cores = physical_cores()
-    # small inputs: one actor, whose solver threads still use every core, and one process
-    # fewer to start (~1 s of CPU: its imports and compiled kernels)
-    actors = recipe.resources.actors or (1 if small else cores)
-    buckets = recipe.resources.buckets or 4 * actors
+    # small inputs on the embedded Ray: one actor, whose solver threads still use every core,
+    # and one process fewer to start (~1 s of CPU: its imports and compiled kernels); on a
+    # cluster, actors to spread over its nodes
+    local = not (address or recipe.resources.address or os.environ.get("RAY_ADDRESS"))
+    actors = recipe.resources.actors or (1 if small and local else cores)
+    buckets = recipe.resources.buckets or 4 * max(actors, cores)  # the same files either way
     if buckets < actors:
         raise RecipeError(
             "resources.buckets must be >= resources.actors", field="resources.buckets"
@@ -189,7 +194,7 @@ def fit(
     if resume:
         start = tuple(checkpoint.load()["completed"])
         recipe = _with_checkpoint_models(recipe, checkpoint)
-    the_plan = plan(recipe)  # everything that can be checked, before the output is touched
+    the_plan = plan(recipe, address)  # everything that can be checked, before output is touched
     with outputs.output_transaction(recipe.output, overwrite, resume=resume) as out, surfaced():
         if not resume:
             outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")

@@ -340,7 +340,8 @@ class Resources(Spec):
     object_store_gib: Annotated[float, Field(ge=0)] = 0.0
     #: random-effect actors (0: one for inputs up to 256 MiB, else one per core)
     actors: Annotated[int, Field(ge=0)] = 0
-    #: hash buckets of entities (0: four per actor); one model file per bucket
+    #: hash buckets of entities (0: four per actor, at least four per core); one model file
+    #: per bucket
     buckets: Annotated[int, Field(ge=0)] = 0
     #: how the coordinates read their rows: all at once (least wall time), one after the other
     #: (the memory peak of one coordinate's reading, not of all), or ``auto``: one after the

@@ -65,7 +65,8 @@ def test_killed_random_effect_actor_is_rebuilt_and_models_equal(ray_session, tmp
             pool = coordinates[1].pool
             victim = pool.actors[1]
             killed["pid"] = ray.get(victim.pid.remote())
-            threading.Timer(0.05, lambda: ray.kill(victim, no_restart=False)).start()
+            # killed now, before the next call: a timer here fired after the (fast) run's end
+            ray.kill(victim, no_restart=False)
             killed["pool"] = pool
 
     _, disturbed, state = run(recipe, during=kill_in_pass_two)
