@@ -60,7 +60,10 @@ def test_models_are_written_in_the_gdmix_layout(movielens_run):
 
 def models_of(out: Path, name: str):
     return sorted(
-        ((r["modelId"], [(m["name"], m["term"], m["value"]) for m in r["means"]]) for r in read_models(out / name / "models")),
+        (
+            (r["modelId"], [(m["name"], m["term"], m["value"]) for m in r["means"]])
+            for r in read_models(out / name / "models")
+        ),
     )
 
 
@@ -84,10 +87,43 @@ def test_score_reproduces_the_fit_validation_scores_exactly(movielens_run, tmp_p
 
 def test_gdmix_config_gives_the_same_models(movielens_run, movielens, tmp_path, monkeypatch):
     _, out = movielens_run
-    text = (REPO / "recipes" / "lr-movieLens.yaml").read_text().replace("data/movielens", str(movielens))
+    text = (
+        (REPO / "recipes" / "lr-movieLens.yaml")
+        .read_text()
+        .replace("data/movielens", str(movielens))
+    )
     config = tmp_path / "lr-movieLens.yaml"
     config.write_text(text)
     recipe = load_recipe(config, [f"output={tmp_path / 'gdmix'}"])
     fit(recipe)
     for name in ("global", "per-user", "per-movie"):
         assert models_of(out, name) == models_of(tmp_path / "gdmix", name)
+
+
+def test_cli_fit_in_a_fresh_process_never_imports_tensorflow(movielens, tmp_path):
+    """The local LR fit reads TFRecords with the compiled decoder and runs the fixed effect
+    in-process without the TensorFlow backend: importing TensorFlow (~4 s here) in the driver
+    or any reading task would be most of the run's wall time again."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    probe = (
+        "import json, sys\n"
+        "from raymix.cli import main\n"
+        f"code = main(['fit', {str(REPO / 'recipes' / 'movielens_lr.py')!r}, "
+        f"'--set', 'output={out}', '--quiet'])\n"
+        "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules}))\n"
+    )
+    env = {**os.environ, "RAYMIX_MOVIELENS": str(movielens)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"code": 0, "tensorflow": False}
+    summary = json.loads((out / "summary.json").read_text())
+    assert abs(summary["final"]["per-movie"]["auc"] - 0.7543) < 5e-4
