@@ -41,40 +41,9 @@ SYNTHETIC = ["--rows", "1000000", "--users", "100000", "--items", "10000"]
 
 def tf_read(path: str, metadata, columns):
     """raymix's TFRecord reader before the compiled one (tf.data + parse_example)."""
-    import pyarrow as pa
+    from raymix.data.example_codec import read_with_tensorflow
 
-    from raymix.data import example_codec as codec
-    from raymix.data.tfrecord import validate_against_metadata
-
-    t = codec.tf()
-    specs = metadata.select(columns)
-    validate_against_metadata(path, metadata, [s.name for s in specs], num_records=1)
-    spec = codec.parse_spec(specs)
-    ds = t.data.TFRecordDataset([path], compression_type=codec.compression_type(path))
-    ds = ds.batch(65536).map(codec.counted(lambda x: t.io.parse_example(x, spec)))
-    chunks: dict[str, list[pa.Array]] = {}
-    rows = payload = 0
-    for parsed, n, nbytes in ds.prefetch(1):
-        payload += int(nbytes)
-        for s in specs:
-            if s.is_sparse:
-                idx, val = parsed[s.columns[0]], parsed[s.columns[1]]
-                arrays = codec.bag_arrays(
-                    idx.row_splits.numpy(),
-                    idx.flat_values.numpy(),
-                    val.row_splits.numpy(),
-                    val.flat_values.numpy(),
-                    s,
-                    path,
-                    rows,
-                )
-            else:
-                arrays = (codec.dense_array(parsed[s.name].numpy(), s),)
-            for col, arr in zip(s.columns, arrays, strict=True):
-                chunks.setdefault(col, []).append(arr)
-        rows += int(n)
-    codec.check_complete(path, rows, payload)
-    return codec.finish_table(chunks, specs)
+    return read_with_tensorflow(path, metadata, columns)
 
 
 def read(reader: str, path: str, meta_path: str, columns):

@@ -24,7 +24,7 @@ import pytest
 from raymix.data import example_codec as codec
 from raymix.data.example_reader import Field, decode_examples, read_examples
 from raymix.data.metadata import Metadata, TensorSpec, load_metadata
-from raymix.data.tfrecord import read_tfrecord_file, validate_against_metadata
+from raymix.data.tfrecord import read_tfrecord_file
 from raymix.data.tfrecord_light import example_class, masked_crc
 from raymix.errors import DataError
 from tests.conftest import FIXTURES
@@ -41,41 +41,7 @@ def tf():
     return codec.tf()
 
 
-def tf_read(path, metadata, columns=None, batch_size=65536):
-    """The TensorFlow oracle: raymix's reader before the compiled one, line for line."""
-    t = codec.tf()
-    path = str(path)
-    specs = metadata.select(columns)
-    validate_against_metadata(path, metadata, [s.name for s in specs], num_records=1)
-    spec = codec.parse_spec(specs)
-    ds = t.data.TFRecordDataset([path], compression_type=codec.compression_type(path))
-    ds = ds.batch(batch_size).map(codec.counted(lambda x: t.io.parse_example(x, spec)))
-    chunks: dict[str, list[pa.Array]] = {}
-    rows = payload = 0
-    try:
-        for parsed, n, nbytes in ds:
-            payload += int(nbytes)
-            for s in specs:
-                if s.is_sparse:
-                    idx, val = parsed[s.columns[0]], parsed[s.columns[1]]
-                    arrays = codec.bag_arrays(
-                        idx.row_splits.numpy(),
-                        idx.flat_values.numpy(),
-                        val.row_splits.numpy(),
-                        val.flat_values.numpy(),
-                        s,
-                        path,
-                        rows,
-                    )
-                else:
-                    arrays = (codec.dense_array(parsed[s.name].numpy(), s),)
-                for col, arr in zip(s.columns, arrays, strict=True):
-                    chunks.setdefault(col, []).append(arr)
-            rows += int(n)
-    except t.errors.OpError as e:
-        raise codec.tf_error(e, path, specs, rows) from None
-    codec.check_complete(path, rows, payload)
-    return codec.finish_table(chunks, specs)
+tf_read = codec.read_with_tensorflow  # the TensorFlow oracle
 
 
 def outcome(read, *args, **kwargs):
