@@ -162,7 +162,7 @@ def _progress(quiet: bool):
 
 
 def _fit(args) -> int:
-    from raymix.engine.cluster import check_address
+    from raymix.engine.cluster import check_address, requested_address
     from raymix.outputs import absolute_paths
     from raymix.recipe.load import load_recipe
     from raymix.run import fit, plan
@@ -180,7 +180,7 @@ def _fit(args) -> int:
     # Absolute paths (a Ray job's driver and the actors on other nodes share no working
     # directory), a local or shared output, and a Ray address that answers: before any output.
     recipe = absolute_paths(recipe)
-    address = args.address or recipe.resources.address or os.environ.get("RAY_ADDRESS")
+    address = requested_address(args.address, recipe.resources)
     check_address(address, reach=True)
     if args.dry_run:
         print(plan(recipe, address).describe())

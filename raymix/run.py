@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raymix.data.source import Source, build_source, feature_names
-from raymix.engine.cluster import physical_cores
+from raymix.engine.cluster import physical_cores, requested_address
 from raymix.errors import RecipeError, surfaced
 from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
@@ -142,7 +142,7 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     # small inputs on the embedded Ray: one actor, whose solver threads still use every core,
     # and one process fewer to start (~1 s of CPU: its imports and compiled kernels); on a
     # cluster, actors to spread over its nodes
-    local = not (address or recipe.resources.address or os.environ.get("RAY_ADDRESS"))
+    local = not requested_address(address, recipe.resources)
     actors = recipe.resources.actors or (1 if small and local else cores)
     buckets = recipe.resources.buckets or 4 * max(actors, cores)  # the same files either way
     if buckets < actors:

@@ -54,7 +54,7 @@ def ray_session(
     import ray
 
     _quiet_environment()
-    address = check_address(address or resources.address or os.environ.get("RAY_ADDRESS"))
+    address = check_address(requested_address(address, resources))
     errors: list[BaseException] = []
     helper = None
     if meanwhile is not None:
@@ -120,6 +120,12 @@ def _stop_autoscaler_monitor() -> None:
                 child.kill()
         except psutil.Error:  # already gone
             pass
+
+
+def requested_address(address: str | None, resources: Resources) -> str | None:
+    """The Ray cluster a run asks for: ``address`` (``--address``), else the recipe's, else
+    ``RAY_ADDRESS``; None or empty means the embedded local Ray."""
+    return address or resources.address or os.environ.get("RAY_ADDRESS")
 
 
 def check_address(address: str | None, reach: bool = False) -> str | None:

@@ -39,7 +39,9 @@ class Mailbox:
     def next(self, done_id):
         """The current command if it is not ``done_id``; waits for one otherwise."""
         with self.changed:
-            self.changed.wait_for(lambda: self.command is not None and self.command["id"] != done_id)
+            self.changed.wait_for(
+                lambda: self.command is not None and self.command["id"] != done_id
+            )
             return self.command
 
     def reply(self, command_id, token: int, rank: int, world: int, payload) -> None:

@@ -343,15 +343,7 @@ class BucketPool:
     ) -> list:
         """Route and load a coordinate's rows; return one load ref per actor."""
         self.coordinates[spec.name] = (spec, seed, train, validation, names)
-        n = len(self.actors)
-        train_parts = route(train, n, self.n_buckets)  # each file is read once for all actors
-        val_parts = route(validation, n, self.n_buckets) if validation is not None else None
-        return [
-            self.actors[a].load.remote(
-                spec, seed, train_parts[a], val_parts[a] if val_parts else [], train, validation
-            )
-            for a in range(n)
-        ]
+        return self._route_and_load(spec.name, range(len(self.actors)))
 
     def warm_start(self, name: str, actors=None) -> None:
         """Load the coordinate's ``warm_start`` models into (some of) the actors."""
@@ -374,13 +366,19 @@ class BucketPool:
         self.coordinates.pop(name, None)
         self.models.pop(name, None)
 
-    def _reload(self, a: int, name: str):
-        """Route every file again and load actor ``a``'s part (routing is deterministic)."""
+    def _route_and_load(self, name: str, actors) -> list:
+        """Route every file of the coordinate once and load the parts of ``actors`` into them
+        (routing is deterministic: a rebuilt actor gets the very rows it had)."""
         spec, seed, train, validation, _ = self.coordinates[name]
         n = len(self.actors)
-        train_parts = route(train, n, self.n_buckets)[a]
-        val_parts = route(validation, n, self.n_buckets)[a] if validation is not None else []
-        return self.actors[a].load.remote(spec, seed, train_parts, val_parts, train, validation)
+        train_parts = route(train, n, self.n_buckets)
+        val_parts = route(validation, n, self.n_buckets) if validation is not None else None
+        return [
+            self.actors[a].load.remote(
+                spec, seed, train_parts[a], val_parts[a] if val_parts else [], train, validation
+            )
+            for a in actors
+        ]
 
     def call(self, method: str, name: str, args_per_actor: list[tuple]) -> list:
         """``actor.method(name, *args)`` on every actor; rebuild and retry an actor that died."""
@@ -430,7 +428,7 @@ class BucketPool:
         self.rebuilds += 1
         self._wait_until_back(a)
         for name, (spec, *_) in self.coordinates.items():
-            ray.get(self._reload(a, name))
+            ray.get(self._route_and_load(name, [a]))
             saved = self.models.get(name, [None] * len(self.actors))[a]
             if saved is not None:
                 ray.get(self.actors[a].set_models.remote(name, saved))
