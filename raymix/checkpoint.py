@@ -2,7 +2,7 @@
 
 ``<output>/checkpoint/`` holds ``scores.npz`` (every coordinate's per-row scores on both
 splits, in the global uid order), ``models/<coordinate>/`` (each coordinate's current
-model, Avro) and ``state.json`` (the steps done so far), written in that order and each
+model: Avro, or a random effect's Arrow tables, ~8x faster to write and read back) and ``state.json`` (the steps done so far), written in that order and each
 atomically, so ``state.json`` only ever names a step whose scores and models are on disk.
 Resuming rebuilds the coordinates with these models as warm starts and the score vectors
 as they were, so the run ends exactly as an uninterrupted one.
@@ -45,7 +45,7 @@ class Checkpoint:
         staging = self.models / f".{coordinate.name}.new"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        coordinate.write_models(staging, compress=False)  # read back once, if ever
+        coordinate.write_models(staging, checkpoint=True)  # read back once, if ever
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         write_json(

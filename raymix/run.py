@@ -215,7 +215,9 @@ def fit(
 
                 def after_step(state, step):
                     if recipe.checkpoint:
+                        started = time.perf_counter()
                         checkpoint.save(state, coordinates, step)
+                        watch.add("checkpoint", time.perf_counter() - started)
                     shown = ", ".join(
                         f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float)
                     )
@@ -242,7 +244,7 @@ def fit(
             finally:
                 for coordinate in coordinates:
                     coordinate.close()
-        result = summarize(out, recipe, state, watch.laps, files)
+        result = summarize(out, recipe, state, {**watch.laps, **watch.extra}, files)
     return result
 
 
@@ -278,7 +280,12 @@ class Stopwatch:
 
     def __init__(self):
         self.laps: dict[str, float] = {}
+        self.extra: dict[str, float] = {}
         self._last = time.perf_counter()
+
+    def add(self, name: str, seconds: float) -> None:
+        """Time spent inside a lap on ``name`` (reported besides the laps, not in them)."""
+        self.extra[name] = self.extra.get(name, 0.0) + seconds
 
     def lap(self, name: str) -> float:
         now = time.perf_counter()

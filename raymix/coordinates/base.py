@@ -56,9 +56,10 @@ class Coordinate(Protocol):
     ) -> Outcome:
         """Fit with these offsets (or only score if ``refit`` is False) and return own scores."""
 
-    def write_models(self, directory: Path, compress: bool = True) -> list[Path]:
-        """Write the current model(s) as Avro under ``directory`` (``compress=False``: as
-        fast as possible, for a checkpoint; formats other than Avro ignore it)."""
+    def write_models(self, directory: Path, checkpoint: bool = False) -> list[Path]:
+        """Write the current model(s) under ``directory``: Avro (a deep effect: a
+        SavedModel), or with ``checkpoint`` the fastest files this coordinate reads back as a
+        warm start (a random effect: Arrow tables, see ``raymix.data.model_table``)."""
 
     def snapshot(self):
         """The current model(s), to be put back by :meth:`restore` (keep the best pass)."""

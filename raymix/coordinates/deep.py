@@ -163,7 +163,7 @@ class DeepCoordinate:
             info["backend"] = self.spec.backend if self.spec.workers else "in-process"
         return Outcome(train=train, validation=val, info=info)
 
-    def write_models(self, directory: Path, compress: bool = True) -> list[Path]:
+    def write_models(self, directory: Path, checkpoint: bool = False) -> list[Path]:
         """Export the current network as a SavedModel in ``directory``."""
         from raymix.deep.export import export_saved_model
 

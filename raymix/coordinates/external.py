@@ -74,7 +74,7 @@ class ExternalCoordinate:
     def fit(self, train_offsets, val_offsets, refit: bool = True) -> Outcome:
         return Outcome(train=self._aligned[0], validation=self._aligned[1], info={"external": True})
 
-    def write_models(self, directory: Path, compress: bool = True) -> list[Path]:
+    def write_models(self, directory: Path, checkpoint: bool = False) -> list[Path]:
         return []
 
     def snapshot(self):

@@ -106,7 +106,7 @@ class FixedEffectCoordinate:
         self.spec = spec
         self.theta, self.variances = None, None
 
-    def write_models(self, directory: Path, compress: bool = True) -> list[Path]:
+    def write_models(self, directory: Path, checkpoint: bool = False) -> list[Path]:
         if self.theta is None:
             return []
         coef, intercept = self._split(self.theta)

@@ -107,11 +107,14 @@ class RandomEffectCoordinate:
         self.spec, self._auto_l2 = spec, None
         self.pool.reconfigure(spec)
 
-    def write_models(self, directory: Path, compress: bool = True) -> list[Path]:
+    def write_models(self, directory: Path, checkpoint: bool = False) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
-        written = self.pool.call(
-            "write_models", self.name, [(str(directory), self.names, compress)] * len(self.pool)
-        )
+        if checkpoint:
+            args = [(str(directory), part) for part in range(len(self.pool))]
+            written = self.pool.call("save_models", self.name, args)
+        else:
+            args = [(str(directory), self.names)] * len(self.pool)
+            written = self.pool.call("write_models", self.name, args)
         return sorted(Path(p) for paths in written for p in paths)
 
     def snapshot(self):

@@ -40,17 +40,17 @@ def write_model_file(
     path: str | Path,
     model_ids,
     *,
-    intercepts: np.ndarray | None,
-    coef_ptr: np.ndarray,
-    coef_index: np.ndarray,
-    coef_value: np.ndarray,
-    names: list[tuple[str, str]] | None,
-    model_class: str,
-    variances: np.ndarray | None = None,
     members: np.ndarray | None = None,
     compress: bool = True,
+    **models,
 ) -> Path:
-    """Write the models ``members`` (default: all, in order) to one Avro file, atomically.
+    """Write the models ``members`` (default: all, in order) to one Avro file, atomically;
+    ``models`` are :class:`ModelEncoder`'s keyword arguments."""
+    return ModelEncoder(model_ids, **models).write(path, members, compress)
+
+
+class ModelEncoder:
+    """Avro records of many models, ready to be written in any subsets (one file a bucket).
 
     Model ``k`` has id ``model_ids[k]`` (ints or strings), intercept ``intercepts[k]`` (no
     intercept triple when ``intercepts`` is None) and coefficients
@@ -58,61 +58,80 @@ def write_model_file(
     ``names[j]`` is feature ``j``'s ``(name, term)``, ``(str(j), "")`` without names).
     ``variances``, if given, holds ``[var(b), var(w)...]`` per model at
     ``coef_ptr[k] + k : coef_ptr[k+1] + k + 1``, as ``EntityModels.variances`` does.
-    Blocks are deflated (level 1, on two threads: deflating costs ~6x the encoding), or with
-    ``compress=False`` stored as they are (codec null: a checkpoint's models, read back once).
+    The ids and names are encoded once, here.
     """
-    from raymix.data.avro import MODEL_SCHEMA_JSON
 
-    n = len(model_ids)
-    members = np.arange(n, dtype=np.int64) if members is None else np.asarray(members, np.int64)
-    id_data, id_offsets = _encoded_strings(model_ids)
-    coef_index = np.asarray(coef_index, np.int64)
-    dim = len(names) if names is not None else int(coef_index.max(initial=-1)) + 1
-    nt_data, nt_offsets = _name_terms(names, dim)
-    has_intercept = intercepts is not None
-    intercepts = np.zeros(n) if intercepts is None else np.asarray(intercepts, np.float64)
-    has_variances = variances is not None
-    variances = np.zeros(0) if variances is None else np.asarray(variances, np.float64)
-    prefix = np.frombuffer(long_bytes(1) + _string(model_class.encode()), np.uint8)
-    args = (
-        id_data,
-        id_offsets,
-        prefix,
-        has_intercept,
-        intercepts,
-        np.asarray(coef_ptr, np.int64),
-        coef_index,
-        np.asarray(coef_value, np.float64),
-        has_variances,
-        variances,
-        nt_data,
-        nt_offsets,
-    )
-    head, sync = header(MODEL_SCHEMA_JSON, "deflate" if compress else "null")
-    pending: collections.deque = collections.deque()
-    with (
-        atomic_path(path) as tmp,
-        open(tmp, "wb") as handle,
-        ThreadPoolExecutor(2 if compress else 1) as pool,
+    def __init__(
+        self,
+        model_ids,
+        *,
+        intercepts: np.ndarray | None,
+        coef_ptr: np.ndarray,
+        coef_index: np.ndarray,
+        coef_value: np.ndarray,
+        names: list[tuple[str, str]] | None,
+        model_class: str,
+        variances: np.ndarray | None = None,
     ):
-        handle.write(head)
+        self.n = n = len(model_ids)
+        id_data, id_offsets = _encoded_strings(model_ids)
+        coef_index = np.asarray(coef_index, np.int64)
+        dim = len(names) if names is not None else int(coef_index.max(initial=-1)) + 1
+        nt_data, nt_offsets = _name_terms(names, dim)
+        has_intercept = intercepts is not None
+        intercepts = np.zeros(n) if intercepts is None else np.asarray(intercepts, np.float64)
+        has_variances = variances is not None
+        variances = np.zeros(0) if variances is None else np.asarray(variances, np.float64)
+        prefix = np.frombuffer(long_bytes(1) + _string(model_class.encode()), np.uint8)
+        self.args = (
+            id_data,
+            id_offsets,
+            prefix,
+            has_intercept,
+            intercepts,
+            np.asarray(coef_ptr, np.int64),
+            coef_index,
+            np.asarray(coef_value, np.float64),
+            has_variances,
+            variances,
+            nt_data,
+            nt_offsets,
+        )
 
-        def write_oldest() -> None:
-            count, data = pending.popleft()
-            data = data.result()
-            handle.write(long_bytes(count) + long_bytes(len(data)) + data + sync)
+    def write(self, path: str | Path, members=None, compress: bool = True) -> Path:
+        """Write models ``members`` (default: all) to ``path``, atomically. Blocks are
+        deflated (level 1, on two threads: deflating costs ~6x the encoding), or with
+        ``compress=False`` stored as they are (codec null)."""
+        from raymix.data.avro import MODEL_SCHEMA_JSON
 
-        for start in range(0, members.size, BLOCK_RECORDS):
-            block = members[start : start + BLOCK_RECORDS]
-            sizes = _record_sizes(block, *args)
-            out = np.empty(int(sizes.sum()), np.uint8)
-            _encode_records(block, out, *args)
-            pending.append((block.size, pool.submit(_deflate if compress else bytes, out)))
-            if len(pending) > 4:  # a bounded window of blocks in flight
+        if members is None:
+            members = np.arange(self.n, dtype=np.int64)
+        members = np.asarray(members, np.int64)
+        head, sync = header(MODEL_SCHEMA_JSON, "deflate" if compress else "null")
+        pending: collections.deque = collections.deque()
+        with (
+            atomic_path(path) as tmp,
+            open(tmp, "wb") as handle,
+            ThreadPoolExecutor(2 if compress else 1) as pool,
+        ):
+            handle.write(head)
+
+            def write_oldest() -> None:
+                count, data = pending.popleft()
+                data = data.result()
+                handle.write(long_bytes(count) + long_bytes(len(data)) + data + sync)
+
+            for start in range(0, members.size, BLOCK_RECORDS):
+                block = members[start : start + BLOCK_RECORDS]
+                sizes = _record_sizes(block, *self.args)
+                out = np.empty(int(sizes.sum()), np.uint8)
+                _encode_records(block, out, *self.args)
+                pending.append((block.size, pool.submit(_deflate if compress else bytes, out)))
+                if len(pending) > 4:  # a bounded window of blocks in flight
+                    write_oldest()
+            while pending:
                 write_oldest()
-        while pending:
-            write_oldest()
-    return Path(path)
+        return Path(path)
 
 
 def _deflate(block: np.ndarray) -> bytes:

@@ -190,13 +190,10 @@ class BucketActor:
             counts = np.bincount(codes, minlength=grouped.entities.size)[grouped.has_model]
             ptr = np.zeros(counts.size + 1, np.int64)
             np.cumsum(counts, out=ptr[1:])
-            problem = EntityProblem(
-                ptr,
-                rows.X[active],
-                rows.label[active],
-                grouped.fit_weight[active],
-                train_offsets[active],
-            )
+            arrays = (rows.X, rows.label, grouped.fit_weight, train_offsets)
+            if not active.all():  # rows left out (max_samples): copies without them
+                arrays = tuple(a[active] for a in arrays)
+            problem = EntityProblem(ptr, *arrays)
             started = time.perf_counter()
             state.models = fit_entities(
                 problem,
@@ -239,44 +236,58 @@ class BucketActor:
         """Restore a coordinate's models (after this actor was restarted and reloaded)."""
         self._state(name).models = models
 
-    def write_models(self, name: str, directory: str, names, compress: bool = True) -> list[str]:
+    def write_models(self, name: str, directory: str, names) -> list[str]:
         """One Avro file per bucket: ``part-<bucket:05d>.avro``; entities in id order."""
         from raymix.data.avro import MODEL_CLASS
-        from raymix.data.avro_models import write_model_file
+        from raymix.data.avro_models import ModelEncoder
 
         state = self._state(name)
         if state.models is None:
             return []
         spec, models = state.spec, state.models
         modelled = np.flatnonzero(state.train.has_model)
+        encoder = ModelEncoder(  # ids and feature names encoded once for every bucket
+            state.train.entities[modelled],
+            intercepts=models.intercepts if spec.fit_intercept else None,
+            coef_ptr=models.coef_ptr,
+            coef_index=models.coef_index,
+            coef_value=models.coef_value,
+            names=names,
+            model_class=MODEL_CLASS[spec.task],
+            variances=models.variances,
+        )
         buckets = state.bucket_of_entity[modelled]
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
         written = []
         for members in np.split(order, bounds) if order.size else []:
             path = os.path.join(directory, f"part-{int(buckets[members[0]]):05d}.avro")
-            write_model_file(
-                path,
-                state.train.entities[modelled],
-                intercepts=models.intercepts if spec.fit_intercept else None,
-                coef_ptr=models.coef_ptr,
-                coef_index=models.coef_index,
-                coef_value=models.coef_value,
-                names=names,
-                model_class=MODEL_CLASS[spec.task],
-                variances=models.variances,
-                members=members,
-                compress=compress,
-            )
-            written.append(path)
+            written.append(str(encoder.write(path, members)))
         return written
 
+    def save_models(self, name: str, directory: str, part: int) -> list[str]:
+        """This actor's models as one Arrow table (a checkpoint's format: see model_table)."""
+        from raymix.data.model_table import SUFFIX, write_model_table
+
+        state = self._state(name)
+        if state.models is None:
+            return []
+        modelled = np.flatnonzero(state.train.has_model)
+        path = os.path.join(directory, f"part-{part:05d}{SUFFIX}")
+        return [str(write_model_table(path, state.train.entities[modelled], state.models))]
+
     def load_warm_start(self, name: str, path: str, names, dim: int) -> int:
-        """Models for this actor's entities from an Avro model directory (others ignored)."""
+        """Models for this actor's entities from a model directory (others ignored): Avro
+        models, or the Arrow tables of a checkpoint."""
         from raymix.data.avro import coefficients_by_index, read_models
+        from raymix.data.model_table import has_model_tables, read_model_tables, select_models
         from raymix.solvers.entity import EntityModels
 
         state = self._state(name)
+        if has_model_tables(path):
+            modelled = state.train.entities[state.train.has_model]
+            state.models, found = select_models(read_model_tables(path), modelled, dim)
+            return found
         wanted = {_entity_id(e): k for k, e in enumerate(state.train.entities.tolist())}
         found = {}
         for record in read_models(path):
@@ -332,7 +343,7 @@ class BucketPool:
             for options in spread_actor_options(n_actors, owner=self)
         ]
         self.coordinates: dict[str, tuple] = {}  # name -> (spec, seed, train source, val source)
-        self.models: dict[str, list] = {}  # name -> per-actor ref of the latest models
+        self.models: dict[str, list] = {}  # name -> per-actor latest models
         self.rebuilds = 0
 
     def __len__(self) -> int:
@@ -399,9 +410,10 @@ class BucketPool:
                         raise
                     self._rebuild(a)
                     ref = self._call(a, method, name, args_per_actor[a])
-            if method == "fit":
+            if method == "fit":  # (result, models): the models are kept for a rebuild (on the
+                # driver's node, backed by its object store: not copied again by a ray.put)
                 result, models = result
-                self.models.setdefault(name, [None] * len(self.actors))[a] = ray.put(models)
+                self.models.setdefault(name, [None] * len(self.actors))[a] = models
             results.append(result)
         return results
 

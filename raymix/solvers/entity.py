@@ -328,7 +328,9 @@ def _collect(slot_ptr, out, threshold, var_mode) -> EntityModels:
         var = var[: m + E].copy()
         var[coef_ptr[:-1] + np.arange(E)] = out_vb
     out_b[np.abs(out_b) <= threshold] = 0.0
-    return EntityModels(out_b, coef_ptr, idx[:m].copy(), val[:m].copy(),
+    if m < idx.size:  # some coefficients dropped: don't keep the unused tail alive
+        idx, val = idx[:m].copy(), val[:m].copy()
+    return EntityModels(out_b, coef_ptr, idx, val,
                         status == _k.CONVERGED, n_iter, var if var_mode else None)  # fmt: skip
 
 

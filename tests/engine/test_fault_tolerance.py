@@ -38,7 +38,7 @@ def run(recipe, during=None):
         theta = None if fe is None else fe.theta.copy()
         models = None
         if re is not None:
-            models = [ray.get(ref) for ref in re.pool.models[re.name]]
+            models = list(re.pool.models[re.name])
         return theta, models, state
     finally:
         for c in coordinates:
