@@ -140,11 +140,11 @@ class BucketActor:
     fits and scores their models. One pool of actors serves all random effects."""
 
     def __init__(self, threads: int):
-        from raymix.solvers.warmup import warm_up_numba
+        from raymix.solvers.warmup import warm_up_entity_solver
 
         self.threads = threads
         self.coordinates: dict[str, _CoordinateState] = {}
-        warm_up_numba()  # while the driver routes this actor's rows
+        warm_up_entity_solver()  # while the driver routes this actor's rows
 
     def pid(self) -> int:
         return os.getpid()
