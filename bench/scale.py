@@ -6,10 +6,17 @@ per-entity features, skewed entity sizes), runs ``raymix fit recipes/synthetic_g
 proportional resident memory (PSS: shared object-store pages counted once, not once per
 process that maps them) of each process of the run (driver, Ray workers and actors by kind,
 Ray's own daemons), the machine's used memory over its level before the run, and the object
-store's use. Records wall time, peak memory per process kind, the
-phases of the fit (summary.json), and the AUC against the AUC of the true planted model.
+store's use. Records wall time, peak memory per process kind, the phases of the fit
+(summary.json) and the orchestration overhead: wall time minus the solvers' time and the
+I/O phases (read, write, checkpoints), so Ray's start, process start, data movement between
+coordinates and shutdown. ``--running-ray ROWS`` also fits on a Ray started beforehand, as
+on a cluster, where a job does not pay Ray's start.
 
-    python bench/scale.py [--rows 1000000 10000000] [--users 1000000] [--items 100000] [--keep DIR]
+The AUC is compared with the true planted model's and with the Bayes oracle's
+(``bench/bayes_oracle.py``: each entity's posterior mode given the true prior and the true
+other parts, the best any estimator can do on these rows).
+
+    python bench/scale.py [--rows 1000000 10000000] [--running-ray 1000000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+from bayes_oracle import bayes_oracle  # bench/, next to this file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,7 +143,9 @@ def oracle(data: Path, out: Path) -> dict:
     return {k: round(v, 4) for k, v in result.items()}
 
 
-def run(rows: int, users: int, items: int, work: Path) -> dict:
+def run(rows: int, users: int, items: int, work: Path, address: str | None = None) -> dict:
+    """Generate (once) and fit ``rows``; on the embedded local Ray, or with ``address`` on a
+    running one (then only the driver's memory is sampled: Ray's processes are not its)."""
     data = work / f"synthetic-{rows}"
     if not (data / "summary.json").is_file():
         started = time.perf_counter()
@@ -160,8 +171,9 @@ def run(rows: int, users: int, items: int, work: Path) -> dict:
         )
         print(f"generated {rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
     truth = json.loads((data / "summary.json").read_text())
-    out = work / f"out-{rows}"
+    out = work / (f"out-{rows}" if address is None else f"out-{rows}-running-ray")
     env = dict(os.environ, RAYMIX_SYNTHETIC=str(data))
+    extra = [] if address is None else ["--address", address]
     shm_before = psutil.disk_usage("/dev/shm").used
     used_before = system_used()
     started = time.perf_counter()
@@ -176,6 +188,7 @@ def run(rows: int, users: int, items: int, work: Path) -> dict:
             f"output={out}",
             "--overwrite",
             "--quiet",
+            *extra,
         ],
         env=env,
     )
@@ -194,15 +207,19 @@ def run(rows: int, users: int, items: int, work: Path) -> dict:
     final_auc = summary["steps"][-1]["metrics"].get("auc")
     solver = sum(s.get("solver_seconds", 0.0) for s in summary["steps"])
     timings = summary["timings_seconds"]
-    io = timings.get("read", 0.0) + timings.get("write", 0.0)
+    io = sum(timings.get(k, 0.0) for k in ("read", "write", "checkpoint"))
+    orchestration = max(wall - solver - io, 0)
     return {
+        "ray": "embedded" if address is None else "running",
         "rows": rows,
         "users": users,
         "items": items,
         "wall_seconds": round(wall, 1),
         "timings": timings,
         "solver_seconds": round(solver, 2),
-        "orchestration_share": round(max(wall - solver - io, 0) / wall, 3),
+        "io_seconds": round(io, 2),
+        "orchestration_seconds": round(orchestration, 2),
+        "orchestration_share": round(orchestration / wall, 3),
         "auc": final_auc,
         "true_model_auc": truth.get("validation_true_auc") or truth.get("true_auc"),
         "peak_pss_gib": {
@@ -212,7 +229,28 @@ def run(rows: int, users: int, items: int, work: Path) -> dict:
         "object_store_peak_gib": round((shm[0] - shm_before) / 2**30, 2),
         "steps": [{k: s[k] for k in ("coordinate", "seconds") if k in s} for s in summary["steps"]],
         "oracle": oracle(data, out),
+        "bayes_oracle": bayes_oracle(data, out)["auc"] if address is None else None,
     }
+
+
+@contextmanager
+def running_ray(work: Path):
+    """A local Ray started beforehand, as a cluster's is (``ray start --head``, the resources
+    raymix's embedded Ray takes), and its address; stopped afterwards."""
+    from raymix.engine.cluster import OVERSUBSCRIBE, default_object_store_bytes, physical_cores
+
+    port = "6390"
+    subprocess.run(
+        ["ray", "start", "--head", f"--port={port}", "--include-dashboard=false",
+         f"--num-cpus={OVERSUBSCRIBE * physical_cores()}",
+         f"--object-store-memory={default_object_store_bytes()}",
+         f"--temp-dir={work / 'ray'}"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run(["ray", "stop", "--force"], check=False, stdout=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -223,6 +261,14 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, default=None, help="work directory (kept; data reused)"
     )
+    parser.add_argument(
+        "--running-ray",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="ROWS",
+        help="also fit these row counts on a Ray started beforehand (a cluster's way)",
+    )
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="raymix-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -230,20 +276,33 @@ def main() -> None:
     for rows in args.rows:
         results.append(run(rows, args.users, args.items, work))
         print(json.dumps(results[-1], indent=1), flush=True)
+    if args.running_ray:
+        with running_ray(work) as address:
+            for rows in args.running_ray:
+                results.append(run(rows, args.users, args.items, work, address))
+                print(json.dumps(results[-1], indent=1), flush=True)
     print(
-        "\n| rows | wall (s) | read | coordinates | write | solver (s) | orchestration share | AUC | true AUC | peak PSS all (GiB) | system used (GiB) | object store (GiB) |"
+        "\n| Ray | rows | wall (s) | Ray start | read | coordinates | checkpoint | write | solver | "
+        "orchestration (s) | orchestration share | AUC | Bayes oracle AUC | true AUC | "
+        "peak PSS all (GiB) | system used (GiB) | object store (GiB) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 17 + "|")
     for r in results:
-        t = r["timings"]
+        t, b = r["timings"], r["bayes_oracle"] or {}
+        best = max((v for k, v in b.items() if k.startswith("Bayes oracle (both")), default=None)
         print(
-            f"| {r['rows']:,} | {r['wall_seconds']} | {t.get('read', 0):.1f} | {t.get('coordinates', 0):.1f} "
-            f"| {t.get('write', 0):.1f} | {r['solver_seconds']} | {r['orchestration_share']:.0%} | {r['auc']:.4f} "
-            f"| {r['true_model_auc']} | {r['peak_pss_gib'].get('all processes')} | {r['system_used_peak_gib']} | {r['object_store_peak_gib']} |"
+            f"| {r['ray']} | {r['rows']:,} | {r['wall_seconds']} | {t.get('ray_start', 0):.1f} "
+            f"| {t.get('read', 0):.1f} | {t.get('coordinates', 0):.1f} | {t.get('checkpoint', 0):.1f} "
+            f"| {t.get('write', 0):.1f} | {r['solver_seconds']} | {r['orchestration_seconds']} "
+            f"| {r['orchestration_share']:.0%} | {r['auc']:.4f} | {best if best is not None else '-'} "
+            f"| {r['true_model_auc']:.4f} | {r['peak_pss_gib'].get('all processes')} "
+            f"| {r['system_used_peak_gib']} | {r['object_store_peak_gib']} |"
         )
-    if len(results) == 2:
+    embedded = [r for r in results if r["ray"] == "embedded"]
+    if len(embedded) == 2:
+        ratio = embedded[1]["wall_seconds"] / embedded[0]["wall_seconds"]
         print(
-            f"\n10M / 1M wall-time ratio: {results[1]['wall_seconds'] / results[0]['wall_seconds']:.1f}"
+            f"\n{embedded[1]['rows']:,} / {embedded[0]['rows']:,} rows wall-time ratio: {ratio:.1f}"
         )
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     (REPO / "bench" / "results" / "scale.json").write_text(json.dumps(results, indent=1))
