@@ -88,19 +88,31 @@ class RowIndex:
                     column="uid",
                 )
         self.what = what
+        # unique and sorted: uids first..first+n-1 (a row counter, GDMix's uid) are contiguous
+        self._contiguous = (
+            self.uid.size > 0
+            and np.issubdtype(self.uid.dtype, np.integer)
+            and int(self.uid[-1]) - int(self.uid[0]) == self.uid.size - 1
+        )
 
     def __len__(self) -> int:
         return self.uid.size
 
     def positions(self, uid: np.ndarray, who: str) -> np.ndarray:
         """Positions of ``uid`` in the global order; every uid must be known."""
-        pos = np.searchsorted(self.uid, uid)
-        pos_clipped = np.minimum(pos, max(self.uid.size - 1, 0))
-        missing = (
-            np.flatnonzero((pos >= self.uid.size) | (self.uid[pos_clipped] != uid))
-            if uid.size
-            else []
-        )
+        uid = np.asarray(uid)
+        n = self.uid.size
+        if self._contiguous and np.issubdtype(uid.dtype, np.integer):
+            pos = uid.astype(np.int64) - int(self.uid[0])  # a uid's position is its offset
+            missing = np.flatnonzero((pos < 0) | (pos >= n))
+        else:
+            # the uids searched in sorted order: a random order (rows grouped by entity)
+            # misses the cache at every step of the search, 5x slower at 9M rows
+            order = np.argsort(uid, kind="stable")
+            pos = np.empty(uid.size, np.int64)
+            pos[order] = np.searchsorted(self.uid, uid[order])
+            found = self.uid[np.minimum(pos, n - 1)] == uid if n else np.zeros(uid.size, bool)
+            missing = np.flatnonzero(~found)
         if len(missing):
             raise DataError(
                 f"{who} has uid {int(uid[missing[0]])} that the first coordinate's {self.what} data lacks: "
