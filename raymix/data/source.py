@@ -335,13 +335,16 @@ def _one_line(exc: BaseException) -> str:
 
 
 def read_table(source: Source, path: str) -> pa.Table:
-    """Read one file of ``source`` as an Arrow table in the row convention."""
+    """Read one file of ``source`` as an Arrow table in the row convention (in a reading
+    task: single-threaded)."""
     if source.format == "parquet":
         try:
             columns = source.schema.columns()
             if source.schema.label_optional and source.schema.label in pq.read_schema(path).names:
                 columns.append(source.schema.label)
-            return pq.read_table(path, columns=columns)
+            # one thread: a reading task is one of a pool of tasks, one per core (Arrow's own
+            # threads made a 1M-row file of 50 dense floats read in 0.9 s instead of 0.5 s)
+            return pq.read_table(path, columns=columns, use_threads=False)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"cannot read Parquet file: {_one_line(exc)}", path=path) from None
     if source.grouped_by:

@@ -39,6 +39,8 @@ def route_file(source: Source, path: str, n_actors: int, n_buckets: int) -> list
     values = column.to_numpy(zero_copy_only=False)
     buckets = stable_bucket(values, n_buckets)
     table = table.append_column("__raymix_bucket", pa.array(buckets))
+    if n_actors == 1:  # every row is the one actor's: no copy
+        return [table]
     owner = buckets % n_actors
     return [table.take(pa.array(np.flatnonzero(owner == a))) for a in range(n_actors)]
 
