@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -240,11 +241,12 @@ def running_ray(work: Path):
     from raymix.engine.cluster import OVERSUBSCRIBE, default_object_store_bytes, physical_cores
 
     port = "6390"
+    # token authentication stays on: the head and every fit get the same fresh token
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     subprocess.run(
         ["ray", "start", "--head", f"--port={port}", "--include-dashboard=false",
          f"--num-cpus={OVERSUBSCRIBE * physical_cores()}",
-         f"--object-store-memory={default_object_store_bytes()}",
-         f"--temp-dir={work / 'ray'}"],
+         f"--object-store-memory={default_object_store_bytes()}"],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -255,7 +257,7 @@ def running_ray(work: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument(
