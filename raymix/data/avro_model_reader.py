@@ -1,0 +1,679 @@
+"""Compiled reader of GDMix / Photon ML model files (``BayesianLinearModelAvro``).
+
+Warm-starting a random effect reads every model of a directory: a million users are a million
+records of ~11 name-term-value triples. Through fastavro (a dict per record) that is ~50k
+records/s; here the container is framed in Python, each block is decoded by a compiled kernel
+straight from Avro's binary encoding (the layout :mod:`raymix.data.avro_models` writes, see its
+docstring), and ``(name, term)`` pairs become feature indices in bulk, with Arrow's hash lookup.
+
+The result is a table in :mod:`raymix.data.model_table`'s layout (``entity``, ``intercept``,
+``index``, ``value``, ``converged``, ``iterations``), which
+:func:`~raymix.data.model_table.select_models` consumes. Row ``r`` holds what
+:func:`raymix.data.avro.coefficients_by_index` gives for record ``r``: the intercept is the
+value of the ``("(INTERCEPT)", "")`` triple (the last one; 0 without), a triple whose pair is
+not in ``names`` is dropped (with ``names=None`` the feature is ``int(name)``, and a name that
+is not an integer is dropped), and the indices of a model ascend (stably). Only ``means`` are
+read; ``variances`` are skipped.
+
+A file whose writer schema has another layout, or whose codec is neither ``null`` nor
+``deflate``, is read through fastavro instead, so that any valid file reads.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numba import njit
+
+from raymix.data.avro import (
+    INTERCEPT,
+    MODEL_SCHEMA_JSON,
+    _avro_files,
+    coefficients_by_index,
+    read_models,
+)
+from raymix.errors import DataError
+
+_MAGIC = b"Obj\x01"
+_CODECS = ("null", "deflate")
+_BATCH_COEFFICIENTS = 1 << 21  # triples whose names are looked up at once
+_SEPARATOR = b"\xff"  # never in UTF-8, so ``name + 0xff + term`` is one pair's key
+
+# Kernel status codes.
+_OK, _TRUNCATED, _BAD_LONG, _NEGATIVE, _BAD_UNION, _BAD_UTF8, _TRAILING = range(7)
+_REASONS = {
+    _TRUNCATED: "a record runs past the end of its block",
+    _BAD_LONG: "a long is more than 10 bytes",
+    _NEGATIVE: "a negative string length",
+    _BAD_UNION: "a union branch out of range",
+    _BAD_UTF8: "a string is not valid UTF-8",
+    _TRAILING: "bytes after the block's last record",
+}
+# Results of parsing a name as an integer (``names=None``).
+_INT, _NOT_INT, _ASK_PYTHON = 0, 1, 2
+
+
+def read_avro_model_table(path: str | Path, names: list[tuple[str, str]] | None) -> pa.Table:
+    """The models of one Avro model file, or of every ``*.avro`` under a directory (sorted), as
+    one table in :mod:`raymix.data.model_table`'s layout, one row per record in file order.
+
+    ``names[j]`` is feature ``j``'s ``(name, term)``; with ``names=None`` a triple's feature is
+    ``int(name)``. A truncated or corrupt file raises :class:`~raymix.errors.DataError`.
+    """
+    lookup = _NameLookup(names)
+    tables = [_read_file(file, names, lookup) for file in _avro_files(path)]
+    return pa.concat_tables(tables)
+
+
+def _read_file(file: Path, names, lookup: _NameLookup) -> pa.Table:
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
+    schema, codec, sync, pos = _header(raw, file)
+    if codec not in _CODECS or not _is_model_schema(schema):
+        return _read_with_fastavro(file, names)
+    parts, pending = [], []
+    pending_coefficients = 0
+    for start, count, data in _blocks(raw, pos, sync, codec, file):
+        block = _decode(data, count, lookup.by_name, start, file)
+        pending.append(block)
+        pending_coefficients += block["value"].size
+        if pending_coefficients >= _BATCH_COEFFICIENTS:
+            parts.append(lookup.resolve(_concat(pending), file))
+            pending, pending_coefficients = [], 0
+    if pending or not parts:
+        parts.append(lookup.resolve(_concat(pending), file))
+    return _table(_concat(parts))
+
+
+def _header(raw: bytes, file: Path) -> tuple[str | None, str, bytes, int]:
+    """(writer schema JSON, codec, sync marker, position of the first block)."""
+    if raw[:4] != _MAGIC:
+        raise DataError("not an Avro object container file", path=str(file))
+    meta, pos = {}, 4
+    try:
+        while True:
+            count, pos = _py_long(raw, pos)
+            if count == 0:
+                break
+            if count < 0:
+                count = -count
+                _, pos = _py_long(raw, pos)
+            for _ in range(count):
+                key, pos = _py_bytes(raw, pos)
+                meta[key], pos = _py_bytes(raw, pos)
+    except IndexError:
+        raise DataError("truncated Avro header", path=str(file)) from None
+    sync = raw[pos : pos + 16]
+    if len(sync) != 16:
+        raise DataError("truncated Avro header", path=str(file))
+    schema = meta.get(b"avro.schema")
+    codec = meta.get(b"avro.codec", b"null").decode("utf-8", "replace")
+    return None if schema is None else schema.decode("utf-8", "replace"), codec, sync, pos + 16
+
+
+def _py_long(raw: bytes, pos: int) -> tuple[int, int]:
+    """An Avro long at ``pos`` (IndexError past the end) and the position after it."""
+    z = shift = 0
+    while True:
+        byte = raw[pos]
+        pos += 1
+        z |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("long too long")
+
+
+def _py_bytes(raw: bytes, pos: int) -> tuple[bytes, int]:
+    length, pos = _py_long(raw, pos)
+    if length < 0 or pos + length > len(raw):
+        raise IndexError("bytes past the end")
+    return raw[pos : pos + length], pos + length
+
+
+def _shape(schema):
+    """A parsed (expanded) schema without record names, docs, defaults and properties: what
+    decides the binary layout and the fields' meaning."""
+    if isinstance(schema, str):
+        return schema
+    if isinstance(schema, list):
+        return ("union", *(_shape(s) for s in schema))
+    kind = schema.get("type")
+    if kind == "record":
+        return ("record", *((f["name"], _shape(f["type"])) for f in schema["fields"]))
+    if kind == "array":
+        return ("array", _shape(schema["items"]))
+    if isinstance(kind, str) and "logicalType" not in schema and kind in _PRIMITIVES:
+        return kind
+    return repr(schema)  # enums, maps, fixed, logical types: not this layout
+
+
+_PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
+_MODEL_SHAPE = _shape(fastavro.parse_schema(MODEL_SCHEMA_JSON, expand=True))
+
+
+def _is_model_schema(schema: str | None) -> bool:
+    if schema is None:
+        return False
+    try:
+        parsed = fastavro.parse_schema(json.loads(schema), expand=True)
+    except Exception:  # any unreadable schema: fastavro's reader will say what is wrong
+        return False
+    return _shape(parsed) == _MODEL_SHAPE
+
+
+def _blocks(raw: bytes, pos: int, sync: bytes, codec: str, file: Path):
+    """(position, record count, decoded bytes) of every block of the container. Deflated
+    blocks are inflated a few ahead, on two threads (zlib releases the GIL): inflating costs
+    about twice the decoding."""
+    with ThreadPoolExecutor(2) as pool:
+        ahead: collections.deque[tuple[int, int, memoryview | Future]] = collections.deque()
+        for start, count, payload in _frames(raw, pos, sync, file):
+            if codec == "deflate":
+                ahead.append((start, count, pool.submit(zlib.decompress, payload, -15)))
+            else:
+                ahead.append((start, count, payload))
+            if len(ahead) > 4:
+                yield _block(ahead.popleft(), file)
+        while ahead:
+            yield _block(ahead.popleft(), file)
+
+
+def _frames(raw: bytes, pos: int, sync: bytes, file: Path):
+    """(position, record count, stored bytes) of every block of the container."""
+    view = memoryview(raw)
+    while pos < len(raw):
+        start = pos
+        try:
+            count, pos = _py_long(raw, pos)
+            size, pos = _py_long(raw, pos)
+        except IndexError:
+            raise DataError(f"truncated block header at byte {start}", path=str(file)) from None
+        if count < 0 or size < 0 or pos + size + 16 > len(raw):
+            raise DataError(f"truncated block at byte {start}", path=str(file))
+        if raw[pos + size : pos + size + 16] != sync:
+            raise DataError(f"wrong sync marker after the block at byte {start}", path=str(file))
+        yield start, count, view[pos : pos + size]
+        pos += size + 16
+
+
+def _block(framed: tuple[int, int, memoryview | Future], file: Path):
+    start, count, payload = framed
+    if isinstance(payload, Future):
+        try:
+            payload = payload.result()
+        except zlib.error as exc:
+            raise DataError(f"block at byte {start}: {exc}", path=str(file)) from None
+    data = np.frombuffer(payload, np.uint8)
+    if count * 5 > data.size:  # a record is at least 5 bytes
+        raise DataError(f"block at byte {start}: too short for {count} records", path=str(file))
+    return start, count, data
+
+
+def _decode(data: np.ndarray, count: int, by_name: bool, start: int, file: Path) -> dict:
+    """The records of one block as flat arrays (see :func:`_decode_block`)."""
+    n = data.size
+    most = n // 10 + 1  # a triple is at least 10 bytes
+    out: dict[str, np.ndarray] = {
+        "id_data": np.empty(n, np.uint8),
+        "id_ptr": np.empty(count + 1, np.int64),
+        "intercept": np.zeros(count, np.float64),
+        "count": np.empty(count, np.int64),
+        "value": np.empty(most, np.float64),
+        "index": np.empty(most, np.int64),
+        "ask": np.empty(most, np.bool_),
+        "key_data": np.empty(n + most, np.uint8),
+        "key_ptr": np.empty(most + 1, np.int64),
+    }
+    out["id_ptr"][0] = out["key_ptr"][0] = 0
+    intercept = np.frombuffer(INTERCEPT[0].encode(), np.uint8)
+    status, record, coefficients, keys = _decode_block(
+        data, count, by_name, intercept, *(out[k] for k in _OUTPUTS)
+    )
+    if status != _OK:
+        raise DataError(
+            f"corrupt block at byte {start}, record {record}: {_REASONS[status]}",
+            path=str(file),
+        )
+    for name in ("value", "index", "ask"):
+        out[name] = out[name][:coefficients]
+    out["key_ptr"] = out["key_ptr"][: keys + 1]
+    out["key_data"] = out["key_data"][: out["key_ptr"][-1]]
+    out["id_data"] = out["id_data"][: out["id_ptr"][-1]]
+    return out
+
+
+_OUTPUTS = (
+    "id_data", "id_ptr", "intercept", "count", "value", "index", "ask", "key_data", "key_ptr",
+)  # fmt: skip
+
+
+def _concat(blocks: list[dict]) -> dict:
+    """One block of many: arrays joined, offsets shifted."""
+    if len(blocks) == 1:
+        return blocks[0]
+    out = {}
+    for name in blocks[0] if blocks else ():
+        if name.endswith("_ptr"):
+            parts, total = [blocks[0][name]], blocks[0][name][-1]
+            for b in blocks[1:]:
+                parts.append(b[name][1:] + total)
+                total += b[name][-1]
+            out[name] = np.concatenate(parts)
+        else:
+            out[name] = np.concatenate([b[name] for b in blocks])
+    return out
+
+
+class _NameLookup:
+    """Feature indices of the triples the kernel could not place: ``(name, term)`` keys
+    against ``names``, or (``names=None``) names that only Python's ``int`` can judge."""
+
+    def __init__(self, names: list[tuple[str, str]] | None):
+        self.by_name = names is not None
+        if names is not None:
+            feature = {}  # the last of equal pairs wins, as in coefficients_by_index
+            for j, (name, term) in enumerate(names):
+                feature[_utf8(name) + _SEPARATOR + _utf8(term)] = j
+            self.keys = pa.array(list(feature), pa.large_binary())
+            self.features = np.fromiter(feature.values(), np.int64, len(feature))
+
+    def resolve(self, block: dict, file: Path) -> dict:
+        """``block`` with its triples placed: unknown ones dropped, indices ascending."""
+        if not block:
+            return _EMPTY
+        index, ask, value = block["index"], block["ask"], block["value"]
+        counts = block["count"]
+        ptr = np.zeros(counts.size + 1, np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        keep = None
+        if ask.any():
+            key_ptr = block["key_ptr"]
+            keys = pa.Array.from_buffers(
+                pa.large_binary(),
+                key_ptr.size - 1,
+                [None, pa.py_buffer(key_ptr), pa.py_buffer(block["key_data"])],
+            )
+            found, ok = self._by_name(keys) if self.by_name else self._by_int(keys, file)
+            if ask.all():
+                index, keep = found, ok
+            else:
+                index, keep = index.copy(), np.ones(index.size, bool)
+                index[ask], keep[ask] = found, ok
+        if keep is not None and not keep.all():
+            kept = np.zeros(index.size + 1, np.int64)
+            np.cumsum(keep, out=kept[1:])
+            ptr, index, value = kept[ptr], index[keep], value[keep]
+        down = np.flatnonzero(index[1:] < index[:-1]) + 1
+        if not np.isin(down, ptr).all():  # a model's indices descend somewhere
+            owner = np.repeat(np.arange(counts.size), np.diff(ptr))
+            order = np.lexsort((index, owner))  # stable
+            index, value = index[order], value[order]
+        return {
+            "id_data": block["id_data"],
+            "id_ptr": block["id_ptr"],
+            "intercept": block["intercept"],
+            "coef_ptr": ptr,
+            "index": index,
+            "value": value,
+        }
+
+    def _by_name(self, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        at = pc.index_in(keys, value_set=self.keys)
+        ok = at.is_valid().to_numpy(zero_copy_only=False)
+        at = at.fill_null(0).to_numpy(zero_copy_only=False)
+        features = self.features[at] if self.features.size else np.zeros(at.size, np.int64)
+        return features, ok
+
+    @staticmethod
+    def _by_int(keys: pa.Array, file: Path) -> tuple[np.ndarray, np.ndarray]:
+        encoded = keys.dictionary_encode()
+        features, ok = [], []
+        for name in encoded.dictionary.to_pylist():
+            try:
+                j = int(name.decode())
+            except ValueError:
+                j = None
+            if j is not None and not -(1 << 63) <= j < 1 << 63:
+                raise DataError(
+                    f"feature name {name.decode()!r} out of int64 range", path=str(file)
+                )
+            features.append(0 if j is None else j)
+            ok.append(j is not None)
+        at = encoded.indices.to_numpy()
+        return np.asarray(features, np.int64)[at], np.asarray(ok, bool)[at]
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # a surrogate matches nothing valid
+
+
+_EMPTY = {
+    "id_data": np.zeros(0, np.uint8),
+    "id_ptr": np.zeros(1, np.int64),
+    "intercept": np.zeros(0, np.float64),
+    "coef_ptr": np.zeros(1, np.int64),
+    "index": np.zeros(0, np.int64),
+    "value": np.zeros(0, np.float64),
+}
+
+
+def _table(models: dict) -> pa.Table:
+    n = models["intercept"].size
+    entity = pa.Array.from_buffers(
+        pa.large_string(),
+        n,
+        [None, pa.py_buffer(models["id_ptr"]), pa.py_buffer(models["id_data"])],
+    )  # the kernel checked the UTF-8
+    return _model_table(
+        entity.cast(pa.string()),
+        models["intercept"],
+        models["coef_ptr"],
+        models["index"],
+        models["value"],
+    )
+
+
+def _model_table(entity, intercept, ptr, index, value) -> pa.Table:
+    n = len(intercept)
+    ptr = pa.array(ptr, pa.int64())
+    return pa.table(
+        {
+            "entity": entity,
+            "intercept": pa.array(intercept, pa.float64()),
+            "index": pa.LargeListArray.from_arrays(ptr, pa.array(index, pa.int64())),
+            "value": pa.LargeListArray.from_arrays(ptr, pa.array(value, pa.float64())),
+            "converged": pa.array(np.ones(n, bool)),
+            "iterations": pa.array(np.zeros(n, np.int32)),
+        }
+    )
+
+
+def _read_with_fastavro(file: Path, names) -> pa.Table:
+    """A file of another layout or codec, record by record."""
+    ids, intercepts, ptr, indices, values = [], [], [0], [], []
+    try:
+        for record in read_models(file):
+            intercept, index, value = coefficients_by_index(record, names)
+            ids.append(str(record["modelId"]))
+            intercepts.append(intercept)
+            indices.append(index)
+            values.append(value)
+            ptr.append(ptr[-1] + index.size)
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"not a model record: {exc!r}", path=str(file)) from None
+    return _model_table(
+        pa.array(ids, pa.string()),
+        np.asarray(intercepts, np.float64),
+        np.asarray(ptr, np.int64),
+        np.concatenate([*indices, np.zeros(0, np.int64)]),
+        np.concatenate([*values, np.zeros(0)]),
+    )
+
+
+# The kernel. Every read is bounds-checked; a helper returns a negative position on error,
+# with the status code in place of its value. Loops sit in the kernel's body or in functions
+# that are not inlined: a loop inside an inlined helper (a long's bytes, a string's) makes
+# numba's code for the whole kernel 3-4x slower.
+
+
+@njit(cache=True, inline="always")
+def _long(data, pos):
+    """(value, next position), or (status, -1)."""
+    if pos < data.size and data[pos] < 0x80:  # one byte: most lengths, counts and branches
+        z = np.int64(data[pos])
+        return (z >> 1) ^ -(z & 1), pos + 1
+    return _long_bytes(data, pos)
+
+
+@njit(cache=True)
+def _long_bytes(data, pos):
+    z = 0
+    shift = 0
+    done = False
+    while pos < data.size and shift < 64:
+        byte = np.int64(data[pos])
+        pos += 1
+        z |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            done = True
+            break
+    if not done:
+        return (_TRUNCATED if pos >= data.size else _BAD_LONG), -1
+    return ((z >> 1) & 0x7FFFFFFFFFFFFFFF) ^ -(z & 1), pos
+
+
+@njit(cache=True, inline="always")
+def _string(data, pos):
+    """(start, end) of the string at ``pos`` (its UTF-8 is the caller's to check), or
+    (status, -1)."""
+    length, pos = _long(data, pos)
+    if pos < 0:
+        return length, -1
+    if length < 0:
+        return _NEGATIVE, -1
+    if length > data.size - pos:
+        return _TRUNCATED, -1
+    return pos, pos + length
+
+
+@njit(cache=True, inline="always")
+def _optional_string(data, pos):
+    """(start, end) of a ``union {null, string}`` (empty for null), or (status, -1)."""
+    branch, pos = _long(data, pos)
+    if pos < 0:
+        return branch, -1
+    if branch == 0:
+        return pos, pos
+    if branch != 1:
+        return _BAD_UNION, -1
+    return _string(data, pos)
+
+
+@njit(cache=True)
+def _is_utf8(data, pos, end):
+    """Whether ``data[pos:end]`` is what Python's strict UTF-8 decoder accepts."""
+    while pos < end:
+        b = data[pos]
+        if b < 0x80:
+            pos += 1
+            continue
+        if 0xC2 <= b <= 0xDF:
+            size, lo, hi = 2, 0x80, 0xBF
+        elif 0xE0 <= b <= 0xEF:
+            size = 3
+            lo = 0xA0 if b == 0xE0 else 0x80  # no overlong forms
+            hi = 0x9F if b == 0xED else 0xBF  # no surrogates
+        elif 0xF0 <= b <= 0xF4:
+            size = 4
+            lo = 0x90 if b == 0xF0 else 0x80
+            hi = 0x8F if b == 0xF4 else 0xBF  # nothing above U+10FFFF
+        else:
+            return False
+        if pos + size > end or not lo <= data[pos + 1] <= hi:
+            return False
+        for i in range(pos + 2, pos + size):
+            if not 0x80 <= data[i] <= 0xBF:
+                return False
+        pos += size
+    return True
+
+
+@njit(cache=True, inline="always")
+def _space(b):
+    return b == 32 or 9 <= b <= 13  # what Python's int() strips, among ASCII bytes
+
+
+@njit(cache=True)
+def _parse_int(data, lo, hi):
+    """Python's ``int(name)`` of the name ``data[lo:hi]``: (value, _INT), (0, _NOT_INT), or
+    (0, _ASK_PYTHON) when the name is not ASCII or has more than 18 digits."""
+    for i in range(lo, hi):
+        if data[i] >= 0x80:
+            return 0, _ASK_PYTHON
+    while lo < hi and _space(data[lo]):
+        lo += 1
+    while hi > lo and _space(data[hi - 1]):
+        hi -= 1
+    negative = False
+    if lo < hi and (data[lo] == 43 or data[lo] == 45):  # + -
+        negative = data[lo] == 45
+        lo += 1
+    if lo == hi:
+        return 0, _NOT_INT
+    value = 0
+    digits = 0
+    after_digit = False
+    for i in range(lo, hi):
+        b = data[i]
+        if 48 <= b <= 57:
+            value = value * 10 + (b - 48)
+            digits += 1
+            after_digit = True
+        elif b == 95 and after_digit:  # one underscore between digits
+            after_digit = False
+        else:
+            return 0, _NOT_INT
+    if not after_digit:
+        return 0, _NOT_INT
+    if digits > 18:
+        return 0, _ASK_PYTHON
+    return (-value if negative else value), _INT
+
+
+@njit(cache=True, inline="always")
+def _double(data, pos):
+    bits = np.uint64(0)
+    for b in range(8):
+        bits |= np.uint64(data[pos + b]) << np.uint64(8 * b)
+    return bits
+
+
+@njit(cache=True)
+def _decode_block(
+    data, count, by_name, intercept_name,
+    id_data, id_ptr, intercepts, counts, values, index, ask, key_data, key_ptr,
+):  # fmt: skip
+    """Decode ``count`` records of ``data`` (one block's bytes) into the outputs.
+
+    Record ``r``: its id is ``id_data[id_ptr[r]:id_ptr[r + 1]]``, its intercept
+    ``intercepts[r]``, and it has the next ``counts[r]`` triples of ``values, index, ask``: a
+    triple with ``ask[c]`` is placed by its key, the next of ``key_data``/``key_ptr``
+    (``name + 0xff + term`` if ``by_name``, else the name), the others have feature
+    ``index[c]``. Names that are not integers (without ``by_name``) are left out. Every string
+    is checked to be UTF-8, as fastavro decodes it.
+    Returns (status, record, triples, keys).
+    """
+    bits = values.view(np.uint64)
+    b_bits = intercepts.view(np.uint64)
+    n_name = intercept_name.size
+    c = 0
+    k = 0
+    pos = 0
+    for r in range(count):
+        start, end = _string(data, pos)
+        if end < 0:
+            return start, r, c, k
+        high = 0
+        for b in range(start, end):
+            id_data[id_ptr[r] + b - start] = data[b]
+            high |= data[b]
+        if high >= 0x80 and not _is_utf8(data, start, end):
+            return _BAD_UTF8, r, c, k
+        id_ptr[r + 1] = id_ptr[r] + end - start
+        start, pos = _optional_string(data, end)  # modelClass
+        if pos < 0:
+            return start, r, c, k
+        if not _is_utf8(data, start, pos):
+            return _BAD_UTF8, r, c, k
+        first = c
+        for array in range(2):  # means, then variances (skipped)
+            if array == 1:
+                branch, pos = _long(data, pos)
+                if pos < 0:
+                    return branch, r, c, k
+                if branch == 0:
+                    break
+                if branch != 1:
+                    return _BAD_UNION, r, c, k
+            while True:
+                items, pos = _long(data, pos)
+                if pos < 0:
+                    return items, r, c, k
+                if items == 0:
+                    break
+                if items < 0:  # a block count followed by its size in bytes
+                    items = -items
+                    size, pos = _long(data, pos)
+                    if pos < 0:
+                        return size, r, c, k
+                for _ in range(items):
+                    n_lo, n_hi = _string(data, pos)
+                    if n_hi < 0:
+                        return n_lo, r, c, k
+                    t_lo, t_hi = _string(data, n_hi)
+                    if t_hi < 0:
+                        return t_lo, r, c, k
+                    if t_hi + 8 > data.size:
+                        return _TRUNCATED, r, c, k
+                    pos = t_hi + 8
+                    for b in range(n_lo, t_hi):  # the name, the term's length, the term
+                        if data[b] >= 0x80:
+                            if not (_is_utf8(data, n_lo, n_hi) and _is_utf8(data, t_lo, t_hi)):
+                                return _BAD_UTF8, r, c, k
+                            break
+                    if array == 1:
+                        continue
+                    if t_lo == t_hi and n_hi - n_lo == n_name:  # INTERCEPT's term is ""
+                        same = True
+                        for b in range(n_name):
+                            if data[n_lo + b] != intercept_name[b]:
+                                same = False
+                                break
+                        if same:
+                            b_bits[r] = _double(data, t_hi)
+                            continue
+                    if by_name:
+                        kind = _ASK_PYTHON
+                    else:
+                        j, kind = _parse_int(data, n_lo, n_hi)
+                        if kind == _NOT_INT:
+                            continue
+                        index[c] = j
+                    ask[c] = kind == _ASK_PYTHON
+                    if kind == _ASK_PYTHON:
+                        at = key_ptr[k]
+                        for b in range(n_lo, n_hi):
+                            key_data[at] = data[b]
+                            at += 1
+                        if by_name:
+                            key_data[at] = 0xFF
+                            at += 1
+                            for b in range(t_lo, t_hi):
+                                key_data[at] = data[b]
+                                at += 1
+                        key_ptr[k + 1] = at
+                        k += 1
+                    bits[c] = _double(data, t_hi)
+                    c += 1
+        counts[r] = c - first
+        start, pos = _optional_string(data, pos)  # lossFunction
+        if pos < 0:
+            return start, r, c, k
+        if not _is_utf8(data, start, pos):
+            return _BAD_UTF8, r, c, k
+    if pos != data.size:
+        return _TRAILING, count, c, k
+    return _OK, count, c, k
