@@ -89,11 +89,15 @@ def models_of(out, name):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_locked_coordinate_keeps_its_model(first_run, tmp_path):
+@pytest.mark.parametrize("n_locked", [1, 2], ids=["global", "global+per-user"])
+def test_locked_coordinate_keeps_its_model(first_run, tmp_path, n_locked):
+    """Locked coordinates score with their warm-start models (a random effect's read by the
+    compiled Avro reader in every actor); the rest refit to the very same models."""
     recipe, out = first_run
     raw = recipe.model_dump(mode="json")
     raw["output"] = str(tmp_path / "locked")
-    raw["coordinates"][0].update(locked=True, warm_start=str(out / "global" / "models"))
+    for spec in raw["coordinates"][:n_locked]:
+        spec.update(locked=True, warm_start=str(out / spec["name"] / "models"))
     result = fit(type(recipe).model_validate(raw))
     assert [s["coordinate"] for s in result.steps] == ["global", "per-user", "per-movie"]
     for name in ("global", "per-user", "per-movie"):

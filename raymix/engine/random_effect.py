@@ -280,41 +280,18 @@ class BucketActor:
 
     def load_warm_start(self, name: str, path: str, names, dim: int) -> int:
         """Models for this actor's entities from a model directory (others ignored): Avro
-        models, or the Arrow tables of a checkpoint."""
-        from raymix.data.avro import coefficients_by_index, read_models
+        models, or the Arrow tables of a checkpoint. Returns how many were found."""
+        from raymix.data.avro_model_reader import read_avro_model_table
         from raymix.data.model_table import has_model_tables, read_model_tables, select_models
-        from raymix.solvers.entity import EntityModels
 
         state = self._state(name)
         if has_model_tables(path):
-            modelled = state.train.entities[state.train.has_model]
-            state.models, found = select_models(read_model_tables(path), modelled, dim)
-            return found
-        wanted = {_entity_id(e): k for k, e in enumerate(state.train.entities.tolist())}
-        found = {}
-        for record in read_models(path):
-            k = wanted.get(record["modelId"])
-            if k is not None and state.train.has_model[k]:
-                found[k] = coefficients_by_index(record, names)
-        modelled = np.flatnonzero(state.train.has_model)
-        intercepts, ptr, index, value = [], [0], [], []
-        for k in modelled.tolist():
-            b, i, v = found.get(k, (0.0, np.zeros(0, np.int64), np.zeros(0)))
-            keep = i < dim
-            intercepts.append(b)
-            index.append(i[keep])
-            value.append(v[keep])
-            ptr.append(ptr[-1] + int(keep.sum()))
-        n = modelled.size
-        state.models = EntityModels(
-            np.asarray(intercepts, np.float64),
-            np.asarray(ptr, np.int64),
-            np.concatenate(index) if index else np.zeros(0, np.int64),
-            np.concatenate(value) if value else np.zeros(0),
-            np.ones(n, bool),
-            np.zeros(n, np.int32),
-        )
-        return len(found)
+            table = read_model_tables(path)
+        else:
+            table = read_avro_model_table(path, names)
+        modelled = state.train.entities[state.train.has_model]
+        state.models, found = select_models(table, modelled, dim)
+        return found
 
     def reconfigure(self, name: str, spec: RandomEffect) -> None:
         """New hyper-parameters for a loaded coordinate; its models are dropped."""
@@ -323,10 +300,6 @@ class BucketActor:
 
     def drop(self, name: str) -> None:
         self.coordinates.pop(name, None)
-
-
-def _entity_id(value) -> str:
-    return value if isinstance(value, str) else str(int(value))
 
 
 class BucketPool:
