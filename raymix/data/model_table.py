@@ -69,6 +69,12 @@ def select_models(table: pa.Table, wanted, dim: int) -> tuple[EntityModels, int]
     wanted = pa.array(np.asarray(wanted))
     if wanted.type != ids.type:  # ints against strings: compare their decimal text
         wanted, ids = wanted.cast(pa.large_string()), ids.cast(pa.large_string())
+    n = len(wanted)
+    if len(ids) == 0:  # no models at all: every entity starts empty
+        empty = np.zeros(0, np.int64)
+        models = EntityModels(np.zeros(n), np.zeros(n + 1, np.int64), empty, np.zeros(0),
+                              np.ones(n, bool), np.zeros(n, np.int32))  # fmt: skip
+        return models, 0
     rows = pc.index_in(wanted, value_set=ids)
     found = rows.is_valid().to_numpy(zero_copy_only=False)
     at = rows.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)

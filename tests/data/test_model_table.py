@@ -87,3 +87,12 @@ def test_no_tables_is_an_error_naming_the_directory(tmp_path):
     assert not has_model_tables(tmp_path)
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         read_model_tables(tmp_path)
+
+
+def test_a_table_without_models_gives_every_entity_an_empty_model(tmp_path):
+    none = EntityModels(np.zeros(0), np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0),
+                        np.zeros(0, bool), np.zeros(0, np.int32))  # fmt: skip
+    write_model_table(tmp_path / "part-00000.arrow", np.zeros(0, np.int64), none)
+    got, found = select_models(read_model_tables(tmp_path), np.array([5, 6]), dim=8)
+    assert found == 0 and got.n_entities == 2
+    assert entity(got, 0) == entity(got, 1) == (0.0, [], [], True, 0)
