@@ -162,6 +162,29 @@ def _parser() -> argparse.ArgumentParser:
         "--data-pvc", default="raymix-data", help="PVC with data and outputs ('' for none)"
     )
     render.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="a recipe override for the job's raymix fit, e.g. --set output=/mnt/raymix/out",
+    )
+    render.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable of the job (its runtime env), e.g. RAYMIX_MOVIELENS=/data/ml",
+    )
+    render.add_argument(
+        "--fit-overwrite",
+        action="store_true",
+        help="the job's raymix fit replaces a previous run in its output directory",
+    )
+    render.add_argument(
+        "--overwrite", action="store_true", help="replace manifests already in --out"
+    )
+    render.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     render.set_defaults(handler=_k8s_render)
@@ -363,7 +386,19 @@ def _k8s_render(args) -> int:
         namespace=args.namespace,
         data_pvc=args.data_pvc or None,
     )
-    for path in render_for_recipe(args.recipe, args.out, shape):
+    fit_args = [arg for override in args.overrides for arg in ("--set", override)]
+    if args.fit_overwrite:
+        fit_args.append("--overwrite")
+    env = {}
+    for pair in args.env:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise RecipeError(f"expected NAME=VALUE, got {pair!r}", field="--env")
+        env[name] = value
+    runtime_env = {"env_vars": env} if env else None
+    for path in render_for_recipe(
+        args.recipe, args.out, shape, fit_args, runtime_env=runtime_env, overwrite=args.overwrite
+    ):
         print(path)
     return 0
 

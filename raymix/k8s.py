@@ -577,7 +577,7 @@ def write_manifests(
         existing = [str(p) for p in paths if p.exists()]
         if existing:
             raise RecipeError(
-                f"{', '.join(existing)} already exist; pass overwrite=True to replace them",
+                f"{', '.join(existing)} already exist; pass overwrite=True (raymix k8s render --overwrite) to replace them",
                 field="out_dir",
             )
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raymix import k8s
+from raymix import cli, k8s
 from raymix.errors import RecipeError
 from raymix.k8s import ClusterShape
 
@@ -351,3 +351,32 @@ def test_name_for_recipe_is_a_valid_rayjob_name():
     long_name = k8s.name_for_recipe("x/" + "a_" * 40 + ".py")
     assert len(long_name) <= 47 and not long_name.endswith("-")
     assert k8s.name_for_recipe("__.py") == "raymix"
+
+
+def test_render_command_passes_overrides_to_the_jobs_fit(tmp_path, capsys):
+    out = tmp_path / "manifests"
+    argv = ["k8s", "render", "recipes/movielens_lr.py", "--out", str(out), "--workers", "3"]
+    fit_args = ["--set", "passes=3", "--set", "output=/mnt/raymix/out dir", "--fit-overwrite"]
+    env = ["--env", "RAYMIX_MOVIELENS=/mnt/raymix/movielens", "--env", "EMPTY="]
+    assert cli.main(argv + fit_args + env) == 0
+    job = yaml.safe_load((out / "rayjob.yaml").read_text())
+    assert yaml.safe_load(job["spec"]["runtimeEnvYAML"]) == {
+        "env_vars": {"RAYMIX_MOVIELENS": "/mnt/raymix/movielens", "EMPTY": ""}
+    }
+    assert job["spec"]["entrypoint"] == (
+        "raymix fit /opt/raymix/recipes/movielens_lr.py --address auto "
+        "--set passes=3 --set 'output=/mnt/raymix/out dir' --overwrite"
+    )
+    before = (out / "rayjob.yaml").read_text()
+    assert cli.main(argv) == 2  # manifests there already: refused, left as they were
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "rayjob.yaml").read_text() == before
+    assert cli.main(argv + ["--overwrite"]) == 0
+    assert "--set" not in yaml.safe_load((out / "rayjob.yaml").read_text())["spec"]["entrypoint"]
+
+
+def test_render_command_refuses_an_env_without_a_name(tmp_path, capsys):
+    argv = ["k8s", "render", "recipes/movielens_lr.py", "--out", str(tmp_path), "--env", "=x"]
+    assert cli.main(argv) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
