@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set PATH=VALUE`` (repeatable) into ``args.overrides``."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE", help=help
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raymix",
@@ -83,13 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="continue an interrupted run from its output directory's last checkpoint",
     )
-    fit.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override a recipe field, e.g. --set passes=3 --set coordinates.per_user.l2=0.5",
+    _add_overrides(
+        fit, "override a recipe field, e.g. --set passes=3 --set coordinates.per_user.l2=0.5"
     )
     fit.add_argument(
         "--dry-run", action="store_true", help="validate recipe, schema and paths; print the plan"
@@ -161,13 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--data-pvc", default="raymix-data", help="PVC with data and outputs ('' for none)"
     )
-    render.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="a recipe override for the job's raymix fit, e.g. --set output=/mnt/raymix/out",
+    _add_overrides(
+        render, "a recipe override for the job's raymix fit, e.g. --set output=/mnt/raymix/out"
     )
     render.add_argument(
         "--env",
@@ -280,14 +277,7 @@ def _tune_parser(sub) -> None:
     tune.add_argument("--out", default=None, help="output directory (default: OUTPUT-tune)")
     tune.add_argument("--resume", action="store_true", help="continue the search in --out")
     tune.add_argument("--overwrite", action="store_true", help="replace a previous search")
-    tune.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override a field of the recipe before searching",
-    )
+    _add_overrides(tune, "override a field of the recipe before searching")
     tune.add_argument("--address", default=None, help="join a Ray cluster (as for fit)")
     tune.add_argument("--quiet", action="store_true", help="no progress lines")
     tune.add_argument(
