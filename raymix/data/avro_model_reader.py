@@ -49,7 +49,9 @@ from raymix.data.avro_model_kernels import (
     _TRUNCATED,
     _decode_block,
 )
+from raymix.data.model_table import models_table
 from raymix.errors import DataError
+from raymix.solvers.entity import EntityModels
 
 _MAGIC = b"Obj\x01"
 _CODECS = ("null", "deflate")
@@ -390,19 +392,18 @@ def _table(models: dict) -> pa.Table:
     )
 
 
-def _model_table(entity, intercept, ptr, index, value) -> pa.Table:
+def _model_table(entity: pa.Array, intercept, ptr, index, value) -> pa.Table:
+    """Models as read (every one converged, 0 iterations) in model_table's layout."""
     n = len(intercept)
-    ptr = pa.array(ptr, pa.int64())
-    return pa.table(
-        {
-            "entity": entity,
-            "intercept": pa.array(intercept, pa.float64()),
-            "index": pa.LargeListArray.from_arrays(ptr, pa.array(index, pa.int64())),
-            "value": pa.LargeListArray.from_arrays(ptr, pa.array(value, pa.float64())),
-            "converged": pa.array(np.ones(n, bool)),
-            "iterations": pa.array(np.zeros(n, np.int32)),
-        }
+    models = EntityModels(
+        np.asarray(intercept, np.float64),
+        np.asarray(ptr, np.int64),
+        np.asarray(index, np.int64),
+        np.asarray(value, np.float64),
+        np.ones(n, bool),
+        np.zeros(n, np.int32),
     )
+    return models_table(entity, models)
 
 
 def _read_with_fastavro(file: Path, names) -> pa.Table:

@@ -21,11 +21,13 @@ from raymix.solvers.entity import EntityModels
 SUFFIX = ".arrow"
 
 
-def write_model_table(path: str | Path, entity_ids, models: EntityModels) -> Path:
-    """Write ``models`` (entity ``k`` has id ``entity_ids[k]``) to ``path``, atomically."""
+def models_table(entity_ids, models: EntityModels) -> pa.Table:
+    """``models`` as a table in this module's layout (entity ``k`` has id ``entity_ids[k]``,
+    an Arrow array or anything ``pa.array`` takes)."""
+    entity = entity_ids if isinstance(entity_ids, pa.Array) else pa.array(np.asarray(entity_ids))
     ptr = pa.array(models.coef_ptr, pa.int64())
     columns = {
-        "entity": pa.array(np.asarray(entity_ids)),
+        "entity": entity,
         "intercept": pa.array(models.intercepts, pa.float64()),
         "index": pa.LargeListArray.from_arrays(ptr, pa.array(models.coef_index)),
         "value": pa.LargeListArray.from_arrays(ptr, pa.array(models.coef_value, pa.float64())),
@@ -35,7 +37,12 @@ def write_model_table(path: str | Path, entity_ids, models: EntityModels) -> Pat
     if models.variances is not None:
         var_ptr = pa.array(models.variance_ptr, pa.int64())
         columns["variance"] = pa.LargeListArray.from_arrays(var_ptr, pa.array(models.variances))
-    table = pa.table(columns)
+    return pa.table(columns)
+
+
+def write_model_table(path: str | Path, entity_ids, models: EntityModels) -> Path:
+    """Write ``models`` (entity ``k`` has id ``entity_ids[k]``) to ``path``, atomically."""
+    table = models_table(entity_ids, models)
     with (
         atomic_path(path) as tmp,
         pa.OSFile(str(tmp), "wb") as sink,
