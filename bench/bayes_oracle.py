@@ -23,9 +23,9 @@ true model with the per-user part, the per-item part, or both replaced by the or
 (both: the Bayes oracle); the Bayes oracle's posterior-predictive probability (Laplace
 posterior and the probit approximation ``E[sigmoid(z)] ~ sigmoid(m / sqrt(1 + pi s^2 / 8))``,
 because the AUC-optimal score is the predictive probability, not the posterior-mode logit);
-and, given a fit's output directory, the fitted model (Avro scores, as ``oracle()`` in
-``bench/scale.py`` reads them) and its gap to the Bayes oracle. Correlations of the oracle
-(and fitted) parts with the true parts are on the validation rows.
+and, given a fit's output directory, the fitted model (its cumulative Avro scores per
+coordinate), its gap to the Bayes oracle, and the true model with one fitted part swapped in.
+Correlations of the oracle (and fitted) parts with the true parts are on the validation rows.
 
     python bench/bayes_oracle.py --data DIR [--out DIR] [--threads 1]
 
@@ -431,9 +431,9 @@ def _validation_report(val: Rows, oracle: dict[str, _Part], summary: dict) -> di
 
 
 def _fitted_report(out: Path, val: Rows, oracle: dict[str, _Part], aucs: dict):
-    """The fit's AUC and gap to the Bayes oracle (``aucs``: the oracle's), and correlations of
-    its parts: its validation scores (cumulative per coordinate, as bench/scale.py's oracle()
-    reads them) split into parts, aligned to the validation rows (sorted by uid)."""
+    """The fit's AUC, its gap to the Bayes oracle (``aucs``: the oracle's) and the true model's
+    AUC with each fitted part swapped in, and correlations of its parts: its validation scores
+    (cumulative per coordinate) split into parts, aligned to the validation rows (by uid)."""
     fitted, before = {}, 0.0
     for name in ("global", "per-user", "per-item"):
         uid, score = read_scores_avro(_existing(out / name / "validation_scores"))
@@ -449,7 +449,12 @@ def _fitted_report(out: Path, val: Rows, oracle: dict[str, _Part], aucs: dict):
         {f"fitted {name} vs oracle": _corr(fitted[name], oracle[name].score) for name in oracle}
     )
     gap = round(best - fitted_auc, 4)
-    return {"fitted model": round(fitted_auc, 4), "gap: best Bayes oracle - fitted": gap}, corr
+    result = {"fitted model": round(fitted_auc, 4), "gap: best Bayes oracle - fitted": gap}
+    true_logit = sum(val.true[name] for name in fitted)
+    for name in fitted:  # where the gap to the true model comes from, one part at a time
+        swapped = true_logit - val.true[name] + fitted[name]
+        result[f"true, but fitted {name}"] = round(auc(swapped, val.y), 4)
+    return result, corr
 
 
 # ----------------------------------------------------------------------------- command line

@@ -101,49 +101,6 @@ def sample(driver: int, stop: threading.Event, peaks: dict, shm: list) -> None:
         stop.wait(0.5)
 
 
-def oracle(data: Path, out: Path) -> dict:
-    """Where the gap to the true model's AUC comes from: the fitted parts swapped one at a
-    time for the true planted ones, on the validation rows (Parquet data only)."""
-    import glob
-
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from raymix.data.avro import read_scores_avro
-    from raymix.data.synthetic import load_truth
-    from raymix.metrics import auc
-
-    truth = load_truth(data / "truth.npz")
-    table = pq.read_table(sorted(glob.glob(str(data / "validation" / "*.parquet"))))
-    table = table.sort_by("uid")
-    n = table.num_rows
-
-    def flat(name):
-        return np.asarray(table.column(name).combine_chunks().flatten()).reshape(n, -1)
-
-    y = table.column("response").to_numpy().astype(float)
-    user, item = table.column("user_id").to_numpy(), table.column("item_id").to_numpy()
-    true = {
-        "global": truth.intercept + flat("global") @ truth.beta,
-        "per-user": (flat("per_user_values") * truth.user_coef[user]).sum(1)
-        + truth.user_intercept[user],
-        "per-item": (flat("per_item_values") * truth.item_coef[item]).sum(1)
-        + truth.item_intercept[item],
-    }
-    cumulative, fitted, before = {}, {}, 0.0
-    for name in true:
-        uid, score = read_scores_avro(out / name / "validation_scores")
-        cumulative[name] = score[np.argsort(uid)]
-        fitted[name] = cumulative[name] - before
-        before = cumulative[name]
-    result = {"true model": auc(sum(true.values()), y), "fitted model": auc(before, y)}
-    for name in true:
-        swapped = {**true, name: fitted[name]}
-        result[f"true, but fitted {name}"] = auc(sum(swapped.values()), y)
-        result[f"corr(fitted, true) {name}"] = float(np.corrcoef(fitted[name], true[name])[0, 1])
-    return {k: round(v, 4) for k, v in result.items()}
-
-
 def run(rows: int, users: int, items: int, work: Path, address: str | None = None) -> dict:
     """Generate (once) and fit ``rows``; on the embedded local Ray, or with ``address`` on a
     running one (then only the driver's memory is sampled: Ray's processes are not its)."""
@@ -229,7 +186,8 @@ def run(rows: int, users: int, items: int, work: Path, address: str | None = Non
         "system_used_peak_gib": round((peaks.get("system used", 0) - used_before) / 2**30, 2),
         "object_store_peak_gib": round((shm[0] - shm_before) / 2**30, 2),
         "steps": [{k: s[k] for k in ("coordinate", "seconds") if k in s} for s in summary["steps"]],
-        "oracle": oracle(data, out),
+        # the AUCs of the true model, the Bayes oracle, the fit, and the true model with one
+        # fitted part swapped in (once per data set: the embedded run's)
         "bayes_oracle": bayes_oracle(data, out)["auc"] if address is None else None,
     }
 
