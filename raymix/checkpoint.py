@@ -2,10 +2,11 @@
 
 ``<output>/checkpoint/`` holds ``scores.npz`` (every coordinate's per-row scores on both
 splits, in the global uid order), ``models/<coordinate>/`` (each coordinate's current
-model: Avro, or a random effect's Arrow tables, ~8x faster to write and read back) and ``state.json`` (the steps done so far), written in that order and each
-atomically, so ``state.json`` only ever names a step whose scores and models are on disk.
-Resuming rebuilds the coordinates with these models as warm starts and the score vectors
-as they were, so the run ends exactly as an uninterrupted one.
+model: Avro, or a random effect's Arrow tables, ~6x faster to write) and
+``state.json`` (the steps done so far), written in that order and each atomically, so
+``state.json`` only ever names a step whose scores and models are on disk. Resuming
+rebuilds the coordinates with these models as warm starts and the score vectors as they
+were, so the run ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -348,18 +348,15 @@ class FixedEffectService:
 
     def request(self, command: dict) -> list:
         """Post ``command`` and return every rank's reply (re-run by a restarted group)."""
-
         self._next_id += 1
         command = {**command, "id": self._next_id}
         self.mailbox.call("post", command)
         return self._collect(self._next_id)
 
     def restarts(self) -> int:
-
         return self.mailbox.call("restarts")
 
     def _collect(self, command_id) -> list:
-
         while True:
             replies = self.mailbox.call("collect", command_id, POLL_SECONDS)
             if replies is not None:
@@ -376,7 +373,6 @@ class FixedEffectService:
         return replies
 
     def stop(self) -> None:
-
         if self._thread is None or self.mailbox is None:
             return
         if self._thread.is_alive():
