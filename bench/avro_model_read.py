@@ -1,7 +1,7 @@
 """Reading per-entity Avro models (a random effect's warm start): compiled reader vs fastavro.
 
 Writes ``--models`` BayesianLinearModelAvro records (10 of ``--features`` features each, an
-intercept, deflate; ``raymix.data.avro_models``), then reads them back into per-entity
+intercept, deflate; ``raymix.data.avro.model_writer``), then reads them back into per-entity
 arrays with ``read_avro_model_table`` and with the fastavro loop (``read_models`` +
 ``coefficients_by_index``), checks both agree, and prints records/s (best of ``--repeat``).
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from raymix.data.avro import coefficients_by_index, read_models
-from raymix.data.avro_model_reader import read_avro_model_table
-from raymix.data.avro_models import write_model_file
+from raymix.data.avro.model_reader import read_avro_model_table
+from raymix.data.avro.model_writer import write_model_file
+from raymix.data.avro.models import coefficients_by_index, read_models
 
 
 def write(path: Path, n: int, dim: int, seed: int = 0) -> list[tuple[str, str]]:

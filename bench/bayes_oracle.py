@@ -1,6 +1,6 @@
 """Bayes oracle for the synthetic GLMix data: how close to the true model any estimator can get.
 
-The synthetic data (:mod:`raymix.data.synthetic`) plant ``logit = g + u + v``: a global part
+The synthetic data (:mod:`raymix.datasets.synthetic`) plant ``logit = g + u + v``: a global part
 ``g = b + x.beta`` and per-user / per-item parts ``u = c_user + x_u.w_user`` (``v`` alike),
 every entity coefficient and intercept drawn ``N(0, sigma^2)``. For each random-effect
 coordinate the oracle fits every entity on the TRAINING rows with everything else given
@@ -51,8 +51,8 @@ import scipy.sparse as sp
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from raymix.data.avro import read_scores_avro
-from raymix.data.synthetic import Truth, load_truth
+from raymix.data.avro.scores import read_scores_avro
+from raymix.datasets.synthetic import Truth, load_truth
 from raymix.errors import DataError
 from raymix.metrics import auc
 from raymix.solvers.entity import EntityProblem, fit_entities

@@ -46,7 +46,7 @@ def measure(recipe, backend: str, workers: int, steps: int, batch: int, sparse: 
     from raymix import metrics as M
     from raymix.coordinates.base import RowIndex, gather
     from raymix.coordinates.deep import DeepCoordinate
-    from raymix.data.source import build_source
+    from raymix.coordinates.inputs import build_source
 
     spec = recipe.coordinates[0].model_copy(
         update={"workers": workers, "backend": backend, "steps": steps, "batch_size": batch}
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
 
     import ray
 
-    from raymix.data.movielens import convert_movielens
+    from raymix.datasets.movielens import convert_movielens
     from raymix.engine.cluster import _quiet_environment, physical_cores
     from raymix.recipe.load import load_recipe
 

@@ -37,11 +37,20 @@ def write_data(directory: Path, entities: int, rows_per: int, d: int, seed: int 
     y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     directory.mkdir(parents=True, exist_ok=True)
     for part, rows in enumerate(np.array_split(np.arange(n), 4)):
-        pq.write_table(pa.table({
-            "uid": rows.astype(np.int64), "response": y[rows], "user_id": entity[rows],
-            "bag_indices": pa.array(list(np.tile(np.arange(d), (rows.size, 1))), pa.list_(pa.int64())),
-            "bag_values": pa.array(list(X[rows]), pa.list_(pa.float32())),
-        }), directory / f"part-{part}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "uid": rows.astype(np.int64),
+                    "response": y[rows],
+                    "user_id": entity[rows],
+                    "bag_indices": pa.array(
+                        list(np.tile(np.arange(d), (rows.size, 1))), pa.list_(pa.int64())
+                    ),
+                    "bag_values": pa.array(list(X[rows]), pa.list_(pa.float32())),
+                }
+            ),
+            directory / f"part-{part}.parquet",
+        )
     return n
 
 
@@ -67,7 +76,9 @@ def main() -> None:
     recipe = Recipe(
         data=Data(train=str(work / "data")),
         columns=Columns(weight=None),
-        coordinates=[RandomEffect(name="re", entity="user_id", feature_bag="bag", sparsity_threshold=0)],
+        coordinates=[
+            RandomEffect(name="re", entity="user_id", feature_bag="bag", sparsity_threshold=0)
+        ],
         output=str(work / "out"),
         resources=Resources(actors=args.actors),
     )
@@ -87,7 +98,10 @@ def main() -> None:
             pool.call("fit", "re", [(p, True) for p in pieces])
             pool_times.append(time.perf_counter() - started)
         # the same grouped problems, solved directly in this process
-        states = [ray.get(a.__ray_call__.remote(lambda self: self.coordinates["re"].train)) for a in pool.actors]
+        states = [
+            ray.get(a.__ray_call__.remote(lambda self: self.coordinates["re"].train))
+            for a in pool.actors
+        ]
     direct_times = []
     for _ in range(args.repeat):
         total = 0.0
@@ -96,23 +110,39 @@ def main() -> None:
             off = offsets[u]
             problem = EntityProblem(grouped.entity_ptr, rows.X, rows.label, rows.weight, off)
             started = time.perf_counter()
-            models = fit_entities(problem, l2=spec.l2, max_iter=spec.solver.max_iter,
-                                  tol=spec.solver.tolerance, n_threads=the_plan.threads)
+            models = fit_entities(
+                problem,
+                l2=spec.l2,
+                max_iter=spec.solver.max_iter,
+                tol=spec.solver.tolerance,
+                n_threads=the_plan.threads,
+            )
             score_entities(models, rows.X, grouped.entity_ptr)
             total += time.perf_counter() - started
         direct_times.append(total / len(states))
     pool_best, direct_best = min(pool_times), min(direct_times)
     result = {
-        "entities": args.entities, "rows": n, "actors": args.actors, "load_seconds": round(load_seconds, 3),
-        "pool_fit_seconds": round(pool_best, 3), "direct_fit_seconds": round(direct_best, 3),
-        "ratio": round(pool_best / direct_best, 3), "entities_per_second_pool": round(args.entities / pool_best),
+        "entities": args.entities,
+        "rows": n,
+        "actors": args.actors,
+        "load_seconds": round(load_seconds, 3),
+        "pool_fit_seconds": round(pool_best, 3),
+        "direct_fit_seconds": round(direct_best, 3),
+        "ratio": round(pool_best / direct_best, 3),
+        "entities_per_second_pool": round(args.entities / pool_best),
     }
-    print("| entities | actors | load (s) | pool fit+score (s) | direct fit+score (s) | pool / direct | entities/s (pool) |")
+    print(
+        "| entities | actors | load (s) | pool fit+score (s) | direct fit+score (s) | pool / direct | entities/s (pool) |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| {args.entities} | {args.actors} | {load_seconds:.2f} | {pool_best:.3f} | {direct_best:.3f} "
-          f"| {pool_best / direct_best:.2f} | {args.entities / pool_best:,.0f} |")
+    print(
+        f"| {args.entities} | {args.actors} | {load_seconds:.2f} | {pool_best:.3f} | {direct_best:.3f} "
+        f"| {pool_best / direct_best:.2f} | {args.entities / pool_best:,.0f} |"
+    )
     (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "random_effect_pool.json").write_text(json.dumps(result, indent=1))
+    (REPO / "bench" / "results" / "random_effect_pool.json").write_text(
+        json.dumps(result, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Two readers produce the same Arrow table (checked):
 
-- ``compiled``: :func:`raymix.data.tfrecord.read_tfrecord_file`, numba kernels, no TensorFlow;
+- ``compiled``: :func:`raymix.data.tfrecord.tables.read_tfrecord_file`, numba kernels, no TensorFlow;
 - ``tf.data``: raymix's reader before it, ``tf.data.TFRecordDataset`` batched by 65,536 and
   ``tf.io.parse_example`` with ``example_codec.parse_spec``, converted by the same helpers.
 
@@ -41,14 +41,14 @@ SYNTHETIC = ["--rows", "1000000", "--users", "100000", "--items", "10000"]
 
 def tf_read(path: str, metadata, columns):
     """raymix's TFRecord reader before the compiled one (tf.data + parse_example)."""
-    from raymix.data.example_codec import read_with_tensorflow
+    from tests.data.tfrecord.tf_reference import read_with_tensorflow
 
     return read_with_tensorflow(path, metadata, columns)
 
 
 def read(reader: str, path: str, meta_path: str, columns):
     from raymix.data.metadata import load_metadata
-    from raymix.data.tfrecord import read_tfrecord_file
+    from raymix.data.tfrecord.tables import read_tfrecord_file
 
     metadata = load_metadata(meta_path)
     if reader == "compiled":

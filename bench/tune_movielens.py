@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 
 def convert(source: Path, dest: Path, seed: int) -> float:
-    from raymix.data.movielens import convert_movielens
+    from raymix.datasets.movielens import convert_movielens
 
     started = time.perf_counter()
     if not (dest / "metadata" / "tensor_metadata.json").is_file():
@@ -98,8 +98,9 @@ def glmm_gpboost(data: Path) -> dict:
 
 
 def _design(data: Path, split: str) -> dict:
+    from raymix.coordinates.inputs import build_source, feature_names
     from raymix.data.rows import concat_rows, rows_from_table
-    from raymix.data.source import build_source, feature_names, read_table
+    from raymix.data.source import read_table
     from raymix.recipe.spec import Columns, Data
 
     d = Data(

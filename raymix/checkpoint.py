@@ -20,7 +20,7 @@ import numpy as np
 
 from raymix.descent import DescentState, Step
 from raymix.errors import RecipeError
-from raymix.outputs import atomic_path, write_json
+from raymix.files import atomic_path, write_json
 
 DIRECTORY = "checkpoint"
 

@@ -252,7 +252,7 @@ def _score(args) -> int:
 
 
 def _movielens(args) -> int:
-    from raymix.data.movielens import convert_movielens
+    from raymix.datasets.movielens import convert_movielens
 
     start = time.perf_counter()
     summary = convert_movielens(
@@ -334,7 +334,7 @@ def _synthetic_parser(data_sub) -> None:
 
 
 def _synthetic(args) -> int:
-    from raymix.data.synthetic import generate_synthetic
+    from raymix.datasets.synthetic import generate_synthetic
 
     s = generate_synthetic(
         args.dest,

@@ -21,7 +21,6 @@ import posixpath
 import re
 import shlex
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,6 +28,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from raymix.errors import RecipeError
+from raymix.files import write_text
 
 API_VERSION = "ray.io/v1"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
@@ -527,19 +527,6 @@ def _render_pair(name, recipe_path, shape, **job_options) -> dict[str, tuple[dic
     return {MANIFEST_FILES[m["kind"]]: (m, _header(recipe_path) + to_yaml(m)) for m in manifests}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_manifests(
     out_dir,
     name: str,
@@ -582,7 +569,7 @@ def write_manifests(
             )
     out.mkdir(parents=True, exist_ok=True)
     for path, (_, text) in zip(paths, rendered.values(), strict=True):
-        _write_atomic(path, text)
+        write_text(path, text)
     return paths
 
 
@@ -641,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stale.append(path)
         if not check:
             out.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, text)
+            write_text(path, text)
     verb = "out of date" if check else "written"
     for path in stale:
         print(f"{path}: {verb}")

@@ -12,14 +12,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from raymix.errors import RaymixError, RecipeError
+from raymix.files import atomic_path, write_json, write_text  # noqa: F401 - re-exported
 
 RUN_FILE = "run.json"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b/x, gs://..., also Path's s3:/b/x
@@ -52,32 +51,6 @@ def absolute_paths(recipe):
     )
     output = str(local_output(recipe.output))
     return recipe.model_copy(update={"output": output, "coordinates": coordinates})
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path next to ``path``; on success rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-    return Path(path)
-
-
-def write_json(path: str | Path, payload) -> Path:
-    return write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def prepare_output(

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from raymix import metrics as M
-from raymix.data.avro import write_scores_avro
+from raymix.data.avro.scores import write_scores_avro
 from raymix.descent import DescentState
-from raymix.outputs import write_json, write_text
+from raymix.files import write_json, write_text
 from raymix.recipe.spec import Recipe
 
 

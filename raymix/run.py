@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raymix.data.source import Source, build_source, feature_names
+from raymix.coordinates.inputs import build_source, feature_names
+from raymix.data.source import Source
 from raymix.engine.cluster import physical_cores, requested_address
 from raymix.errors import RecipeError, surfaced
 from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
@@ -258,7 +259,7 @@ ENGINE_MODULES = (
     "raymix.engine.fixed_effect",
     "raymix.engine.random_effect",
     "raymix.engine.reading",
-    "raymix.data.example_reader",
+    "raymix.data.tfrecord.example_reader",
     "raymix.solvers.glm",
     "raymix.solvers.entity",
     "raymix.report",

@@ -16,9 +16,11 @@ import numpy as np
 import pyarrow as pa
 
 from raymix.coordinates.base import RowIndex
-from raymix.data.avro import coefficients_by_index, read_models, write_scores_avro
+from raymix.coordinates.inputs import build_source, feature_names
+from raymix.data.avro.models import coefficients_by_index, read_models
+from raymix.data.avro.scores import write_scores_avro
 from raymix.data.rows import rows_from_table
-from raymix.data.source import Source, build_source, feature_names
+from raymix.data.source import Source
 from raymix.errors import DataError, RecipeError
 from raymix.outputs import RUN_FILE
 from raymix.recipe.spec import Data, DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe

@@ -32,8 +32,13 @@ def ray_session():
 
     _quiet_environment()
     if not ray.is_initialized():
-        ray.init(num_cpus=4, object_store_memory=1 << 30, include_dashboard=False,
-                 logging_level="WARNING", log_to_driver=False)
+        ray.init(
+            num_cpus=4,
+            object_store_memory=1 << 30,
+            include_dashboard=False,
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
     yield ray
     ray.shutdown()
 
@@ -41,7 +46,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def movielens(tmp_path_factory, shared) -> Path:
     """ml-100k converted once per session (TFRecord, seed 0)."""
-    from raymix.data.movielens import convert_movielens
+    from raymix.datasets.movielens import convert_movielens
 
     dest = tmp_path_factory.mktemp("movielens")
     convert_movielens(ML100K, dest, seed=0, fmt="tfrecord")

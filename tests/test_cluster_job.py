@@ -40,7 +40,8 @@ from pathlib import Path
 
 import pytest
 
-from raymix.data.avro import read_models, read_scores_avro
+from raymix.data.avro.models import read_models
+from raymix.data.avro.scores import read_scores_avro
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
 

@@ -8,7 +8,7 @@ import pytest
 
 from raymix import EarlyStopping
 from raymix.coordinates.base import HolderRows, Outcome
-from raymix.data.avro import read_models
+from raymix.data.avro.models import read_models
 from raymix.descent import descend, load
 from raymix.recipe.load import load_recipe
 from raymix.run import fit

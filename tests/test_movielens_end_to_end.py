@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raymix.data.avro import read_models, read_scores_avro
+from raymix.data.avro.models import read_models
+from raymix.data.avro.scores import read_scores_avro
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
 from raymix.scoring import score_command

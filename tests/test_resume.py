@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raymix.data.avro import read_models
+from raymix.data.avro.models import read_models
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex
-from raymix.data.avro import read_scores_avro
+from raymix.data.avro.scores import read_scores_avro
 from raymix.errors import DataError
 from raymix.recipe.spec import ExternalEffect
 

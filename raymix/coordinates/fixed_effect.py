@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, scatter
-from raymix.data.avro import coefficients_by_index, model_record, read_models, write_models
+from raymix.data.avro.models import coefficients_by_index, model_record, read_models, write_models
 from raymix.data.source import Source
 from raymix.errors import DataError
 from raymix.recipe.spec import FixedEffect

@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 
 from raymix.errors import DataError
-from raymix.outputs import atomic_path
+from raymix.files import write_text
 
 __all__ = [
     "DTYPES",
@@ -44,7 +44,6 @@ __all__ = [
     "load_feature_list",
     "load_metadata",
     "write_feature_list",
-    "write_text",
 ]
 
 #: The dtypes GDMix accepts, in the order GDMix documents them.
@@ -289,31 +288,6 @@ def write_feature_list(path: str | os.PathLike, features: Iterable[tuple[str, st
             raise DataError(f"feature {i} must be a (name, term) pair, got {item!r}", str(path))
         writer.writerow([str(item[0]), str(item[1])])
     write_text(path, buf.getvalue())
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 text with ``\\n`` line endings atomically (temporary file + ``os.replace``)."""
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        readable(tmp)
-
-
-def readable(path: str | os.PathLike) -> None:
-    """Give a temporary file the usual ``0o666 & ~umask`` mode (mkstemp makes it 0600)."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def _umask() -> int:
-    # Read, not set-and-restore: os.umask() would briefly change it for every thread.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
 
 
 def _describe(item: Any, label: str) -> str:

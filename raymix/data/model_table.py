@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymix.outputs import atomic_path
+from raymix.files import atomic_path
 from raymix.solvers.entity import EntityModels
 
 SUFFIX = ".arrow"

@@ -100,7 +100,7 @@ def read_text_table(source: Source, column: str, path: str) -> pa.Table:
             return pq.read_table(path, columns=columns)
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"cannot read Parquet file: {exc}", path=path) from None
-    from raymix.data.tfrecord import read_tfrecord_file
+    from raymix.data.tfrecord.tables import read_tfrecord_file
 
     return read_tfrecord_file(path, source.metadata, source.tensors() + [column])
 

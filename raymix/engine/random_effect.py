@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import ray
 import scipy.sparse as sp
 
-from raymix.coordinates.grouping import Grouped, group_rows, lookup_entities, stable_bucket
+from raymix.data.grouping import Grouped, group_rows, lookup_entities, stable_bucket
 from raymix.data.rows import Rows, concat_rows, rows_from_table
 from raymix.data.source import Source, read_table
 from raymix.engine.cluster import spread_actor_options
@@ -240,8 +240,8 @@ class BucketActor:
 
     def write_models(self, name: str, directory: str, names) -> list[str]:
         """One Avro file per bucket: ``part-<bucket:05d>.avro``; entities in id order."""
-        from raymix.data.avro import MODEL_CLASS
-        from raymix.data.avro_models import ModelEncoder
+        from raymix.data.avro.model_writer import ModelEncoder
+        from raymix.data.avro.models import MODEL_CLASS
 
         state = self._state(name)
         if state.models is None:
@@ -281,7 +281,7 @@ class BucketActor:
     def load_warm_start(self, name: str, path: str, names, dim: int) -> int:
         """Models for this actor's entities from a model directory (others ignored): Avro
         models, or the Arrow tables of a checkpoint. Returns how many were found."""
-        from raymix.data.avro_model_reader import read_avro_model_table
+        from raymix.data.avro.model_reader import read_avro_model_table
         from raymix.data.model_table import has_model_tables, read_model_tables, select_models
 
         state = self._state(name)

@@ -7,7 +7,7 @@ import io
 import math
 from pathlib import Path
 
-from raymix.outputs import write_text
+from raymix.files import write_text
 
 
 def trials_csv(path: Path, trials: list[dict]) -> Path:
@@ -149,7 +149,7 @@ def plot_search(
     axes.flat[0].legend(fontsize=8, loc="best")
     fig.suptitle(f"{len(done)} trials: validation {metric} per searched parameter", fontsize=10)
     fig.tight_layout()
-    from raymix.outputs import atomic_path
+    from raymix.files import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

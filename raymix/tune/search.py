@@ -174,7 +174,7 @@ def absolute_data(recipe: Recipe) -> Recipe:
 def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, overwrite: bool):
     import shutil
 
-    from raymix.outputs import write_json
+    from raymix.files import write_json
 
     marker = out / MARKER
     described = {
@@ -381,7 +381,7 @@ def _short(value) -> str:
 
 
 def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
-    from raymix.outputs import write_json, write_text
+    from raymix.files import write_json, write_text
     from raymix.tune.report import plot_search, trials_csv
 
     keys = list(space.space)

@@ -48,7 +48,7 @@ from raymix import (
     Resources,
 )
 from raymix.data.metadata import Metadata, TensorSpec, write_feature_list
-from raymix.data.tfrecord import write_tfrecord_file
+from raymix.data.tfrecord.tables import write_tfrecord_file
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
 

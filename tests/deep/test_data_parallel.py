@@ -12,7 +12,7 @@ import pytest
 
 from raymix.coordinates.base import RowIndex
 from raymix.coordinates.deep import DeepCoordinate, optimizer_config
-from raymix.data.source import build_source
+from raymix.coordinates.inputs import build_source
 from raymix.deep.collective import LocalCollective
 from raymix.deep.inputs import read_local_shard
 from raymix.deep.train import DeepTrainer, TrainConfig

@@ -13,8 +13,9 @@ import pytest
 from raymix import metrics as M
 from raymix.coordinates.base import RowIndex
 from raymix.coordinates.deep import DeepCoordinate
-from raymix.data.avro import read_models, read_scores_avro
-from raymix.data.source import build_source
+from raymix.coordinates.inputs import build_source
+from raymix.data.avro.models import read_models
+from raymix.data.avro.scores import read_scores_avro
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
 from raymix.scoring import score_command

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raymix import LBFGS, Data, FixedEffect, Recipe
-from raymix.data.avro import read_models
+from raymix.data.avro.models import read_models
 from raymix.run import fit
 
 from ..conftest import FIXTURES

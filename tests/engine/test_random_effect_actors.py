@@ -9,7 +9,8 @@ import pytest
 import scipy.optimize
 
 from raymix import Columns, Data, FixedEffect, RandomEffect, Recipe, Resources
-from raymix.data.avro import read_models, read_scores_avro
+from raymix.data.avro.models import read_models
+from raymix.data.avro.scores import read_scores_avro
 from raymix.run import fit
 
 from ..conftest import FIXTURES

@@ -22,7 +22,15 @@ def test_gdmix_movielens_config_translates_to_the_movielens_recipe(monkeypatch):
     assert [c.name for c in translated.coordinates] == ["global", "per-user", "per-movie"]
     assert translated.passes == 1
     for a, b in zip(translated.coordinates, ours.coordinates, strict=True):
-        for field in ("kind", "feature_bag", "task", "l2", "l1", "fit_intercept", "regularize_intercept"):
+        for field in (
+            "kind",
+            "feature_bag",
+            "task",
+            "l2",
+            "l1",
+            "fit_intercept",
+            "regularize_intercept",
+        ):
             assert getattr(a, field) == getattr(b, field), (a.name, field)
         da, db = translated.data_for(a), ours.data_for(b)
         assert (da.train, da.validation, da.metadata) == (db.train, db.validation, db.metadata)

@@ -77,8 +77,16 @@ def test_solver_by_short_string_or_object_and_unknown_string_lists_choices():
 def test_recipe_level_rules():
     data = {"train": "t"}
     with pytest.raises(RecipeError, match="unique"):
-        validate_recipe({"data": data, "output": "o", "coordinates": [
-            {"kind": "fixed_effect", "name": "a"}, {"kind": "fixed_effect", "name": "a"}]})
+        validate_recipe(
+            {
+                "data": data,
+                "output": "o",
+                "coordinates": [
+                    {"kind": "fixed_effect", "name": "a"},
+                    {"kind": "fixed_effect", "name": "a"},
+                ],
+            }
+        )
     with pytest.raises(RecipeError, match="output: required"):
         validate_recipe({"data": data, "coordinates": [{"kind": "fixed_effect", "name": "a"}]})
 

@@ -4,8 +4,8 @@ import fastavro
 import numpy as np
 import pytest
 
-from raymix.data.avro import MODEL_CLASS, model_record, read_models, write_models
-from raymix.data.avro_models import BLOCK_RECORDS, write_model_file
+from raymix.data.avro.model_writer import BLOCK_RECORDS, write_model_file
+from raymix.data.avro.models import MODEL_CLASS, model_record, read_models, write_models
 
 
 def ragged(rng, n, dim, most=6):

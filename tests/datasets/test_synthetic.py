@@ -15,7 +15,7 @@ from raymix.cli import main
 from raymix.data.metadata import load_feature_list, load_metadata
 from raymix.data.rows import rows_from_table
 from raymix.data.source import read_table
-from raymix.data.synthetic import LEVELS, generate_synthetic, load_truth
+from raymix.datasets.synthetic import LEVELS, generate_synthetic, load_truth
 from raymix.errors import DataError
 from raymix.metrics import auc
 from raymix.recipe.load import load_recipe
@@ -158,7 +158,7 @@ def test_rows_read_through_the_row_schema_a_recipe_builds(medium, monkeypatch, t
 
 
 def test_tfrecord_holds_the_same_rows_as_parquet(tmp_path):
-    from raymix.data.tfrecord import read_tfrecord_file
+    from raymix.data.tfrecord.tables import read_tfrecord_file
 
     args = {"rows": 300, "users": 30, "items": 5, "global_features": 4, "entity_features": 2}
     generate_synthetic(tmp_path / "pq", **args)

@@ -4,12 +4,12 @@ import fastavro
 import numpy as np
 import pytest
 
-from raymix.data.avro import read_scores_avro, write_scores_avro
+from raymix.data.avro.scores import read_scores_avro, write_scores_avro
 
 
 @pytest.mark.parametrize("codec", ["null", "deflate"])
 def test_scores_round_trip_through_fastavro(tmp_path, codec, monkeypatch):
-    import raymix.data.avro_scores as module
+    import raymix.data.avro.container as module
 
     monkeypatch.setattr(module, "BLOCK_RECORDS", 1000)  # several blocks
     original = module.write_container

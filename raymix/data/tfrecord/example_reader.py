@@ -1,7 +1,7 @@
 """Read the features of a TFRecord file of ``tf.train.Example`` without TensorFlow.
 
 The file's bytes (inflated first for ``.gz`` / ``.deflate``) go to compiled kernels
-(:mod:`raymix.data.example_kernels`) that check the framing and both CRC-32Cs of every record
+(:mod:`raymix.data.tfrecord.example_kernels`) that check the framing and both CRC-32Cs of every record
 and decode only the requested keys, in two passes: count the values of each key in each
 record, then fill flat arrays. The result per key is a :class:`Column`: row splits and flat
 values, as ``tf.io.parse_example`` would give them for this :class:`Field`:
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from raymix.data import example_kernels as kernels
-from raymix.data.example_codec import KIND, compression_type
 from raymix.data.metadata import TensorSpec
+from raymix.data.tfrecord import example_kernels as kernels
+from raymix.data.tfrecord.example_codec import KIND, compression_type
 from raymix.errors import DataError
 
 __all__ = ["Column", "Field", "decode_examples", "fields_of", "file_bytes", "read_examples"]

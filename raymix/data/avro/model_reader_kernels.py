@@ -1,4 +1,4 @@
-"""The numba kernel of :mod:`raymix.data.avro_model_reader`: one block of
+"""The numba kernel of :mod:`raymix.data.avro.model_reader`: one block of
 ``BayesianLinearModelAvro`` records decoded from Avro's binary encoding.
 
 Every read is bounds-checked; a helper returns a negative position on error, with the status

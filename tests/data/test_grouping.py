@@ -1,15 +1,21 @@
 import numpy as np
 import scipy.sparse as sp
 
-from raymix.coordinates.grouping import group_rows, lookup_entities, stable_bucket
+from raymix.data.grouping import group_rows, lookup_entities, stable_bucket
 from raymix.data.rows import Rows
 
 
 def rows(entity, uid=None):
     n = len(entity)
     uid = np.arange(n, dtype=np.int64)[::-1].copy() if uid is None else uid
-    return Rows(uid=uid, label=np.zeros(n), weight=np.ones(n), offset=np.zeros(n),
-                X=sp.csr_matrix((n, 3)), entity=np.asarray(entity))
+    return Rows(
+        uid=uid,
+        label=np.zeros(n),
+        weight=np.ones(n),
+        offset=np.zeros(n),
+        X=sp.csr_matrix((n, 3)),
+        entity=np.asarray(entity),
+    )
 
 
 def test_stable_bucket_is_fixed_across_runs_and_types():
@@ -31,7 +37,7 @@ def test_group_rows_sorts_by_entity_then_uid():
     ent = g.rows.entity
     assert list(ent) == [1, 1, 2, 3, 3]
     for k in range(3):
-        u = g.rows.uid[g.entity_ptr[k]:g.entity_ptr[k + 1]]
+        u = g.rows.uid[g.entity_ptr[k] : g.entity_ptr[k + 1]]
         assert np.all(np.diff(u) > 0)
 
 
@@ -54,4 +60,6 @@ def test_max_samples_samples_deterministically_and_reweights():
 
 
 def test_lookup_entities():
-    np.testing.assert_array_equal(lookup_entities(np.array([5, 1, 9]), np.array([1, 5])), [1, 0, -1])
+    np.testing.assert_array_equal(
+        lookup_entities(np.array([5, 1, 9]), np.array([1, 5])), [1, 0, -1]
+    )

@@ -1,4 +1,4 @@
-"""Compiled kernels behind :mod:`raymix.data.example_reader` (private; use ``read_examples``).
+"""Compiled kernels behind :mod:`raymix.data.tfrecord.example_reader` (private; use ``read_examples``).
 
 A TFRecord stream is a sequence of records, each (little endian)
 

@@ -9,7 +9,7 @@ TensorFlow import (~2 s). A TFRecord file is a sequence of records framed as
 its public .proto definition into a private descriptor pool, so it never clashes with
 TensorFlow's own classes; its Python API is the same (``features.feature[key].int64_list``).
 Bulk reading decodes the same framing and messages in compiled code
-(:mod:`raymix.data.example_reader`), also without TensorFlow.
+(:mod:`raymix.data.tfrecord.example_reader`), also without TensorFlow.
 """
 
 from __future__ import annotations

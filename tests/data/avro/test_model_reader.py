@@ -5,8 +5,10 @@ import fastavro
 import numpy as np
 import pytest
 
-from raymix.data import avro_model_reader
-from raymix.data.avro import (
+from raymix.data.avro import model_reader as avro_model_reader
+from raymix.data.avro.model_reader import read_avro_model_table
+from raymix.data.avro.model_writer import BLOCK_RECORDS, write_model_file
+from raymix.data.avro.models import (
     INTERCEPT,
     MODEL_CLASS,
     MODEL_SCHEMA_JSON,
@@ -15,8 +17,6 @@ from raymix.data.avro import (
     read_models,
     write_models,
 )
-from raymix.data.avro_model_reader import read_avro_model_table
-from raymix.data.avro_models import BLOCK_RECORDS, write_model_file
 from raymix.data.model_table import select_models
 from raymix.errors import DataError
 

@@ -6,7 +6,7 @@ here records are encoded straight into Avro's binary encoding by a compiled kern
 ragged arrays the per-entity solver already holds (:class:`~raymix.solvers.entity.EntityModels`
 layout). Each ``(name, term)`` pair is encoded once and copied per coefficient.
 
-Binary encoding of one record (the schema is :data:`raymix.data.avro.MODEL_SCHEMA_JSON`):
+Binary encoding of one record (the schema is :data:`raymix.data.avro.models.MODEL_SCHEMA_JSON`):
 
     modelId       string                        long(len) bytes
     modelClass    union {null, string}          long(1) string
@@ -15,7 +15,7 @@ Binary encoding of one record (the schema is :data:`raymix.data.avro.MODEL_SCHEM
     lossFunction  union {null, string}          long(1) string("")
 
 The records are written in container blocks of :data:`BLOCK_RECORDS`, deflated; the file is
-the same one :func:`raymix.data.avro.write_models` writes from dicts, byte for byte in its
+the same one :func:`raymix.data.avro.models.write_models` writes from dicts, byte for byte in its
 records (the container's sync marker is derived from the schema, so bytes are reproducible).
 """
 
@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from raymix.data.avro_scores import header, long_bytes
-from raymix.outputs import atomic_path
+from raymix.data.avro.container import header, long_bytes
+from raymix.files import atomic_path
 
 BLOCK_RECORDS = 4096
 
@@ -102,7 +102,7 @@ class ModelEncoder:
         """Write models ``members`` (default: all) to ``path``, atomically. Blocks are
         deflated (level 1, on two threads: deflating costs ~6x the encoding), or with
         ``compress=False`` stored as they are (codec null)."""
-        from raymix.data.avro import MODEL_SCHEMA_JSON
+        from raymix.data.avro.models import MODEL_SCHEMA_JSON
 
         if members is None:
             members = np.arange(self.n, dtype=np.int64)
@@ -163,7 +163,7 @@ def _encoded_strings(values) -> tuple[np.ndarray, np.ndarray]:
 
 def _name_terms(names: list[tuple[str, str]] | None, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Encoded ``name, term`` of features ``0..dim-1`` and, last, of the intercept."""
-    from raymix.data.avro import INTERCEPT
+    from raymix.data.avro.models import INTERCEPT
 
     pairs = list(names) if names is not None else [(str(j), "") for j in range(dim)]
     pairs = pairs[:dim] + [INTERCEPT]

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from raymix.data import example_codec as codec
 from raymix.data.metadata import Metadata, TensorSpec
+from raymix.data.tfrecord import example_codec as codec
 from raymix.errors import DataError
 
 __all__ = ["read_grouped_tfrecord_file"]

@@ -21,15 +21,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raymix.data import example_codec as codec
-from raymix.data.example_reader import Field, decode_examples, read_examples
 from raymix.data.metadata import Metadata, TensorSpec, load_metadata
-from raymix.data.tfrecord import read_tfrecord_file
-from raymix.data.tfrecord_light import example_class, masked_crc
+from raymix.data.tfrecord import example_codec as codec
+from raymix.data.tfrecord.example_reader import Field, decode_examples, read_examples
+from raymix.data.tfrecord.framing import example_class, masked_crc
+from raymix.data.tfrecord.tables import read_tfrecord_file
 from raymix.errors import DataError
 from tests.conftest import FIXTURES
 
-REPO = Path(__file__).resolve().parents[2]
+from .tf_reference import read_with_tensorflow
+
+REPO = Path(__file__).resolve().parents[3]
 FE_FILE = FIXTURES / "fe_lbfgs" / "training_data" / "test.tfrecord"
 FE_META = FIXTURES / "fe_lbfgs" / "metadata" / "tensor_metadata.json"
 GROUPED = FIXTURES / "grouped_per_member_train"
@@ -41,7 +43,7 @@ def tf():
     return codec.tf()
 
 
-tf_read = codec.read_with_tensorflow  # the TensorFlow oracle
+tf_read = read_with_tensorflow  # the TensorFlow oracle
 
 
 def outcome(read, *args, **kwargs):
@@ -518,7 +520,7 @@ def test_reading_never_imports_tensorflow(tmp_path):
     code = (
         "import sys\n"
         "from raymix.data.metadata import load_metadata\n"
-        "from raymix.data.tfrecord import read_data_file\n"
+        "from raymix.data.source import read_data_file\n"
         f"meta = load_metadata({str(FE_META)!r})\n"
         f"for path in [{str(FE_FILE)!r}, {str(copy)!r}]:\n"
         "    assert read_data_file(path, meta).num_rows == 32\n"

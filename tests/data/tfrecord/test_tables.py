@@ -14,9 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raymix.data.metadata import Metadata, TensorSpec, load_feature_list, load_metadata
-from raymix.data.tfrecord import (
-    list_data_files,
-    read_data_file,
+from raymix.data.source import list_data_files, read_data_file
+from raymix.data.tfrecord.tables import (
     read_grouped_tfrecord_file,
     read_tfrecord_file,
     validate_against_metadata,
@@ -24,7 +23,7 @@ from raymix.data.tfrecord import (
 )
 from raymix.errors import DataError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "data" / "gdmix-fixtures"
 FE = FIXTURES / "fe_lbfgs"
@@ -455,7 +454,7 @@ def test_parquet_in_row_convention_reads_as_is(fe_meta, tmp_path):
 
 
 def test_tensorflow_is_imported_lazily():
-    code = "import sys, raymix.data.tfrecord, raymix.data.movielens; print('tensorflow' in sys.modules)"
+    code = "import sys, raymix.data.tfrecord.tables, raymix.datasets.movielens; print('tensorflow' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True

@@ -1,7 +1,7 @@
 """Read and write GDMix TFRecord data as Arrow tables of rows (see :mod:`raymix.data.metadata`).
 
 Reading a per-record file never imports TensorFlow: compiled kernels
-(:mod:`raymix.data.example_reader`) check the framing and CRCs and decode the requested keys
+(:mod:`raymix.data.tfrecord.example_reader`) check the framing and CRCs and decode the requested keys
 with ``tf.io.parse_example``'s semantics, and their row splits become Arrow list offsets
 directly, with no Python loop per row. Writing, and reading the grouped layout, use
 TensorFlow, imported on first use, never at module import.
@@ -22,58 +22,32 @@ Compression follows the suffix: ``.tfrecord`` none, ``.tfrecord.gz`` GZIP,
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from raymix.data import example_codec as codec
-from raymix.data import example_reader
-from raymix.data.example_codec import compression_type
-from raymix.data.grouped import read_grouped_tfrecord_file
-from raymix.data.metadata import Metadata, TensorSpec, readable
-from raymix.data.tfrecord_light import example_class, first_records
+from raymix.data.metadata import Metadata, TensorSpec
+from raymix.data.parquet import check_parquet_against_metadata
+from raymix.data.tfrecord import example_codec as codec
+from raymix.data.tfrecord import example_reader
+from raymix.data.tfrecord.example_codec import compression_type
+from raymix.data.tfrecord.framing import example_class, first_records
+from raymix.data.tfrecord.grouped import read_grouped_tfrecord_file
 from raymix.errors import DataError
-from raymix.outputs import atomic_path
+from raymix.files import atomic_path, existing_file
 
 __all__ = [
     "compression_type",
     "first_records",
-    "list_data_files",
-    "read_data_file",
     "read_grouped_tfrecord_file",
     "read_tfrecord_file",
     "validate_against_metadata",
     "write_tfrecord_file",
 ]
 
-#: GDMix's discovery order: the first pattern that matches any file wins.
-DATA_PATTERNS = ("*.tfrecord", "*.tfrecord.deflate", "*.tfrecord.gz", "*.parquet")
 _BATCH = 65536
-
-
-def list_data_files(dir_or_glob: str | os.PathLike) -> list[str]:
-    """The data files of a directory, a glob or a single file, sorted.
-
-    A directory follows GDMix: its ``*.tfrecord`` files, else ``*.tfrecord.deflate``, else
-    ``*.tfrecord.gz``; failing those, its ``*.parquet`` files.
-    """
-    where = str(dir_or_glob)
-    if os.path.isdir(where):
-        for pattern in DATA_PATTERNS:
-            found = sorted(p for p in glob.glob(os.path.join(where, pattern)) if os.path.isfile(p))
-            if found:
-                return found
-        raise DataError(f"no data files ({', '.join(DATA_PATTERNS)}) in the directory", where)
-    if os.path.isfile(where):
-        return [where]
-    found = sorted(p for p in glob.glob(where) if os.path.isfile(p))
-    if not found:
-        raise DataError("no data files match", where)
-    return found
 
 
 def read_tfrecord_file(
@@ -93,7 +67,7 @@ def read_tfrecord_file(
     an empty bag, as in ``tf.io.SparseFeature``, except the first record, which
     :func:`validate_against_metadata` checks: it must hold every key.
     """
-    path = _existing(path)
+    path = existing_file(path)
     specs = metadata.select(columns)
     if not specs:
         raise DataError("no tensors to read: columns is empty", path)
@@ -167,15 +141,10 @@ def validate_against_metadata(
     Raises :class:`DataError` naming the file, the feature and the row. Returns the number of
     records checked (TFRecord; 0 for an empty file) or the file's row count (Parquet).
     """
-    path = _existing(path)
+    path = existing_file(path)
     specs = metadata.select(columns)
     if path.endswith(".parquet"):
-        try:
-            footer = pq.read_metadata(path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DataError(f"cannot read Parquet: {e}", path) from None
-        _parquet_target(path, footer.schema.to_arrow_schema(), specs)
-        return footer.num_rows
+        return check_parquet_against_metadata(path, specs)
     records = first_records(path, num_records)  # no TensorFlow import for a check
     example_type = example_class()
     for row, record in enumerate(records):
@@ -206,92 +175,4 @@ def write_tfrecord_file(
     with atomic_path(path) as tmp, t.io.TFRecordWriter(str(tmp), options) as writer:
         for record in codec.serialize_rows(plan, table.num_rows):
             writer.write(record)
-        readable(tmp)
     return table.num_rows
-
-
-def read_data_file(
-    path: str | os.PathLike, metadata: Metadata, columns: Sequence[str] | None = None
-) -> pa.Table:
-    """Read one per-record data file, TFRecord or Parquet (by suffix), into rows."""
-    path = _existing(path)
-    if not path.endswith(".parquet"):
-        return read_tfrecord_file(path, metadata, columns)
-    specs = metadata.select(columns)
-    names = [c for s in specs for c in s.columns]
-    try:
-        target = _parquet_target(path, pq.read_schema(path), specs)
-        table = pq.read_table(path, columns=names)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"cannot read Parquet: {e}", path) from None
-    if not table.schema.equals(target):
-        try:
-            table = table.cast(target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-            raise DataError(f"cannot cast to the metadata's types: {e}", path) from None
-    for s in specs:
-        if s.is_sparse:
-            _check_bag(table, s, path)
-    return table
-
-
-def _existing(path: str | os.PathLike) -> str:
-    path = str(path)
-    if not os.path.isfile(path):
-        raise DataError("data file not found", path)
-    return path
-
-
-def _check_bag(table: pa.Table, spec: TensorSpec, path: str) -> None:
-    idx = table.column(spec.columns[0]).combine_chunks()
-    val = table.column(spec.columns[1]).combine_chunks()
-    io_, vo = idx.offsets.to_numpy(), val.offsets.to_numpy()
-    codec.bag_arrays(
-        io_ - io_[0],
-        idx.flatten().to_numpy(zero_copy_only=False),
-        vo - vo[0],
-        val.flatten().to_numpy(zero_copy_only=False),
-        spec,
-        path,
-        0,
-    )
-
-
-def _parquet_target(path: str, schema: pa.Schema, specs: list[TensorSpec]) -> pa.Schema:
-    """The row-convention schema to cast a Parquet file to; DataError for a bad column."""
-    fields = []
-    for s in specs:
-        for field in s.arrow_fields():
-            if field.name not in schema.names:
-                raise DataError(
-                    f"column '{field.name}' of tensor '{s.name}' is missing; "
-                    f"the file has {schema.names}",
-                    path,
-                    column=field.name,
-                )
-            have = schema.field(field.name).type
-            if s.dtype in ("string", "bytes") and have == codec._binary_type(field.type):
-                field = field.with_type(have)  # non-UTF-8 strings stay binary
-            elif have != field.type and not _castable(have, field.type):
-                raise DataError(
-                    f"type {have} does not match the metadata (dtype '{s.dtype}', "
-                    f"shape {list(s.shape)}, expected {field.type})",
-                    path,
-                    column=field.name,
-                )
-            fields.append(field)
-    return pa.schema(fields)
-
-
-def _castable(have: pa.DataType, want: pa.DataType) -> bool:
-    def leaf(t: pa.DataType) -> pa.DataType:
-        while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-            t = t.value_type
-        return t
-
-    def depth(t: pa.DataType) -> int:
-        return 1 + depth(t.value_type) if hasattr(t, "value_type") else 0
-
-    numeric = pa.types.is_integer(leaf(have)) or pa.types.is_floating(leaf(have))
-    want_numeric = pa.types.is_integer(leaf(want)) or pa.types.is_floating(leaf(want))
-    return depth(have) == depth(want) and numeric and want_numeric

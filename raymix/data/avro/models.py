@@ -1,15 +1,14 @@
-"""GDMix / Photon ML Avro files: ``BayesianLinearModelAvro`` models and score files.
+"""GDMix / Photon ML model files: ``BayesianLinearModelAvro`` records.
 
 Model records (gdmix-reference.md §4.5): ``modelId``, ``modelClass``, ``means`` as
 name-term-value triples with the intercept first as ``("(INTERCEPT)", "")``, optional
-``variances`` in the same order, ``lossFunction``. Score records (§4.6): ``uid``,
-``predictionScore`` (cumulative logit), ``predictionScorePerCoordinate``, label, weight.
-Every file is written to a temporary name in its directory and renamed into place.
+``variances`` in the same order, ``lossFunction``. Every file is written to a temporary name
+in its directory and renamed into place. Many records at once: :mod:`.model_writer` and
+:mod:`.model_reader` (compiled).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import fastavro
 import numpy as np
 
 from raymix.errors import DataError
-from raymix.outputs import atomic_path
+from raymix.files import atomic_path
 
 INTERCEPT = ("(INTERCEPT)", "")
 _NTV = {
@@ -98,7 +97,7 @@ def write_models(path: str | Path, records: Iterable[dict]) -> Path:
 
 def read_models(path: str | Path) -> Iterator[dict]:
     """Records of one model file or of every ``*.avro`` in a directory (sorted)."""
-    for file in _avro_files(path):
+    for file in avro_files(path):
         try:
             with open(file, "rb") as handle:
                 yield from fastavro.reader(handle)
@@ -133,66 +132,7 @@ def coefficients_by_index(
     return intercept, np.asarray(index, np.int64)[order], np.asarray(value, np.float64)[order]
 
 
-def score_schema(uid: str, label: str | None, weight: str | None) -> dict:
-    """GDMix's score record (gdmix-reference.md §4.6), as plain JSON."""
-    fields = [{"name": uid, "type": "long"}, {"name": "predictionScore", "type": "float"}]
-    if label:
-        fields.append({"name": label, "type": ["null", "float"], "default": None})
-    if weight:
-        fields.append({"name": weight, "type": "float"})
-    fields.append({"name": "predictionScorePerCoordinate", "type": "float"})
-    return {"type": "record", "name": "validation_result", "fields": fields}
-
-
-def write_scores_avro(
-    path: str | Path,
-    uid: np.ndarray,
-    total: np.ndarray,
-    own: np.ndarray,
-    label: np.ndarray | None,
-    weight: np.ndarray | None,
-    names: tuple[str, str | None, str | None] = ("uid", "response", "weight"),
-) -> Path:
-    """GDMix's score file: one record per row, logits as float (as GDMix writes them).
-
-    Encoded with numpy (:mod:`raymix.data.avro_scores`), not record by record.
-    """
-    from raymix.data.avro_scores import write_container
-
-    uid_name, label_name, weight_name = names
-    schema = score_schema(
-        uid_name,
-        label_name if label is not None else None,
-        weight_name if weight is not None else None,
-    )
-    columns = [("long", uid), ("float", total)]
-    if label is not None:
-        columns.append(("nullable_float", np.asarray(label, np.float64)))
-    if weight is not None:
-        columns.append(("float", weight))
-    columns.append(("float", own))
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        write_container(handle, schema, columns)
-    return Path(path)
-
-
-def read_scores_avro(path: str | Path, uid: str = "uid", score: str = "predictionScore"):
-    """(uid int64, score float64) arrays of every score file under ``path``."""
-    uids, scores = [], []
-    for file in _avro_files(path):
-        try:
-            with open(file, "rb") as handle:
-                for record in fastavro.reader(handle):
-                    uids.append(record[uid])
-                    scores.append(record[score])
-        except KeyError as exc:
-            raise DataError("score record lacks a field", path=str(file), column=str(exc)) from None
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"cannot read Avro score file: {exc}", path=str(file)) from None
-    return np.asarray(uids, np.int64), np.asarray(scores, np.float64)
-
-
-def _avro_files(path: str | Path) -> list[Path]:
+def avro_files(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.avro") if p.is_file())
@@ -202,8 +142,3 @@ def _avro_files(path: str | Path) -> list[Path]:
     if not path.exists():
         raise DataError("no such file or directory", path=str(path))
     return [path]
-
-
-def ensure_dir(path: str | Path) -> Path:
-    os.makedirs(path, exist_ok=True)
-    return Path(path)

@@ -5,7 +5,7 @@ import zlib
 
 import pytest
 
-from raymix.data.tfrecord_light import crc32c, example_class, first_records
+from raymix.data.tfrecord.framing import crc32c, example_class, first_records
 from raymix.errors import DataError
 from tests.conftest import FIXTURES
 
@@ -26,7 +26,9 @@ def test_records_and_examples_match_tensorflow():
     for key, feature in tf_example.features.feature.items():
         kind = feature.WhichOneof("kind")
         assert ours_example.features.feature[key].WhichOneof("kind") == kind
-        assert list(getattr(ours_example.features.feature[key], kind).value) == list(getattr(feature, kind).value)
+        assert list(getattr(ours_example.features.feature[key], kind).value) == list(
+            getattr(feature, kind).value
+        )
 
 
 def test_compressed_files(tmp_path):

@@ -3,13 +3,13 @@
 Warm-starting a random effect reads every model of a directory: a million users are a million
 records of ~11 name-term-value triples. Through fastavro (a dict per record) that is ~50k
 records/s; here the container is framed in Python, each block is decoded by a compiled kernel
-straight from Avro's binary encoding (the layout :mod:`raymix.data.avro_models` writes, see its
+straight from Avro's binary encoding (the layout :mod:`raymix.data.avro.model_writer` writes, see its
 docstring), and ``(name, term)`` pairs become feature indices in bulk, with Arrow's hash lookup.
 
 The result is a table in :mod:`raymix.data.model_table`'s layout (``entity``, ``intercept``,
 ``index``, ``value``, ``converged``, ``iterations``), which
 :func:`~raymix.data.model_table.select_models` consumes. Row ``r`` holds what
-:func:`raymix.data.avro.coefficients_by_index` gives for record ``r``: the intercept is the
+:func:`raymix.data.avro.models.coefficients_by_index` gives for record ``r``: the intercept is the
 value of the ``("(INTERCEPT)", "")`` triple (the last one; 0 without), a triple whose pair is
 not in ``names`` is dropped (with ``names=None`` the feature is ``int(name)``, and a name that
 is not an integer is dropped), and the indices of a model ascend (stably). Only ``means`` are
@@ -32,14 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymix.data.avro import (
-    INTERCEPT,
-    MODEL_SCHEMA_JSON,
-    _avro_files,
-    coefficients_by_index,
-    read_models,
-)
-from raymix.data.avro_model_kernels import (
+from raymix.data.avro.model_reader_kernels import (
     _BAD_LONG,
     _BAD_UNION,
     _BAD_UTF8,
@@ -48,6 +41,13 @@ from raymix.data.avro_model_kernels import (
     _TRAILING,
     _TRUNCATED,
     _decode_block,
+)
+from raymix.data.avro.models import (
+    INTERCEPT,
+    MODEL_SCHEMA_JSON,
+    avro_files,
+    coefficients_by_index,
+    read_models,
 )
 from raymix.data.model_table import models_table
 from raymix.errors import DataError
@@ -76,7 +76,7 @@ def read_avro_model_table(path: str | Path, names: list[tuple[str, str]] | None)
     ``int(name)``. A truncated or corrupt file raises :class:`~raymix.errors.DataError`.
     """
     lookup = _NameLookup(names)
-    tables = [_read_file(file, names, lookup) for file in _avro_files(path)]
+    tables = [_read_file(file, names, lookup) for file in avro_files(path)]
     return pa.concat_tables(tables)
 
 

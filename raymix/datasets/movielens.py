@@ -38,13 +38,12 @@ from raymix.data.metadata import (
     Metadata,
     TensorSpec,
     load_metadata,
-    readable,
     write_feature_list,
-    write_text,
 )
-from raymix.data.tfrecord import list_data_files, read_data_file, write_tfrecord_file
+from raymix.data.source import list_data_files, read_data_file
+from raymix.data.tfrecord.tables import write_tfrecord_file
 from raymix.errors import DataError
-from raymix.outputs import atomic_path
+from raymix.files import atomic_path, write_text
 
 __all__ = [
     "GENRES",
@@ -353,7 +352,6 @@ def _write(table: pa.Table, directory: Path, meta: Metadata, columns, fmt: str) 
         table = table.select(schema.names).cast(schema)
         with atomic_path(path) as tmp:
             pq.write_table(table, str(tmp))
-            readable(tmp)
     return path
 
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from raymix.data.metadata import load_feature_list, load_metadata
-from raymix.data.movielens import clean_title, convert_movielens, movielens_split_summary
-from raymix.data.tfrecord import list_data_files, read_data_file
+from raymix.data.source import list_data_files, read_data_file
+from raymix.datasets.movielens import clean_title, convert_movielens, movielens_split_summary
 from raymix.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 ML = SHARED / "data" / "ml-100k"
 
-# Typed out here from GDMix's script, independently of raymix.data.movielens.
+# Typed out here from GDMix's script, independently of raymix.datasets.movielens.
 OCCUPATIONS = [
     "administrator",
     "artist",

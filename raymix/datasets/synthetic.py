@@ -55,10 +55,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.special import expit, ndtri
 
-from raymix.data.metadata import Metadata, TensorSpec, readable, write_feature_list, write_text
+from raymix.data.metadata import Metadata, TensorSpec, write_feature_list
 from raymix.errors import DataError
+from raymix.files import atomic_path, write_text
 from raymix.metrics import auc
-from raymix.outputs import atomic_path
 
 __all__ = ["FORMATS", "Truth", "generate_synthetic", "load_truth", "metadata"]
 
@@ -383,18 +383,17 @@ def _write_parquet(path: Path, tables: Iterator[pa.Table], meta: Metadata) -> No
         f.name for f in schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
     ]
     dictionary = ["response", "weight", *(f"{name}.list.element" for name in nested)]
-    with atomic_path(path) as tmp:
-        with pq.ParquetWriter(
-            str(tmp), schema, compression="zstd", use_dictionary=dictionary
-        ) as writer:
-            for table in tables:
-                writer.write_table(table, row_group_size=SLICE_ROWS)
-        readable(tmp)
+    with (
+        atomic_path(path) as tmp,
+        pq.ParquetWriter(str(tmp), schema, compression="zstd", use_dictionary=dictionary) as writer,
+    ):
+        for table in tables:
+            writer.write_table(table, row_group_size=SLICE_ROWS)
 
 
 def _write_tfrecord(path: Path, tables: Iterator[pa.Table], meta: Metadata) -> None:
-    """Like :func:`raymix.data.tfrecord.write_tfrecord_file`, but a slice at a time."""
-    from raymix.data import example_codec as codec
+    """Like :func:`raymix.data.tfrecord.tables.write_tfrecord_file`, but a slice at a time."""
+    from raymix.data.tfrecord import example_codec as codec
 
     specs = list(meta.tensors)
     t = codec.tf()
@@ -404,18 +403,18 @@ def _write_tfrecord(path: Path, tables: Iterator[pa.Table], meta: Metadata) -> N
             plan = codec.example_plan(table, specs, str(path))
             for record in codec.serialize_rows(plan, table.num_rows):
                 writer.write(record)
-        readable(tmp)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` with fixed timestamps, so the same arrays give the same bytes."""
-    with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name, value in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                with archive.open(info, "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
-        readable(tmp)
+    with (
+        atomic_path(path) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive,
+    ):
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def _check_parameters(p: dict[str, Any]) -> int:

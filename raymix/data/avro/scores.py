@@ -1,0 +1,76 @@
+"""GDMix score files (gdmix-reference.md §4.6): one Avro record per row.
+
+Fields: ``uid``, ``predictionScore`` (the cumulative logit), ``predictionScorePerCoordinate``
+(the coordinate's own), label and weight. Written with numpy (:mod:`.container`), not record
+by record; every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastavro
+import numpy as np
+
+from raymix.data.avro.models import avro_files
+from raymix.errors import DataError
+from raymix.files import atomic_path
+
+
+def score_schema(uid: str, label: str | None, weight: str | None) -> dict:
+    """GDMix's score record (gdmix-reference.md §4.6), as plain JSON."""
+    fields = [{"name": uid, "type": "long"}, {"name": "predictionScore", "type": "float"}]
+    if label:
+        fields.append({"name": label, "type": ["null", "float"], "default": None})
+    if weight:
+        fields.append({"name": weight, "type": "float"})
+    fields.append({"name": "predictionScorePerCoordinate", "type": "float"})
+    return {"type": "record", "name": "validation_result", "fields": fields}
+
+
+def write_scores_avro(
+    path: str | Path,
+    uid: np.ndarray,
+    total: np.ndarray,
+    own: np.ndarray,
+    label: np.ndarray | None,
+    weight: np.ndarray | None,
+    names: tuple[str, str | None, str | None] = ("uid", "response", "weight"),
+) -> Path:
+    """GDMix's score file: one record per row, logits as float (as GDMix writes them).
+
+    Encoded with numpy (:mod:`raymix.data.avro.container`), not record by record.
+    """
+    from raymix.data.avro.container import write_container
+
+    uid_name, label_name, weight_name = names
+    schema = score_schema(
+        uid_name,
+        label_name if label is not None else None,
+        weight_name if weight is not None else None,
+    )
+    columns = [("long", uid), ("float", total)]
+    if label is not None:
+        columns.append(("nullable_float", np.asarray(label, np.float64)))
+    if weight is not None:
+        columns.append(("float", weight))
+    columns.append(("float", own))
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write_container(handle, schema, columns)
+    return Path(path)
+
+
+def read_scores_avro(path: str | Path, uid: str = "uid", score: str = "predictionScore"):
+    """(uid int64, score float64) arrays of every score file under ``path``."""
+    uids, scores = [], []
+    for file in avro_files(path):
+        try:
+            with open(file, "rb") as handle:
+                for record in fastavro.reader(handle):
+                    uids.append(record[uid])
+                    scores.append(record[score])
+        except KeyError as exc:
+            raise DataError("score record lacks a field", path=str(file), column=str(exc)) from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"cannot read Avro score file: {exc}", path=str(file)) from None
+    return np.asarray(uids, np.int64), np.asarray(scores, np.float64)
