@@ -69,7 +69,7 @@ class ExternalCoordinate:
                     f"coordinate '{self.name}' has no validation_scores but the recipe has validation data"
                 )
             aligned.append(out)
-        self._aligned = tuple(aligned)
+        self._aligned = (aligned[0], aligned[1])
 
     def fit(self, train_offsets, val_offsets, refit: bool = True) -> Outcome:
         return Outcome(train=self._aligned[0], validation=self._aligned[1], info={"external": True})

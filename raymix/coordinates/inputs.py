@@ -56,7 +56,8 @@ def build_source(
         raise DataError(
             "not a TFRecord file (expected .tfrecord, .tfrecord.gz or .tfrecord.deflate)", path=bad
         )
-    dim, dense = 0, False
+    dim: int | None = 0
+    dense = False
     if bag:
         dim, dense = bag_shape(bag, metadata, data.metadata, data.feature_lists, files)
     required = [columns.uid] + [c for c in (columns.weight, columns.offset, entity) if c]
@@ -75,7 +76,7 @@ def build_source(
         weight=columns.weight,
         offset=columns.offset,
         bag=bag,
-        dim=dim,
+        dim=0 if dim is None else dim,
         dense_bag=dense,
         entity=entity,
         label_optional=label_optional,
@@ -86,7 +87,7 @@ def build_source(
             raise RecipeError(
                 "grouped_by reads GDMix's grouped TFRecord layout only", field="data.grouped_by"
             )
-        if data.grouped_by not in metadata:
+        if metadata is None or data.grouped_by not in metadata:
             raise DataError(
                 f"metadata has no tensor '{data.grouped_by}' to group by", path=data.metadata
             )
@@ -98,7 +99,7 @@ def build_source(
             f"data.{split}: no rows in {len(files)} file(s)",
             path=spec if isinstance(spec, str) else files[0],
         )
-    if dim is None:  # Parquet with neither metadata nor feature list
+    if dim is None and bag:  # Parquet with neither metadata nor feature list
         schema = dataclasses.replace(schema, dim=largest_index(bag, files) + 1)
         source = dataclasses.replace(source, schema=schema)
     return source

@@ -43,6 +43,12 @@ class Source:
     schema: RowSchema
     grouped_by: str | None = None
 
+    def tfrecord_metadata(self) -> Metadata:
+        """The metadata TFRecord files are read with (a source built from a recipe has it)."""
+        if self.metadata is None:
+            raise DataError("TFRecord data needs a tensor_metadata.json", path=self.files[0])
+        return self.metadata
+
     def tensors(self) -> list[str]:
         """Tensor names to read (TFRecord) - a sparse bag is one tensor, two Arrow columns."""
         names = [self.schema.uid]
@@ -116,10 +122,9 @@ def check_files(source: Source) -> int:
         return sum(len(first_records(path, FIRST_RECORDS)) for path in source.files)
     from raymix.data.tfrecord.tables import validate_against_metadata
 
+    metadata = source.tfrecord_metadata()
     return sum(
-        validate_against_metadata(
-            path, source.metadata, source.tensors(), num_records=FIRST_RECORDS
-        )
+        validate_against_metadata(path, metadata, source.tensors(), num_records=FIRST_RECORDS)
         for path in source.files
     )
 
@@ -134,12 +139,12 @@ def read_table(source: Source, path: str) -> pa.Table:
 
         tensors = [t for t in source.tensors() if t != source.grouped_by]
         table = read_grouped_tfrecord_file(
-            path, source.metadata, source.grouped_by, [source.grouped_by, *tensors]
+            path, source.tfrecord_metadata(), source.grouped_by, [source.grouped_by, *tensors]
         )
         return table
     from raymix.data.tfrecord.tables import read_tfrecord_file
 
-    return read_tfrecord_file(path, source.metadata, source.tensors())
+    return read_tfrecord_file(path, source.tfrecord_metadata(), source.tensors())
 
 
 def bag_shape(

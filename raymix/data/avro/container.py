@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def _zigzag_varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def encode_records(columns: list[tuple[str, np.ndarray]]) -> bytes:
     """Binary encoding of records whose fields are ``("long"|"float"|"nullable_float", values)``."""
     n = columns[0][1].size
-    pieces: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    pieces: list[tuple[str, np.ndarray, Any]] = []  # (kind, bytes, lengths | presence | None)
     sizes = np.zeros(n, np.int64)
     for kind, values in columns:
         if kind == "long":

@@ -25,6 +25,7 @@ import collections
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -136,7 +137,7 @@ class ModelEncoder:
 
 def _deflate(block: np.ndarray) -> bytes:
     compressor = zlib.compressobj(1, zlib.DEFLATED, -15)  # zlib releases the GIL
-    return compressor.compress(block) + compressor.flush()
+    return compressor.compress(cast(Any, block)) + compressor.flush()
 
 
 def _string(text: bytes) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
 
 import fastavro
 import numpy as np
@@ -100,7 +101,7 @@ def read_models(path: str | Path) -> Iterator[dict]:
     for file in avro_files(path):
         try:
             with open(file, "rb") as handle:
-                yield from fastavro.reader(handle)
+                yield from cast(Iterator[dict], fastavro.reader(handle))
         except (OSError, ValueError, EOFError, fastavro.read.SchemaResolutionError) as exc:
             raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
 
@@ -111,7 +112,8 @@ def coefficients_by_index(
     """(intercept, feature indices, values) of a model record; unknown features are dropped."""
     lookup = {tuple(n): j for j, n in enumerate(names)} if names is not None else None
     intercept = 0.0
-    index, value = [], []
+    index: list[int] = []
+    value: list[float] = []
     for m in record["means"]:
         key = (m["name"], m["term"])
         if key == INTERCEPT:
@@ -123,9 +125,10 @@ def coefficients_by_index(
             except ValueError:
                 continue
         else:
-            j = lookup.get(key)
-            if j is None:
+            found = lookup.get(key)
+            if found is None:
                 continue
+            j = found
         index.append(j)
         value.append(m["value"])
     order = np.argsort(np.asarray(index, dtype=np.int64), kind="stable")

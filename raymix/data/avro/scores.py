@@ -7,7 +7,9 @@ by record; every file is written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import fastavro
 import numpy as np
@@ -19,7 +21,10 @@ from raymix.files import atomic_path
 
 def score_schema(uid: str, label: str | None, weight: str | None) -> dict:
     """GDMix's score record (gdmix-reference.md §4.6), as plain JSON."""
-    fields = [{"name": uid, "type": "long"}, {"name": "predictionScore", "type": "float"}]
+    fields: list[dict] = [
+        {"name": uid, "type": "long"},
+        {"name": "predictionScore", "type": "float"},
+    ]
     if label:
         fields.append({"name": label, "type": ["null", "float"], "default": None})
     if weight:
@@ -66,7 +71,7 @@ def read_scores_avro(path: str | Path, uid: str = "uid", score: str = "predictio
     for file in avro_files(path):
         try:
             with open(file, "rb") as handle:
-                for record in fastavro.reader(handle):
+                for record in cast(Iterator[dict], fastavro.reader(handle)):
                     uids.append(record[uid])
                     scores.append(record[score])
         except KeyError as exc:

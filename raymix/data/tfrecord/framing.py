@@ -80,7 +80,7 @@ class _ZlibReader:
 
 def first_records(path: str, n: int) -> list[bytes]:
     """The first ``n`` records of a TFRecord file, CRC-checked; DataError if corrupt."""
-    records = []
+    records: list[bytes] = []
     try:
         with _open(path) as handle:
             while len(records) < n:
