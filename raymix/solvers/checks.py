@@ -156,7 +156,9 @@ def matrix(X):
         X = X.astype(np.float64)
     X = np.ascontiguousarray(X)
     # One cheap BLAS pass: a row sum is finite unless the row holds NaN/inf (or overflows).
-    suspects = np.flatnonzero(~np.isfinite(X @ np.ones(X.shape[1], dtype=X.dtype)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = X @ np.ones(X.shape[1], dtype=X.dtype)
+    suspects = np.flatnonzero(~np.isfinite(sums))
     for i in suspects:
         bad = ~np.isfinite(X[i])
         if bad.any():

@@ -18,9 +18,9 @@ differently, and each is kept because the models made with it must stay bit-iden
 - :func:`derivatives` is the numpy twin of the compiled
   :func:`~raymix.solvers.loss_kernels.derivatives` (``e = exp(-|z|)``: never overflows):
   the same operations in the same order, so the two differ only where numpy's ``exp`` and
-  ``log1p`` differ from libm's; :func:`loss` is its first term (the log-loss metric). The
-  fixed effect's vectorised :func:`~raymix.solvers.loss_kernels.block_loss` agrees with
-  it to an ulp or so.
+  scipy's ``log1p`` differ from libm's; :func:`loss` is its first term (the log-loss
+  metric). The fixed effect's vectorised :func:`~raymix.solvers.loss_kernels.block_loss`
+  agrees with it to a few ulps.
 - :func:`mean_derivatives` and :func:`weighted_curvature` write the derivatives with the
   mean ``mu = h(z)`` of :func:`mean` (scipy's ``expit``): the per-entity solver's wide
   entities and the fixed effect's Hessian.
@@ -56,6 +56,8 @@ TASKS = ("logistic", "linear", "poisson")
 LOGISTIC, LINEAR, POISSON = (TASKS.index(t) for t in ("logistic", "linear", "poisson"))
 #: what a label of each task must be
 LABELS = {"logistic": "0 or 1", "linear": "a number", "poisson": ">= 0"}
+#: the elementary functions of the twins (a test swaps in libm's, the compiled kernels' own)
+_exp, _log1p = np.exp, log1p
 
 
 def task_code(task: str) -> int:
@@ -91,10 +93,10 @@ def check_labels(task: str, y: np.ndarray, *, path: str | None = None, column: s
 def loss(task: int, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Per-row ``loss(y, z)`` (the first term of :func:`derivatives`)."""
     if task == LOGISTIC:
-        return np.maximum(z, 0.0) - z * y + log1p(np.exp(-np.abs(z)))
+        return np.maximum(z, 0.0) - z * y + _log1p(_exp(-np.abs(z)))
     if task == LINEAR:
         return 0.5 * (z - y) * (z - y)
-    return np.exp(z) - y * z
+    return _exp(z) - y * z
 
 
 def derivatives(
@@ -103,13 +105,13 @@ def derivatives(
     """Per-row ``(loss, loss', loss'')``: the numpy twin of the compiled
     :func:`raymix.solvers.loss_kernels.derivatives`."""
     if task == LOGISTIC:
-        e = np.exp(-np.abs(z))  # in (0, 1]: never overflows
+        e = _exp(-np.abs(z))  # in (0, 1]: never overflows
         q = 1.0 + e
         p = np.where(z >= 0.0, 1.0 / q, e / q)
         return loss(task, y, z), p - y, e / (q * q)
     if task == LINEAR:
         return loss(task, y, z), z - y, np.ones_like(z)
-    mu = np.exp(z)
+    mu = _exp(z)
     return mu - y * z, mu - y, mu
 
 
