@@ -11,6 +11,9 @@ margins ``z_i = o_i + b + x_i.w``, unscaled objective
 
     F(theta) = sum_i wt_i loss(y_i, z_i) + (l2/2) ||theta[ps:]||^2 + l1 ||w||_1,
 
+with ``loss`` and its derivatives from :func:`raymix.solvers.loss_kernels.derivatives`
+(inlined here: after changing that file, clear the numba cache, see its docstring),
+
 where ``ps`` is 0 when the intercept is regularized (or absent) and 1 otherwise. The public
 objective is ``F/n``: the scale changes neither the minimizer nor the Newton step, and the
 stopping test uses the scaled (min-norm sub)gradient, ``max_j |g_j|/n <= tol``.
