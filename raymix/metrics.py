@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import expit, log1p
+from scipy.special import expit
+
+from raymix.solvers.loss import LOGISTIC, loss
 
 METRICS = ("auc", "logloss", "rmse")
 HIGHER_IS_BETTER = {"auc": True, "logloss": False, "rmse": False}
@@ -29,11 +31,10 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def logloss(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Mean (weighted) logistic loss of logits."""
+    """Mean (weighted) logistic loss of logits (:func:`raymix.solvers.loss.loss`)."""
     z = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
-    losses = np.maximum(z, 0) - z * y + log1p(np.exp(-np.abs(z)))
-    return float(np.average(losses, weights=weights))
+    return float(np.average(loss(LOGISTIC, y, z), weights=weights))
 
 
 def rmse(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:

@@ -138,9 +138,9 @@ class FixedEffectCoordinate:
         self.service.stop()
 
     def _split(self, theta: np.ndarray) -> tuple[np.ndarray, float]:
-        if self.spec.fit_intercept:
-            return theta[:-1], float(theta[-1])
-        return theta, 0.0
+        from raymix.solvers.layout import glm_coef_intercept
+
+        return glm_coef_intercept(theta, self.spec.fit_intercept)
 
     def _load_warm_start(self, path: str) -> np.ndarray:
         records = list(read_models(path))

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from raymix.errors import DataError
+from raymix.solvers.loss import check_labels
 
 
 @dataclass
@@ -200,22 +201,10 @@ def _finite(values: np.ndarray, name: str | None, source: str) -> None:
 
 
 def _labels_fit_task(label: np.ndarray, schema: RowSchema, source: str) -> None:
-    """Logistic labels must be 0 or 1, Poisson labels >= 0 (missing optional labels pass)."""
-    if schema.task == "logistic":
-        bad = np.flatnonzero((label != 0) & (label != 1) & ~np.isnan(label))
-        allowed = "0 or 1"
-    elif schema.task == "poisson":
-        bad = np.flatnonzero(label < 0)
-        allowed = ">= 0"
-    else:
-        return
-    if bad.size:
-        raise DataError(
-            f"label {label[bad[0]]:g} is not {allowed}, as a {schema.task} coordinate needs",
-            path=source,
-            row=int(bad[0]),
-            column=schema.label,
-        )
+    """The labels are in the range of the coordinate's task (:func:`raymix.solvers.loss.
+    check_labels`: logistic 0 or 1, Poisson >= 0); missing optional labels (NaN) pass."""
+    if schema.task is not None:
+        check_labels(schema.task, label, path=source, column=schema.label)
 
 
 def _unique(uid: np.ndarray, name: str, source: str) -> None:

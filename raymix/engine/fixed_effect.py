@@ -228,14 +228,14 @@ class _Worker:
         )
 
     def _join(self, coef, intercept) -> np.ndarray:
-        return (
-            np.concatenate([coef, [intercept]])
-            if self.spec.fit_intercept
-            else np.asarray(coef, dtype=np.float64)
-        )
+        from raymix.solvers.layout import glm_theta
+
+        return glm_theta(coef, intercept, self.spec.fit_intercept)
 
     def _split(self, theta):
-        return (theta[:-1], float(theta[-1])) if self.spec.fit_intercept else (theta, 0.0)
+        from raymix.solvers.layout import glm_coef_intercept
+
+        return glm_coef_intercept(theta, self.spec.fit_intercept)
 
 
 def _linear_scores(X, theta: np.ndarray, fit_intercept: bool) -> np.ndarray:

@@ -19,6 +19,7 @@ class Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
+#: raymix.solvers.loss.TASKS, as the literal pydantic needs (tests/solvers/test_loss.py)
 Task = Literal["logistic", "linear", "poisson"]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 

@@ -10,8 +10,8 @@ the other features are 0. With ``theta_e = [b, w]`` (intercept FIRST, as in GDMi
     f_e(theta) = (1/n_e) [ sum_i w_i loss(y_i, z_i) + (l2/2) ||w||^2 (+ (l2/2) b^2) + l1 ||w||_1 ]
 
 ``n_e`` is the number of rows, not the sum of weights; ``(l2/2) b^2`` only with
-``regularize_intercept``. Losses: logistic ``log(1 + e^z) - y z`` (y in {0, 1}); linear
-``(z - y)^2 / 2``; poisson ``e^z - y z`` (log link, y >= 0).
+``regularize_intercept``. The losses are :mod:`raymix.solvers.loss`'s (logistic, linear,
+poisson); where the intercept sits is written in :mod:`raymix.solvers.layout`.
 
 Solver: a compiled (numba) damped Newton per entity, with a Cholesky solve of the
 ``(d_e+1)^2`` Hessian and Armijo step halving; with ``l1 > 0`` a proximal Newton whose
@@ -30,33 +30,26 @@ An entity with no rows keeps its starting point (zeros or the warm start).
 from __future__ import annotations
 
 import contextlib
-import numbers
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 import numba
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
-from scipy.special import expit
 
 from raymix.errors import DataError, RecipeError
+from raymix.solvers import checks
 from raymix.solvers import entity_kernels as _k
+from raymix.solvers.layout import entity_intercept_slots, entity_variance_ptr
+from raymix.solvers.loss import TASKS, check_labels, mean_derivatives, task_code
+from raymix.solvers.variance import VARIANCE_MODES
 
 __all__ = ["EntityModels", "EntityProblem", "fit_entities", "score_entities"]
 
-TASKS = {"logistic": _k.LOGISTIC, "linear": _k.LINEAR, "poisson": _k.POISSON}
 VARIANCES = {None: 0, "simple": 1, "full": 2}
 _INT32_MAX = np.iinfo(np.int32).max
-
-
-def _vector(name, value, n, default):
-    if value is None:
-        return np.full(n, default, dtype=np.float64)
-    a = np.ascontiguousarray(value, dtype=np.float64)
-    if a.shape != (n,):
-        raise DataError(f"must have shape ({n},) like X's rows; got {a.shape}", column=name)
-    return a
 
 
 @dataclass(frozen=True)
@@ -93,15 +86,15 @@ class EntityProblem:
             msg = f"must start at 0 and end at n_rows={n}; got {ptr[0]}..{ptr[-1]}"
             raise DataError(msg, column="entity_ptr")
         if (np.diff(ptr) < 0).any():
-            msg = f"must be non-decreasing; entity {_first_bad(np.diff(ptr) < 0)} ends before it starts"  # fmt: skip
+            msg = f"must be non-decreasing; entity {checks.first_row(np.diff(ptr) < 0)} ends before it starts"  # fmt: skip
             raise DataError(msg, column="entity_ptr")
         if X.nnz and (X.indices.min() < 0 or X.indices.max() >= X.shape[1]):
             raise DataError(f"column indices must lie in [0, {X.shape[1]})", column="X")
         object.__setattr__(self, "X", X)
         object.__setattr__(self, "entity_ptr", ptr)
-        object.__setattr__(self, "y", _vector("y", self.y, n, 0.0))
-        object.__setattr__(self, "weights", _vector("weights", self.weights, n, 1.0))
-        object.__setattr__(self, "offsets", _vector("offsets", self.offsets, n, 0.0))
+        for name, default in (("y", 0.0), ("weights", 1.0), ("offsets", 0.0)):
+            value = checks.vector(getattr(self, name), n, name, default=default, copy=False)
+            object.__setattr__(self, name, value)
 
     @property
     def n_entities(self) -> int:
@@ -115,7 +108,8 @@ class EntityProblem:
         """Entities ``start..stop-1`` as their own problem (rows re-based to 0)."""
         ptr = self.entity_ptr[start : stop + 1]
         sl = slice(ptr[0], ptr[-1])
-        return EntityProblem(ptr - ptr[0], self.X[sl], self.y[sl], self.weights[sl], self.offsets[sl])  # fmt: skip
+        w, o = cast(np.ndarray, self.weights), cast(np.ndarray, self.offsets)  # set on creation
+        return EntityProblem(ptr - ptr[0], self.X[sl], self.y[sl], w[sl], o[sl])
 
 
 @dataclass(frozen=True)
@@ -147,7 +141,12 @@ class EntityModels:
 
     @property
     def variance_ptr(self) -> np.ndarray:
-        return self.coef_ptr + np.arange(self.n_entities + 1)
+        return entity_variance_ptr(self.coef_ptr)
+
+    @property
+    def intercept_slots(self) -> np.ndarray:
+        """Where each entity's ``var(b)`` sits in ``variances``."""
+        return entity_intercept_slots(self.coef_ptr)
 
     def coefficients(self, k: int) -> tuple[float, np.ndarray, np.ndarray]:
         """``(intercept, global feature indices, values)`` of entity ``k``."""
@@ -166,61 +165,12 @@ class EntityModels:
         return EntityModels(coef_ptr=ptr.astype(np.int64), **cat)
 
 
-def _real(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
-
-
-def _int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-_RULES = {  # parameter -> (accepts, what it must be); checked first thing in fit_entities
-    "task": (lambda v: v in TASKS, f"one of {sorted(TASKS)}"),
-    "l2": (lambda v: _real(v) and v >= 0, "a finite float >= 0"),
-    "l1": (lambda v: _real(v) and v >= 0, "a finite float >= 0"),
-    "fit_intercept": (lambda v: isinstance(v, bool | np.bool_), "a bool"),
-    "regularize_intercept": (lambda v: isinstance(v, bool | np.bool_), "a bool"),
-    "max_iter": (lambda v: _int(v) and v >= 0, "an int >= 0"),
-    "tol": (lambda v: _real(v) and v > 0, "a finite float > 0"),
-    "variance": (lambda v: v in VARIANCES, "one of 'simple', 'full' or None"),
-    "threshold": (lambda v: _real(v) and v >= 0, "a finite float >= 0"),
-    "n_threads": (lambda v: v is None or (_int(v) and v >= 1), "None or an int >= 1"),
-    "max_newton_dim": (lambda v: _int(v) and v >= 1, "an int >= 1"),
-}
-
-
-def _validate_params(params: dict):
-    for name, value in params.items():
-        accepts, spec = _RULES[name]
-        if not accepts(value):
-            msg = f"must be {spec}. Got {value!r} instead."
-            raise RecipeError(msg, field=f"fit_entities.{name}")
-    if params["regularize_intercept"] and not params["fit_intercept"]:
-        msg = "needs fit_intercept=True (there is no intercept to regularize)"
-        raise RecipeError(msg, field="fit_entities.regularize_intercept")
-
-
-def _first_bad(mask):
-    return int(np.flatnonzero(mask)[0])
-
-
 def _check_values(problem: EntityProblem, task: str):
     for name in ("y", "weights", "offsets"):
-        bad = ~np.isfinite(getattr(problem, name))
-        if bad.any():
-            raise DataError("must be finite (got NaN or inf)", row=_first_bad(bad), column=name)
-    X = problem.X
-    if not np.isfinite(X.data).all():
-        row = int(np.searchsorted(X.indptr, _first_bad(~np.isfinite(X.data)), side="right") - 1)
-        raise DataError("feature values must be finite (got NaN or inf)", row=row, column="X")
-    if (problem.weights < 0).any():
-        raise DataError("must be >= 0", row=_first_bad(problem.weights < 0), column="weights")
-    y = problem.y
-    bad = {"logistic": (y != 0) & (y != 1), "poisson": y < 0}.get(task)
-    if bad is not None and bad.any():
-        row, allowed = _first_bad(bad), "0 or 1" if task == "logistic" else ">= 0"
-        msg = f"labels must be {allowed} for task='{task}'; got {y[row]!r}"
-        raise DataError(msg, row=row, column="y")
+        checks.finite(getattr(problem, name), name)
+    checks.sparse_finite(problem.X)
+    checks.nonnegative(cast(np.ndarray, problem.weights), "weights")
+    check_labels(task, problem.y)
 
 
 def _ro(a):
@@ -270,11 +220,19 @@ def fit_entities(
     defaults to ``numba.get_num_threads()``; entities with more than ``max_newton_dim``
     parameters are fitted by L-BFGS-B (dense Newton would cost ``O(d^3)``).
     """
-    _validate_params(dict(
-        task=task, l2=l2, l1=l1, fit_intercept=fit_intercept, max_iter=max_iter, tol=tol,
-        regularize_intercept=regularize_intercept, variance=variance, threshold=threshold,
-        n_threads=n_threads, max_newton_dim=max_newton_dim,
-    ))  # fmt: skip
+    owner = "fit_entities"
+    checks.choice(owner, "task", task, TASKS)
+    checks.real(owner, "l2", l2)
+    checks.real(owner, "l1", l1)
+    checks.boolean(owner, "fit_intercept", fit_intercept)
+    checks.boolean(owner, "regularize_intercept", regularize_intercept)
+    checks.integer(owner, "max_iter", max_iter, low=0)
+    checks.real(owner, "tol", tol, open_low=True)
+    checks.choice(owner, "variance", variance, VARIANCE_MODES, none=True)
+    checks.real(owner, "threshold", threshold)
+    checks.integer(owner, "n_threads", n_threads, low=1, none=True)
+    checks.integer(owner, "max_newton_dim", max_newton_dim, low=1)
+    checks.regularized_intercept(owner, regularize_intercept, fit_intercept)
     if not isinstance(problem, EntityProblem):
         msg = f"must be an EntityProblem; got {type(problem).__name__}"
         raise RecipeError(msg, field="fit_entities.problem")
@@ -292,7 +250,7 @@ def fit_entities(
     arrays = (ptr, indptr, indices, X.data, problem.y, problem.weights, problem.offsets, slot_ptr)
     inp = tuple(_ro(a) for a in arrays)
     var_mode, n_slots = VARIANCES[variance], int(slot_ptr[-1])
-    opt = (TASKS[task], float(l2), float(l1), bool(fit_intercept), bool(regularize_intercept),
+    opt = (task_code(task), float(l2), float(l1), bool(fit_intercept), bool(regularize_intercept),
            int(max_iter), float(tol), int(max_newton_dim), var_mode)  # fmt: skip
     warm = _warm_arrays(warm_start, E, idx_dtype)
     out = (np.zeros(E), np.zeros(n_slots, idx_dtype), np.zeros(n_slots), np.full(E, np.nan),
@@ -326,7 +284,7 @@ def _collect(slot_ptr, out, threshold, var_mode) -> EntityModels:
     coef_ptr, idx, val, var = dst
     if var_mode:
         var = var[: m + E].copy()
-        var[coef_ptr[:-1] + np.arange(E)] = out_vb
+        var[entity_intercept_slots(coef_ptr)] = out_vb
     out_b[np.abs(out_b) <= threshold] = 0.0
     if m < idx.size:  # some coefficients dropped: don't keep the unused tail alive
         idx, val = idx[:m].copy(), val[:m].copy()
@@ -370,17 +328,6 @@ def _single_threaded_blas():
     return threadpool_limits(1, user_api="blas")
 
 
-def _loss_terms(task, y, z):
-    """Per-row (loss, d loss/dz, d2 loss/dz2) in numpy (for the wide-entity fallback)."""
-    if task == _k.LOGISTIC:
-        p = expit(z)
-        return np.logaddexp(0.0, z) - y * z, p - y, p * (1.0 - p)
-    if task == _k.LINEAR:
-        return 0.5 * (z - y) ** 2, z - y, np.ones_like(z)
-    mu = np.exp(z)
-    return mu - y * z, mu - y, mu
-
-
 def _fit_wide(problem, k, opt, warm, s0, out):
     """Entity ``k``, too wide for a dense Newton: scipy L-BFGS-B on ``f_e`` (L1 by splitting
     ``w = w+ - w-`` with bounds ``>= 0``), written into the kernel's outputs at slot ``s0``."""
@@ -402,7 +349,7 @@ def _fit_wide(problem, k, opt, warm, s0, out):
         theta0[fb:][hit] = wval[pos[hit]]
 
     def smooth(th):
-        loss, d1, _ = _loss_terms(task, y, Z @ th + off)
+        loss, d1, _ = mean_derivatives(task, y, Z @ th + off)
         g = Z.T @ (wt * d1)
         g[ps:] += l2 * th[ps:]
         return (wt @ loss + 0.5 * l2 * th[ps:] @ th[ps:]) / n, g / n
@@ -429,7 +376,7 @@ def _fit_wide(problem, k, opt, warm, s0, out):
     out_d[k], status[k] = d, _k.CONVERGED if res.success else _k.MAX_ITER
     n_iter[k] = res.nit
     if var_mode:
-        D = wt * _loss_terms(task, y, Z @ theta + off)[2]
+        D = wt * mean_derivatives(task, y, Z @ theta + off)[2]
         reg = np.where(np.arange(p) >= ps, l2, 0.0) + 1e-12
         if var_mode == 1:
             var = 1.0 / (Z.multiply(Z).T @ D + reg)

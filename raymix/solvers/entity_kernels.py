@@ -11,6 +11,9 @@ margins ``z_i = o_i + b + x_i.w``, unscaled objective
 
     F(theta) = sum_i wt_i loss(y_i, z_i) + (l2/2) ||theta[ps:]||^2 + l1 ||w||_1,
 
+with ``loss`` and its derivatives from :func:`raymix.solvers.loss_kernels.derivatives`
+(inlined here: after changing that file, clear the numba cache, see its docstring),
+
 where ``ps`` is 0 when the intercept is regularized (or absent) and 1 otherwise. The public
 objective is ``F/n``: the scale changes neither the minimizer nor the Newton step, and the
 stopping test uses the scaled (min-norm sub)gradient, ``max_j |g_j|/n <= tol``.
@@ -23,25 +26,23 @@ import math
 import numpy as np
 from numba import njit
 
-LOGISTIC, LINEAR, POISSON = 0, 1, 2
+from raymix.solvers.loss_kernels import derivatives
+
 CONVERGED, MAX_ITER, STALLED, TOO_LARGE = 0, 1, 2, 3
 _EPS = 2.220446049250313e-16
 _DENSE_MAX = 1 << 21  # largest dense local design (rows x parameters) an entity may use
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _derivs(task, y, z):
-    """(loss, d loss/dz, d2 loss/dz2) at margin ``z``."""
-    if task == LOGISTIC:
-        e = math.exp(-abs(z))  # in (0, 1]: never overflows
-        q = 1.0 + e
-        p = 1.0 / q if z >= 0.0 else e / q
-        loss = (z if z > 0.0 else 0.0) - z * y + math.log1p(e)
-        return loss, p - y, e / (q * q)
-    if task == LINEAR:
-        return 0.5 * (z - y) * (z - y), z - y, 1.0
-    mu = math.exp(z)
-    return mu - y * z, mu - y, mu
+def _search(values, lo, hi, c):
+    """Position of ``c`` in sorted ``values[lo:hi]`` (or where to insert it)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if values[mid] < c:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -50,14 +51,7 @@ def _find(feats, d, c, guess):
     first, which hits when consecutive rows share their (sorted) features."""
     if guess < d and feats[guess] == c:
         return guess
-    lo, hi = 0, d
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if feats[mid] < c:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    return _search(feats, 0, d, c)
 
 
 @njit(cache=True, nogil=True)
@@ -143,7 +137,7 @@ def _row_derivs(task, n, r0, y, wt, z, u, t, gw, hw):
             hw[i] = 0.0
             continue
         zi = z[i] + t * u[i] if u.shape[0] > 0 else z[i]
-        loss, d1, d2 = _derivs(task, y[r0 + i], zi)
+        loss, d1, d2 = derivatives(task, y[r0 + i], zi)
         f += w * loss
         gw[i] = w * d1
         hw[i] = w * d2
@@ -489,13 +483,7 @@ def score_groups(group_ptr, model_of_group, x, models, out):
             c0, c1 = coef_ptr[m], coef_ptr[m + 1]
             for j in range(indptr[r], indptr[r + 1]):
                 c = indices[j]
-                lo, hi = c0, c1
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if coef_index[mid] < c:
-                        lo = mid + 1
-                    else:
-                        hi = mid
+                lo = _search(coef_index, c0, c1, c)
                 if lo < c1 and coef_index[lo] == c:
                     s += data[j] * coef_value[lo]
             out[r] = s

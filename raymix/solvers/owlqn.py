@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raymix.errors import RecipeError
+from raymix.solvers import checks
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACKS = 40
@@ -53,29 +53,16 @@ class LBFGSOptions:
     gtol: float = 1e-5
 
     def __post_init__(self):
-        for name in ("max_iter", "history"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise RecipeError(
-                    f"The '{name}' parameter of LBFGSOptions must be an int in the range "
-                    f"[1, inf). Got {value!r} instead."
-                )
-        for name in ("tolerance", "gtol"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float | np.integer | np.floating)
-                or not 0.0 <= value < np.inf
-            ):
-                raise RecipeError(
-                    f"The '{name}' parameter of LBFGSOptions must be a float in the range "
-                    f"[0.0, inf). Got {value!r} instead."
-                )
+        checks.integer("LBFGSOptions", "max_iter", self.max_iter, low=1)
+        checks.integer("LBFGSOptions", "history", self.history, low=1)
+        checks.real("LBFGSOptions", "tolerance", self.tolerance)
+        checks.real("LBFGSOptions", "gtol", self.gtol)
 
 
 @dataclass(frozen=True)
-class OWLQNResult:
-    """Outcome of :func:`owlqn`: the point, F there, iterations, evaluations and why it stopped."""
+class QuasiNewtonResult:
+    """Outcome of :func:`owlqn` (and of L-BFGS-B in :func:`~raymix.solvers.glm.minimize_glm`):
+    the point, the objective there, iterations, evaluations and why it stopped."""
 
     x: np.ndarray
     fun: float
@@ -117,7 +104,7 @@ def owlqn(
     x0: np.ndarray,
     lam: np.ndarray,
     options: LBFGSOptions = LBFGSOptions(),
-) -> OWLQNResult:
+) -> QuasiNewtonResult:
     """Minimise ``s(x) + sum_j lam[j] |x_j|``; ``fun(x)`` returns ``(s(x), grad s(x))``.
 
     ``x0`` and ``lam`` have shape ``(p,)``; ``lam[j] = 0`` leaves ``x_j`` unpenalised. Stops
@@ -135,9 +122,9 @@ def owlqn(
     for it in range(options.max_iter):
         pg = pseudo_gradient(x, g, lam)
         if not np.all(np.isfinite(pg)) or not np.isfinite(f):
-            return OWLQNResult(x, f, it, n_fev, False, "objective or gradient is not finite")
+            return QuasiNewtonResult(x, f, it, n_fev, False, "objective or gradient is not finite")
         if np.max(np.abs(pg), initial=0.0) <= options.gtol:
-            return OWLQNResult(x, f, it, n_fev, True, "max |pseudo-gradient| <= gtol")
+            return QuasiNewtonResult(x, f, it, n_fev, True, "max |pseudo-gradient| <= gtol")
         step = _line_search(fun, x, f, pg, lam, pairs)
         n_fev += step[-1]
         if step[0] is None and pairs:  # a stale model: retry once along steepest descent
@@ -146,7 +133,7 @@ def owlqn(
             n_fev += step[-1]
         x_new, f_new, g_new, _ = step
         if x_new is None:
-            return OWLQNResult(
+            return QuasiNewtonResult(
                 x, f, it, n_fev, False, "line search could not decrease the objective"
             )
         s, y = x_new - x, g_new - g
@@ -156,8 +143,10 @@ def owlqn(
         reduction = (f - f_new) / max(abs(f), abs(f_new), 1.0)
         x, f, g = x_new, f_new, g_new
         if reduction <= options.tolerance:
-            return OWLQNResult(x, f, it + 1, n_fev, True, "relative reduction of f <= tolerance")
-    return OWLQNResult(x, f, options.max_iter, n_fev, False, "reached max_iter")
+            return QuasiNewtonResult(
+                x, f, it + 1, n_fev, True, "relative reduction of f <= tolerance"
+            )
+    return QuasiNewtonResult(x, f, options.max_iter, n_fev, False, "reached max_iter")
 
 
 def _line_search(fun, x, f, pg, lam, pairs):

@@ -1,14 +1,17 @@
 """Post-processing of a fitted fixed effect: coefficient variances and sparsity thresholding.
 
 Both follow GDMix (``fixed_effect_lr_lbfgs_model.py`` and ``util/model_utils.py``); parameters
-are in theta order, ``[coef (d,), intercept]`` with the intercept last.
+are in theta order, ``[coef (d,), intercept]`` with the intercept last
+(:mod:`raymix.solvers.layout`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from raymix.errors import FitError, RecipeError
+from raymix.errors import FitError
+from raymix.solvers import checks
+from raymix.solvers.layout import glm_penalized
 
 VARIANCE_MODES = ("simple", "full")
 _JITTER = 1e-12
@@ -32,17 +35,11 @@ def coefficient_variances(
         "simple": var = 1 / (diag(H) + 1e-12),
         "full":   var = diag(inv(H + 1e-12 * I)).
     """
-    if mode not in VARIANCE_MODES:
-        raise RecipeError(
-            "The 'mode' parameter of coefficient_variances must be one of 'simple', 'full'. "
-            f"Got {mode!r} instead."
-        )
+    checks.choice("coefficient_variances", "mode", mode, VARIANCE_MODES)
     H = np.array(hessian, dtype=np.float64)
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
         raise FitError(f"The Hessian must be a square matrix. Got shape {H.shape} instead.")
-    penalty = np.full(H.shape[0], float(l2))
-    if fit_intercept and not regularize_intercept and penalty.size:
-        penalty[-1] = 0.0
+    penalty = float(l2) * glm_penalized(H.shape[0], fit_intercept, regularize_intercept)
     H[np.diag_indices_from(H)] += penalty
     if mode == "simple":
         return 1.0 / (np.diag(H) + _JITTER)
@@ -63,11 +60,7 @@ def threshold(
     GDMix applies this with 1e-4 after training (``sparsity_threshold``); it is the caller's
     choice here. ``coef`` has shape ``(d,)``.
     """
-    if isinstance(threshold, bool) or not 0.0 <= float(threshold) < np.inf:
-        raise RecipeError(
-            "The 'threshold' parameter of threshold must be a float in the range [0.0, inf). "
-            f"Got {threshold!r} instead."
-        )
+    checks.real("threshold", "threshold", threshold)
     coef = np.array(coef, dtype=np.float64)
     coef[np.abs(coef) <= threshold] = 0.0
     intercept = float(intercept)

@@ -21,6 +21,8 @@ at 300 rows): ``l2`` errs on the side of more shrinkage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -33,7 +35,7 @@ def prior_moments(models, regularize_intercept: bool) -> tuple[float, int]:
         raise ValueError("prior_moments needs models fitted with variance='full'")
     var = models.variances
     is_intercept = np.zeros(var.size, bool)
-    is_intercept[models.variance_ptr[:-1]] = True
+    is_intercept[models.intercept_slots] = True
     total = float(np.sum(models.coef_value**2) + np.sum(var[~is_intercept]))
     count = int(models.coef_value.size)
     if regularize_intercept:
@@ -52,7 +54,9 @@ def next_l2(moments: list[tuple[float, int]], l2: float) -> float:
     return count / total
 
 
-def solve_l2(em_step, l2: float = 1.0, tol: float = 1e-3, max_iter: int = 30):
+def solve_l2(
+    em_step: Callable[[float], float], l2: float = 1.0, tol: float = 1e-3, max_iter: int = 30
+) -> tuple[float, int]:
     """The fixed point ``l2 = em_step(l2)``, found by the secant method on ``log l2``.
 
     Plain EM creeps towards it (a contraction rate near 1 when sigma^2 is small: ~100
@@ -60,7 +64,8 @@ def solve_l2(em_step, l2: float = 1.0, tol: float = 1e-3, max_iter: int = 30):
     A secant step is bounded to a factor e^2 and falls back to the EM step when it would not
     be a descent. Returns ``(l2, EM steps taken)``; stops when ``|g| < tol``.
     """
-    u_prev = g_prev = None
+    u_prev: float | None = None
+    g_prev: float | None = None
     u = float(np.log(l2))
     for k in range(1, max_iter + 1):
         target = float(np.log(em_step(float(np.exp(u)))))
@@ -68,7 +73,7 @@ def solve_l2(em_step, l2: float = 1.0, tol: float = 1e-3, max_iter: int = 30):
         if abs(g) < tol:
             return float(np.exp(target)), k
         step = g  # the EM step
-        if g_prev is not None and g != g_prev:
+        if u_prev is not None and g_prev is not None and g != g_prev:
             secant = -g * (u - u_prev) / (g - g_prev)
             if np.isfinite(secant) and secant * g > 0:  # same direction as EM
                 step = float(np.clip(secant, -2.0, 2.0))

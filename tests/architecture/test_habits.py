@@ -53,9 +53,6 @@ KNOWN_ERRORS: dict[str, int] = {
     "raymix/report.py": 4,
     "raymix/run.py": 9,
     "raymix/scoring.py": 14,
-    "raymix/solvers/entity.py": 4,
-    "raymix/solvers/glm.py": 3,
-    "raymix/solvers/variance_components.py": 1,
     "raymix/tune/prepared.py": 5,
     "raymix/tune/trainable.py": 1,
 }

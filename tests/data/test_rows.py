@@ -1,10 +1,12 @@
 """Stacking and reordering rows without a second copy gives the same rows as the plain way."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from raymix.data.rows import Rows, concat_rows
+from raymix.data.rows import Rows, RowSchema, concat_rows, rows_from_table
+from raymix.errors import DataError
 
 
 def rows(X, start=0):
@@ -37,3 +39,31 @@ def test_permute_in_place_equals_take():
     assert np.array_equal(got.X.toarray(), want.X.toarray())
     for name in ("uid", "label", "weight", "offset", "entity"):
         assert np.array_equal(getattr(got, name), getattr(want, name))
+
+
+def label_table(labels):
+    return pa.table({"uid": np.arange(len(labels)), "response": pa.array(labels, pa.float64())})
+
+
+@pytest.mark.parametrize(
+    "task, labels, row, message",
+    [
+        ("logistic", [0.0, 1.0, 2.0], 2, "A label of task 'logistic' must be 0 or 1. Got 2.0."),
+        ("poisson", [0.0, -1.0, 3.0], 1, "A label of task 'poisson' must be >= 0. Got -1.0."),
+    ],
+)
+def test_labels_outside_the_task_range_name_the_file_and_row(task, labels, row, message):
+    schema = RowSchema("uid", "response", None, None, None, 0, task=task)
+    with pytest.raises(DataError) as info:
+        rows_from_table(label_table(labels), schema, "part-0.tfrecord")
+    assert str(info.value) == f"part-0.tfrecord, row {row}, column 'response': {message}"
+
+
+def test_any_label_fits_a_linear_task_and_missing_optional_labels_pass():
+    linear = RowSchema("uid", "response", None, None, None, 0, task="linear")
+    assert len(rows_from_table(label_table([-3.0, 0.5, 7.0]), linear)) == 3
+    optional = RowSchema(
+        "uid", "response", None, None, None, 0, label_optional=True, task="logistic"
+    )
+    got = rows_from_table(label_table([1.0, np.nan, 0.0]), optional)
+    assert np.isnan(got.label[1])

@@ -397,14 +397,16 @@ def test_invalid_inputs_raise_clear_errors(problem):
     ptr, X, w, o = problem.entity_ptr, problem.X, problem.weights, problem.offsets
     y = problem.y.copy()
     y[7] = 2.0
-    with pytest.raises(DataError, match=r"row 7, column 'y': labels must be 0 or 1"):
+    with pytest.raises(
+        DataError, match=r"row 7, column 'y': A label of task 'logistic' must be 0 or 1. Got 2.0"
+    ):
         fit_entities(EntityProblem(ptr, X, y, w, o))
     y[7] = np.nan
-    with pytest.raises(DataError, match=r"row 7, column 'y': must be finite"):
+    with pytest.raises(DataError, match=r"row 7, column 'y': 'y' has a NaN or infinite value"):
         fit_entities(EntityProblem(ptr, X, y, w, o))
-    with pytest.raises(DataError, match=r"column 'weights': must be >= 0"):
+    with pytest.raises(DataError, match=r"column 'weights': 'weights' must be >= 0"):
         fit_entities(EntityProblem(ptr, X, problem.y, -w, o))
-    with pytest.raises(DataError, match=r"column 'offsets': must have shape"):
+    with pytest.raises(DataError, match=r"column 'offsets': 'offsets' must have shape"):
         EntityProblem(ptr, X, problem.y, w, o[:-1])
     bad_ptr = ptr.copy()
     bad_ptr[5] = bad_ptr[7]
@@ -414,13 +416,19 @@ def test_invalid_inputs_raise_clear_errors(problem):
         EntityProblem(ptr[:-1], X, problem.y)
     Xn = X.copy()
     Xn.data[Xn.indptr[11]] = np.inf
-    with pytest.raises(DataError, match=r"row 11, column 'X'"):
+    with pytest.raises(DataError, match=r"row 11: X has a NaN or infinite value in column"):
         fit_entities(EntityProblem(ptr, Xn, problem.y))
-    with pytest.raises(RecipeError, match=r"fit_entities.task: must be one of \['linear', 'logistic', 'poisson'\]"):  # fmt: skip
+    with pytest.raises(RecipeError, match=r"The 'task' parameter of fit_entities must be one of 'logistic', 'linear', 'poisson'. Got 'probit' instead."):  # fmt: skip
         fit_entities(problem, task="probit")
-    with pytest.raises(RecipeError, match=r"fit_entities.l2: must be a finite float >= 0. Got -1"):
+    with pytest.raises(
+        RecipeError,
+        match=r"The 'l2' parameter of fit_entities must be a float in the range \[0.0, inf\). Got -1 instead.",
+    ):
         fit_entities(problem, l2=-1)
-    with pytest.raises(RecipeError, match=r"regularize_intercept: needs fit_intercept=True"):
+    with pytest.raises(
+        RecipeError,
+        match=r"The 'regularize_intercept' parameter of fit_entities can be True only with fit_intercept=True",
+    ):
         fit_entities(problem, fit_intercept=False, regularize_intercept=True)
     with pytest.raises(RecipeError, match=r"warm_start: must be EntityModels of the same"):
         fit_entities(problem, warm_start=fit_entities(problem.subset(0, 3)))
@@ -428,7 +436,7 @@ def test_invalid_inputs_raise_clear_errors(problem):
     dup = dataclasses.replace(fit_entities(small), coef_index=np.zeros(6, np.int64), coef_ptr=np.array([0, 0, 2, 6]), coef_value=np.ones(6))  # fmt: skip
     with pytest.raises(DataError, match=r"warm_start.coef_index'?: an entity has the same feature twice"):  # fmt: skip
         fit_entities(small, warm_start=dup)
-    with pytest.raises(DataError, match=r"labels must be >= 0 for task='poisson'"):
+    with pytest.raises(DataError, match=r"A label of task 'poisson' must be >= 0. Got -1.0"):
         fit_entities(EntityProblem(ptr, X, -np.ones(n)), task="poisson")
     err = pickle.loads(pickle.dumps(DataError("x", row=3, column="y")))
     assert str(err) == "row 3, column 'y': x"
