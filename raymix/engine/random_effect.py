@@ -100,7 +100,7 @@ def _rows_of_parts(
             part = rows_from_table(table, source.schema, source=path)
         except DataError as exc:
             row = None if exc.row is None else int(table.column("__raymix_row")[exc.row].as_py())
-            raise DataError(exc._raw, path=path, row=row, column=exc.column) from None
+            raise DataError(exc.reason, path=path, row=row, column=exc.column) from None
         if len(part):
             kinds.add(part.entity.dtype.kind)
             if len(kinds) > 1:

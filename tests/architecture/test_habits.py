@@ -56,7 +56,6 @@ KNOWN_ERRORS: dict[str, int] = {
     "raymix/engine/mailbox.py": 2,
     "raymix/engine/random_effect.py": 23,
     "raymix/engine/reading.py": 1,
-    "raymix/errors.py": 3,
     "raymix/recipe/spec.py": 1,
     "raymix/report.py": 4,
     "raymix/run.py": 9,
