@@ -45,7 +45,6 @@ KNOWN: set[str] = {
     "imports that go up a floor|raymix.coordinates.deep -> ray",
     "imports that go up a floor|raymix.coordinates.fixed_effect -> ray",
     "imports that go up a floor|raymix.coordinates.fixed_effect -> raymix.engine.fixed_effect",
-    "imports that go up a floor|raymix.coordinates.random_effect -> ray",
     "imports that go up a floor|raymix.deep.collective -> horovod",
     "imports that go up a floor|raymix.deep.export -> ray",
     "imports that go up a floor|raymix.deep.export -> raymix.engine.reading",
