@@ -66,6 +66,7 @@ def main() -> None:
     import ray
 
     from raymix import Columns, Data, RandomEffect, Recipe, Resources
+    from raymix.coordinates.buckets import FitCommand
     from raymix.engine.cluster import ray_session
     from raymix.engine.random_effect import BucketPool
     from raymix.run import plan
@@ -88,18 +89,19 @@ def main() -> None:
     with ray_session(recipe.resources):
         pool = BucketPool(the_plan.actors, the_plan.threads, the_plan.buckets)
         started = time.perf_counter()
-        loaded = ray.get(pool.load(spec, recipe.seed, source, None, None))
+        pool.load(spec, recipe.seed, source, None, None)
+        loaded = pool.loaded("re")
         load_seconds = time.perf_counter() - started
-        uids = [r[0][0] for r in loaded]
-        pieces = [ray.put(offsets[u]) for u in uids]
+        uids = [bucket.train.uid for bucket in loaded]
+        pieces = pool.share([offsets[u] for u in uids])
         pool_times = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            pool.call("fit", "re", [(p, True) for p in pieces])
+            pool.fit("re", pieces, FitCommand())
             pool_times.append(time.perf_counter() - started)
         # the same grouped problems, solved directly in this process
         states = [
-            ray.get(a.__ray_call__.remote(lambda self: self.coordinates["re"].train))
+            ray.get(a.__ray_call__.remote(lambda self: self.coordinates["re"].rows.train))
             for a in pool.actors
         ]
     direct_times = []

@@ -33,7 +33,8 @@ class RecipeError(RaymixError):
 
 
 class DataError(RaymixError):
-    """Input data is invalid. ``path``, ``row`` and ``column`` locate the problem when known."""
+    """Input data is invalid. ``path``, ``row`` and ``column`` locate the problem when known;
+    ``reason`` is the message without them."""
 
     def __init__(
         self,
@@ -51,10 +52,15 @@ class DataError(RaymixError):
             where.append(f"column '{column}'")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
         self.path, self.row, self.column = path, row, column
-        self._raw = message
+        self.reason = message
+
+    def with_location(self, path: str | None, row: int | None = None) -> DataError:
+        """The same error (reason and column) found at ``path`` and ``row`` instead: a reader
+        of a table names the file and the row in the file, not in the table it was given."""
+        return DataError(self.reason, path=path, row=row, column=self.column)
 
     def __reduce__(self):
-        return (type(self), (self._raw, self.path, self.row, self.column))
+        return (type(self), (self.reason, self.path, self.row, self.column))
 
 
 class FitError(RaymixError):
@@ -73,7 +79,8 @@ class FitError(RaymixError):
 
 def unwrap(exc: BaseException) -> BaseException:
     """The raymix error inside Ray's wrappers (RayTaskError, Train's worker failures), if any."""
-    pending, seen = [exc], set()
+    pending: list[BaseException | None] = [exc]
+    seen: set[int] = set()
     while pending:
         current = pending.pop(0)
         if current is None or id(current) in seen:

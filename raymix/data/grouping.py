@@ -54,14 +54,21 @@ class Grouped:
     active: np.ndarray  # bool per row: used for fitting
     fit_weight: np.ndarray  # weight per row for fitting (re-weighted when sampled)
     has_model: np.ndarray  # bool per entity
+    first_row: np.ndarray  # per entity: where its first row sat in the rows given (int64)
 
 
 def group_rows(
     rows: Rows, min_samples: int = 0, max_samples: int | None = None, seed: int = 0
 ) -> Grouped:
     """Group ``rows`` by entity (ids sorted, rows by uid within an entity). ``rows`` is
-    reordered in place and becomes the result's ``rows``: no second copy of the data."""
+    reordered in place and becomes the result's ``rows``: no second copy of the data.
+
+    ``first_row[k]`` is the position, in the order ``rows`` had, of entity ``k``'s first
+    row: what ``np.unique(entity, return_index=True)`` gives, without a second sort, so that
+    anything the caller holds per row of the input (a bucket) can be read per entity."""
     entity = rows.entity
+    if entity is None:
+        raise ValueError("group_rows needs rows with an entity id per row")
     entities, codes = np.unique(entity, return_inverse=True)
     order = np.lexsort((rows.uid, codes))
     rows.permute(order)
@@ -69,6 +76,9 @@ def group_rows(
     counts = np.bincount(codes, minlength=entities.size)
     entity_ptr = np.zeros(entities.size + 1, np.int64)
     np.cumsum(counts, out=entity_ptr[1:])
+    first_row = np.zeros(0, np.int64)
+    if entities.size:  # an entity's rows are contiguous now: the least of their old positions
+        first_row = np.minimum.reduceat(order, entity_ptr[:-1]).astype(np.int64, copy=False)
     has_model = counts >= max(min_samples, 1)
     active = has_model[codes].copy()
     fit_weight = rows.weight.copy()
@@ -89,6 +99,7 @@ def group_rows(
         active=active,
         fit_weight=fit_weight,
         has_model=has_model,
+        first_row=first_row,
     )
 
 

@@ -188,10 +188,10 @@ def _rows(table: pa.Table, source: Source) -> Rows:
         return rows_from_table(table, source.schema, source="input")
     except DataError as exc:
         if exc.row is None:
-            raise DataError(exc._raw, path=source.files[0], column=exc.column) from None
+            raise DataError(exc.reason, path=source.files[0], column=exc.column) from None
         path = table.column(FILE)[exc.row].as_py()
         row = table.column(ROW)[exc.row].as_py()
-        raise DataError(exc._raw, path=path, row=row, column=exc.column) from None
+        raise DataError(exc.reason, path=path, row=row, column=exc.column) from None
 
 
 def check_text_column(source: Source, column: str) -> None:

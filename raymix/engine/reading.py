@@ -81,11 +81,11 @@ def _rows(table: pa.Table, source: Source) -> Rows:
     except DataError as exc:
         if FILE not in table.column_names or exc.row is None:
             raise DataError(
-                exc._raw,
+                exc.reason,
                 path=source.files[0] if len(source.files) == 1 else None,
                 row=exc.row,
                 column=exc.column,
             ) from None
         path = table.column(FILE)[exc.row].as_py()
         row = table.column(ROW)[exc.row].as_py()
-        raise DataError(exc._raw, path=path, row=row, column=exc.column) from None
+        raise DataError(exc.reason, path=path, row=row, column=exc.column) from None

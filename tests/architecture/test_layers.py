@@ -45,7 +45,6 @@ KNOWN: set[str] = {
     "imports that go up a floor|raymix.coordinates.deep -> ray",
     "imports that go up a floor|raymix.coordinates.fixed_effect -> ray",
     "imports that go up a floor|raymix.coordinates.fixed_effect -> raymix.engine.fixed_effect",
-    "imports that go up a floor|raymix.coordinates.random_effect -> ray",
     "imports that go up a floor|raymix.deep.collective -> horovod",
     "imports that go up a floor|raymix.deep.export -> ray",
     "imports that go up a floor|raymix.deep.export -> raymix.engine.reading",
@@ -57,14 +56,6 @@ KNOWN: set[str] = {
     "imports that go up a floor|raymix.deep.service -> raymix.engine.cluster",
     "modules over 500 lines|raymix.k8s",
     "private names imported from another module|raymix.cli: _quiet_environment from raymix.engine.cluster",
-    "private names imported from another module|raymix.data.avro.model_reader: _BAD_LONG from raymix.data.avro.model_reader_kernels",
-    "private names imported from another module|raymix.data.avro.model_reader: _BAD_UNION from raymix.data.avro.model_reader_kernels",
-    "private names imported from another module|raymix.data.avro.model_reader: _BAD_UTF8 from raymix.data.avro.model_reader_kernels",
-    "private names imported from another module|raymix.data.avro.model_reader: _NEGATIVE from raymix.data.avro.model_reader_kernels",
-    "private names imported from another module|raymix.data.avro.model_reader: _OK from raymix.data.avro.model_reader_kernels",
-    "private names imported from another module|raymix.data.avro.model_reader: _TRAILING from raymix.data.avro.model_reader_kernels",
-    "private names imported from another module|raymix.data.avro.model_reader: _TRUNCATED from raymix.data.avro.model_reader_kernels",
-    "private names imported from another module|raymix.data.avro.model_reader: _decode_block from raymix.data.avro.model_reader_kernels",
     "private names imported from another module|raymix.tune.trainable: _quiet_environment from raymix.engine.cluster",
 }
 

@@ -63,3 +63,17 @@ def test_lookup_entities():
     np.testing.assert_array_equal(
         lookup_entities(np.array([5, 1, 9]), np.array([1, 5])), [1, 0, -1]
     )
+
+
+def test_first_row_is_where_each_entity_first_appeared():
+    rng = np.random.default_rng(0)
+    for entity in (
+        rng.integers(0, 50, 500),
+        np.array([f"u{v}" for v in rng.integers(0, 30, 300)], dtype=object),
+        np.zeros(0, np.int64),
+    ):
+        r = rows(entity, uid=rng.permutation(len(entity)).astype(np.int64))
+        _, first = np.unique(entity, return_index=True)
+        g = group_rows(r)
+        np.testing.assert_array_equal(g.first_row, first)
+        assert g.first_row.dtype == np.int64

@@ -33,14 +33,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raymix.data.avro.model_reader_kernels import (
-    _BAD_LONG,
-    _BAD_UNION,
-    _BAD_UTF8,
-    _NEGATIVE,
-    _OK,
-    _TRAILING,
-    _TRUNCATED,
-    _decode_block,
+    BAD_LONG,
+    BAD_UNION,
+    BAD_UTF8,
+    NEGATIVE,
+    OK,
+    TRAILING,
+    TRUNCATED,
+    decode_block,
 )
 from raymix.data.avro.models import (
     INTERCEPT,
@@ -59,12 +59,12 @@ _BATCH_COEFFICIENTS = 1 << 21  # triples whose names are looked up at once
 _SEPARATOR = b"\xff"  # never in UTF-8, so ``name + 0xff + term`` is one pair's key
 
 _REASONS = {
-    _TRUNCATED: "a record runs past the end of its block",
-    _BAD_LONG: "a long is more than 10 bytes",
-    _NEGATIVE: "a negative string length",
-    _BAD_UNION: "a union branch out of range",
-    _BAD_UTF8: "a string is not valid UTF-8",
-    _TRAILING: "bytes after the block's last record",
+    TRUNCATED: "a record runs past the end of its block",
+    BAD_LONG: "a long is more than 10 bytes",
+    NEGATIVE: "a negative string length",
+    BAD_UNION: "a union branch out of range",
+    BAD_UTF8: "a string is not valid UTF-8",
+    TRAILING: "bytes after the block's last record",
 }
 
 
@@ -229,7 +229,7 @@ def _block(framed: tuple[int, int, memoryview | Future], file: Path):
 
 
 def _decode(data: np.ndarray, count: int, by_name: bool, start: int, file: Path) -> dict:
-    """The records of one block as flat arrays (see :func:`_decode_block`)."""
+    """The records of one block as flat arrays (see :func:`decode_block`)."""
     n = data.size
     most = n // 10 + 1  # a triple is at least 10 bytes
     out: dict[str, np.ndarray] = {
@@ -245,10 +245,10 @@ def _decode(data: np.ndarray, count: int, by_name: bool, start: int, file: Path)
     }
     out["id_ptr"][0] = out["key_ptr"][0] = 0
     intercept = np.frombuffer(INTERCEPT[0].encode(), np.uint8)
-    status, record, coefficients, keys = _decode_block(
+    status, record, coefficients, keys = decode_block(
         data, count, by_name, intercept, *(out[k] for k in _OUTPUTS)
     )
-    if status != _OK:
+    if status != OK:
         raise DataError(
             f"corrupt block at byte {start}, record {record}: {_REASONS[status]}",
             path=str(file),

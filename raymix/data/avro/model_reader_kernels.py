@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 # Kernel status codes.
-_OK, _TRUNCATED, _BAD_LONG, _NEGATIVE, _BAD_UNION, _BAD_UTF8, _TRAILING = range(7)
+OK, TRUNCATED, BAD_LONG, NEGATIVE, BAD_UNION, BAD_UTF8, TRAILING = range(7)
 # Results of parsing a name as an integer (``names=None``).
 _INT, _NOT_INT, _ASK_PYTHON = 0, 1, 2
 
@@ -41,7 +41,7 @@ def _long_bytes(data, pos):
             done = True
             break
     if not done:
-        return (_TRUNCATED if pos >= data.size else _BAD_LONG), -1
+        return (TRUNCATED if pos >= data.size else BAD_LONG), -1
     return ((z >> 1) & 0x7FFFFFFFFFFFFFFF) ^ -(z & 1), pos
 
 
@@ -53,9 +53,9 @@ def _string(data, pos):
     if pos < 0:
         return length, -1
     if length < 0:
-        return _NEGATIVE, -1
+        return NEGATIVE, -1
     if length > data.size - pos:
-        return _TRUNCATED, -1
+        return TRUNCATED, -1
     return pos, pos + length
 
 
@@ -68,7 +68,7 @@ def _optional_string(data, pos):
     if branch == 0:
         return pos, pos
     if branch != 1:
-        return _BAD_UNION, -1
+        return BAD_UNION, -1
     return _string(data, pos)
 
 
@@ -152,7 +152,7 @@ def _double(data, pos):
 
 
 @njit(cache=True)
-def _decode_block(
+def decode_block(
     data, count, by_name, intercept_name,
     id_data, id_ptr, intercepts, counts, values, index, ask, key_data, key_ptr,
 ):  # fmt: skip
@@ -181,13 +181,13 @@ def _decode_block(
             id_data[id_ptr[r] + b - start] = data[b]
             high |= data[b]
         if high >= 0x80 and not _is_utf8(data, start, end):
-            return _BAD_UTF8, r, c, k
+            return BAD_UTF8, r, c, k
         id_ptr[r + 1] = id_ptr[r] + end - start
         start, pos = _optional_string(data, end)  # modelClass
         if pos < 0:
             return start, r, c, k
         if not _is_utf8(data, start, pos):
-            return _BAD_UTF8, r, c, k
+            return BAD_UTF8, r, c, k
         first = c
         for array in range(2):  # means, then variances (skipped)
             if array == 1:
@@ -197,7 +197,7 @@ def _decode_block(
                 if branch == 0:
                     break
                 if branch != 1:
-                    return _BAD_UNION, r, c, k
+                    return BAD_UNION, r, c, k
             while True:
                 items, pos = _long(data, pos)
                 if pos < 0:
@@ -217,12 +217,12 @@ def _decode_block(
                     if t_hi < 0:
                         return t_lo, r, c, k
                     if t_hi + 8 > data.size:
-                        return _TRUNCATED, r, c, k
+                        return TRUNCATED, r, c, k
                     pos = t_hi + 8
                     for b in range(n_lo, t_hi):  # the name, the term's length, the term
                         if data[b] >= 0x80:
                             if not (_is_utf8(data, n_lo, n_hi) and _is_utf8(data, t_lo, t_hi)):
-                                return _BAD_UTF8, r, c, k
+                                return BAD_UTF8, r, c, k
                             break
                     if array == 1:
                         continue
@@ -263,7 +263,7 @@ def _decode_block(
         if pos < 0:
             return start, r, c, k
         if not _is_utf8(data, start, pos):
-            return _BAD_UTF8, r, c, k
+            return BAD_UTF8, r, c, k
     if pos != data.size:
-        return _TRAILING, count, c, k
-    return _OK, count, c, k
+        return TRAILING, count, c, k
+    return OK, count, c, k
