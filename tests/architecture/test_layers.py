@@ -58,7 +58,6 @@ KNOWN: set[str] = {
     "modules over 500 lines|raymix.k8s",
     "modules over 500 lines|raymix.solvers.entity_kernels",
     "modules over 500 lines|raymix.solvers.glm",
-    "private names imported from another module|raymix.cli: _quiet_environment from raymix.engine.cluster",
     "private names imported from another module|raymix.data.avro.model_reader: _BAD_LONG from raymix.data.avro.model_reader_kernels",
     "private names imported from another module|raymix.data.avro.model_reader: _BAD_UNION from raymix.data.avro.model_reader_kernels",
     "private names imported from another module|raymix.data.avro.model_reader: _BAD_UTF8 from raymix.data.avro.model_reader_kernels",
@@ -67,7 +66,6 @@ KNOWN: set[str] = {
     "private names imported from another module|raymix.data.avro.model_reader: _TRAILING from raymix.data.avro.model_reader_kernels",
     "private names imported from another module|raymix.data.avro.model_reader: _TRUNCATED from raymix.data.avro.model_reader_kernels",
     "private names imported from another module|raymix.data.avro.model_reader: _decode_block from raymix.data.avro.model_reader_kernels",
-    "private names imported from another module|raymix.tune.trainable: _quiet_environment from raymix.engine.cluster",
 }
 
 
