@@ -41,7 +41,6 @@ ALLOWED_FROM = {"ray": 6, "horovod": 6}
 #: violations not mended yet (issue 15 removes them one by one): the test fails on a new one
 #: and on one that is gone but still listed, so this list only ever shrinks
 KNOWN: set[str] = {
-    "import cycles|raymix.recipe.load -> raymix.recipe.gdmix_config -> raymix.recipe.load",
     "imports that go up a floor|raymix.coordinates.deep -> ray",
     "imports that go up a floor|raymix.coordinates.fixed_effect -> ray",
     "imports that go up a floor|raymix.coordinates.fixed_effect -> raymix.engine.fixed_effect",
