@@ -57,7 +57,6 @@ KNOWN_ERRORS: dict[str, int] = {
     "raymix/engine/random_effect.py": 23,
     "raymix/engine/reading.py": 1,
     "raymix/errors.py": 3,
-    "raymix/recipe/spec.py": 1,
     "raymix/run.py": 6,
     "raymix/scoring.py": 14,
     "raymix/solvers/entity.py": 4,
