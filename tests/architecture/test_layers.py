@@ -54,7 +54,6 @@ KNOWN: set[str] = {
     "imports that go up a floor|raymix.deep.service -> horovod",
     "imports that go up a floor|raymix.deep.service -> ray",
     "imports that go up a floor|raymix.deep.service -> raymix.engine.cluster",
-    "modules over 500 lines|raymix.k8s",
     "modules over 500 lines|raymix.solvers.entity_kernels",
     "modules over 500 lines|raymix.solvers.glm",
     "private names imported from another module|raymix.data.avro.model_reader: _BAD_LONG from raymix.data.avro.model_reader_kernels",
