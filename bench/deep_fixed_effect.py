@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
     import ray
 
     from raymix.datasets.movielens import convert_movielens
-    from raymix.engine.cluster import _quiet_environment, physical_cores
+    from raymix.engine.cluster import physical_cores, quiet_environment
     from raymix.recipe.load import load_recipe
 
     data = Path(tempfile.mkdtemp(prefix="raymix-bench-deep-"))
@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
     os.environ["RAYMIX_MOVIELENS"] = str(data)
     recipe = load_recipe(REPO / "recipes" / "movielens_detext.py", [f"output={data}/out"])
     load_before = os.getloadavg()
-    _quiet_environment()
+    quiet_environment()
     ray.init(
         num_cpus=2 * physical_cores(),
         object_store_memory=1 << 30,

@@ -37,9 +37,9 @@ def run() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raymix.engine.cluster import _quiet_environment
+    from raymix.engine.cluster import quiet_environment
 
-    _quiet_environment()  # before pyarrow allocates: it picks its memory pool once
+    quiet_environment()  # before pyarrow allocates: it picks its memory pool once
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

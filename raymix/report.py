@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from raymix.data.avro.scores import write_scores_avro
 from raymix.descent import DescentState
 from raymix.files import write_json, write_text
 from raymix.recipe.spec import Recipe
+from raymix.result import FitResult
 
 
 def cumulative(state_split, names: list[str]) -> list[np.ndarray]:
@@ -39,7 +41,7 @@ def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -
     cum_val = cumulative(state.validation, names)
     columns = recipe.columns
     score_names = ("uid", columns.label, columns.weight or "weight")
-    final = {}
+    final: dict[str, dict[str, Any]] = {}
     for k, coordinate in enumerate(coordinates):
         base = out / coordinate.name
         files[coordinate.name] = {
@@ -78,9 +80,9 @@ def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -
     return files
 
 
-def summarize(out: Path, recipe: Recipe, state: DescentState, timings: dict, files: dict):
-    from raymix.run import FitResult
-
+def summarize(
+    out: Path, recipe: Recipe, state: DescentState, timings: dict, files: dict
+) -> FitResult:
     final = files.pop("_final", {})
     per_entity = {
         name: v.pop("_per_entity_values") for name, v in final.items() if "_per_entity_values" in v

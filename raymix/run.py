@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from raymix.coordinates.inputs import build_source, feature_names
@@ -23,6 +23,7 @@ from raymix.data.source import Source
 from raymix.engine.cluster import physical_cores, requested_address
 from raymix.errors import RecipeError, surfaced
 from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
+from raymix.result import FitResult
 
 #: up to this much input on disk, ``resources`` left at their defaults mean one random-effect
 #: actor and coordinates that read their rows together; above, an actor per core and
@@ -59,18 +60,20 @@ class Plan:
             + ("one at a time" if self.one_at_a_time else "together"),
         ]
         for k, c in enumerate(self.coordinates, 1):
-            s = c.spec
+            s, train = c.spec, c.train
             if isinstance(s, ExternalEffect):
                 lines.append(f"{k}. {s.name} [external scores] train={s.train_scores}")
                 continue
-            where = f"{len(c.train.files)} {c.train.format} file(s)"
+            if train is None:  # plan() resolves the rows of every coordinate but an external one
+                raise ValueError(f"coordinate '{s.name}' has no training rows")
+            where = f"{len(train.files)} {train.format} file(s)"
             val = (
                 f", validation {len(c.validation.files)} file(s)"
                 if c.validation
                 else ", no validation"
             )
             bag = (
-                f"bag '{s.feature_bag}' (dim {c.train.schema.dim})"
+                f"bag '{s.feature_bag}' (dim {train.schema.dim})"
                 if s.feature_bag
                 else "intercept only"
             )
@@ -155,18 +158,6 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     if reading == "auto":
         reading = "together" if small else "one_at_a_time"
     return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
-
-
-@dataclass
-class FitResult:
-    """What a fit produced: metrics per step, timings and where the files are."""
-
-    output: Path
-    steps: list[dict]
-    final: dict
-    timings: dict
-    best_pass: int
-    files: dict = field(default_factory=dict)
 
 
 def fit(
@@ -279,7 +270,7 @@ def _import_engine() -> None:
 class Stopwatch:
     """Named laps of wall time, in order."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.laps: dict[str, float] = {}
         self.extra: dict[str, float] = {}
         self._last = time.perf_counter()

@@ -28,9 +28,9 @@ def ray_session():
     """A local Ray for the whole test session: 4 logical CPUs on 2 cores, 1 GiB object store."""
     import ray
 
-    from raymix.engine.cluster import _quiet_environment
+    from raymix.engine.cluster import quiet_environment
 
-    _quiet_environment()
+    quiet_environment()
     if not ray.is_initialized():
         ray.init(
             num_cpus=4,

@@ -53,7 +53,7 @@ def ray_session(
     """
     import ray
 
-    _quiet_environment()
+    quiet_environment()
     address = check_address(requested_address(address, resources))
     errors: list[BaseException] = []
     helper = None
@@ -250,7 +250,7 @@ def _remove_group(group) -> None:
             remove_placement_group(group)
 
 
-def _quiet_environment() -> None:
+def quiet_environment() -> None:
     """Environment for this process and the Ray workers it starts (they inherit it)."""
     # Arrow's default mimalloc pool keeps freed pages: an idle worker that once routed a
     # 1M-row file held ~0.3 GiB more than with the system allocator, at the same speed.

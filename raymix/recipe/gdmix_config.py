@@ -1,18 +1,20 @@
-"""Translate a GDMix workflow config (``lr-movieLens.yaml`` style) into a raymix Recipe.
+"""Translate a GDMix workflow config (``lr-movieLens.yaml`` style) into a raw raymix recipe.
 
 Every field GDMix's code accepts is known here (gdmix-reference.md §5). Fields that steer
 GDMix's own machinery (Spark executors, TF server retries, consumer queues, ...) have no
 meaning in raymix and are accepted and ignored; anything else unknown is an error naming
-its path, never silently dropped.
+its path in the config, never silently dropped.
+
+The translation is a plain dict in the recipe's shape; :mod:`raymix.recipe.load` applies
+the ``--set`` overrides to it and validates it, once, as it does every recipe.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from raymix.errors import RecipeError
-from raymix.recipe.load import validate_recipe
-from raymix.recipe.spec import Recipe
 
 _TOP = {"output_dir", "fixed_effect_config", "random_effect_config", "spark_config", "tfjob_config"}
 _SPARK = {"executorInstances", "executorCores", "driverMemory", "executorMemory"}
@@ -87,8 +89,9 @@ _DEFAULTS = {
 }
 
 
-def translate_gdmix_config(config: dict, source: str = "gdmix config") -> Recipe:
-    """Return the Recipe equivalent to a parsed GDMix config (one coordinate-descent pass)."""
+def translate_gdmix_config(config: dict, source: str = "gdmix config") -> dict[str, Any]:
+    """The raw recipe (not validated yet) equivalent to a parsed GDMix config: one
+    coordinate-descent pass. ``source`` (the config file) prefixes every message."""
     _check_keys(config, _TOP, "", source)
     for section, allowed in (("spark_config", _SPARK), ("tfjob_config", _TFJOB)):
         if section in config:
@@ -120,7 +123,7 @@ def translate_gdmix_config(config: dict, source: str = "gdmix config") -> Recipe
         "passes": 1,
         "output": config["output_dir"],
     }
-    return validate_recipe(raw, source=source)
+    return raw
 
 
 def _coordinate(name: str, spec, section: str, source: str, random: bool) -> dict:

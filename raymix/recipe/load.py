@@ -3,7 +3,9 @@
 * ``recipe.py``: a Python file that defines ``recipe`` (a :class:`Recipe`).
 * ``run.json``: the resolved recipe saved beside every run (``Recipe.model_dump_json``).
 * ``*.yaml``/``*.yml``/``*.json`` with a ``fixed_effect_config`` key: a GDMix workflow config,
-  translated by :mod:`raymix.recipe.gdmix_config`.
+  translated by :mod:`raymix.recipe.gdmix_config` into a raw recipe.
+
+Whatever the file, its raw recipe gets the overrides and is then validated once.
 
 ``--set path=value`` overrides address fields by dotted path; a coordinate may be addressed
 by its name (``coordinates.per_user.l2=0.5``) or its position (``coordinates.1.l2=0.5``).
@@ -20,6 +22,7 @@ from pathlib import Path
 import pydantic
 
 from raymix.errors import RecipeError
+from raymix.recipe.gdmix_config import translate_gdmix_config
 from raymix.recipe.spec import Recipe
 
 _UNION_TAGS = {"fixed_effect", "random_effect", "external", "deep"}
@@ -34,6 +37,11 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     for override in overrides:
         raw = apply_override(raw, override)
     return validate_recipe(raw, source=str(path))
+
+
+def load_gdmix_config(config: dict, source: str = "gdmix config") -> Recipe:
+    """The Recipe of a parsed GDMix config (:mod:`raymix.recipe.gdmix_config`), validated."""
+    return validate_recipe(translate_gdmix_config(config, source=source), source=source)
 
 
 def validate_recipe(raw, source: str | None = None) -> Recipe:
@@ -84,9 +92,7 @@ def _read_raw(path: Path) -> dict:
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: the top level must be a mapping")
         if "fixed_effect_config" in raw or "random_effect_config" in raw:
-            from raymix.recipe.gdmix_config import translate_gdmix_config
-
-            return translate_gdmix_config(raw, source=str(path)).model_dump(mode="json")
+            return translate_gdmix_config(raw, source=str(path))
         return raw
     raise RecipeError(f"{path}: a recipe is a .py, .json or .yaml file")
 

@@ -106,7 +106,7 @@ class _Coordinate(Spec):
 class _LinearCoordinate(_Coordinate):
     feature_bag: str | None = None
     task: Task = "logistic"
-    l2: NonNegative = 1.0
+    l2: NonNegative | Literal["auto"] = 1.0  # a number for a fixed effect (its own l2 below)
     l1: NonNegative = 0.0
     fit_intercept: bool = True
     regularize_intercept: bool = False
@@ -136,6 +136,7 @@ class FixedEffect(_LinearCoordinate):
     """
 
     kind: Literal["fixed_effect"] = "fixed_effect"
+    l2: NonNegative = 1.0
     solver: LBFGS = LBFGS()
     workers: Annotated[int, Field(ge=0)] = 0
     min_workers: Annotated[int, Field(gt=0)] | None = None

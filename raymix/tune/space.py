@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import runpy
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from raymix.errors import RecipeError
+from raymix.recipe.checked import CheckedSpec, checked, one_of
 from raymix.recipe.load import apply_override, validate_recipe
 from raymix.recipe.spec import Recipe
 
@@ -46,47 +47,32 @@ COORDINATE_HOT = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class SearchSpace:
-    """What to search and how. ``space`` maps dotted recipe paths to Tune domains or values."""
+class SearchSpace(CheckedSpec):
+    """What to search and how. ``space`` maps dotted recipe paths to Tune domains or values.
 
-    space: dict[str, Any]
-    metric: str | None = None
-    mode: str | None = None
-    num_samples: int = 16
-    searcher: str = "optuna"
-    scheduler: str | None = "asha"
-    max_concurrent: int | None = None
-    source: str | None = field(default=None, compare=False)
+    ``SearchSpace(space, searcher="random")``: the space may be given by position. A wrong
+    setting raises RecipeError: ``searcher must be one of [...]. Got 'bayes' instead.``
+    """
 
-    def __post_init__(self):
-        where = f"{self.source}: " if self.source else ""
-        if not isinstance(self.space, dict) or not self.space:
-            raise RecipeError(f"{where}'space' must be a non-empty dict of dotted recipe paths")
-        if self.searcher not in SEARCHERS:
-            raise RecipeError(
-                f"{where}searcher must be one of {list(SEARCHERS)}. Got {self.searcher!r} instead."
-            )
-        if self.scheduler not in SCHEDULERS:
-            raise RecipeError(
-                f"{where}scheduler must be 'asha' or None. Got {self.scheduler!r} instead."
-            )
-        if self.metric is not None and self.metric not in METRICS:
-            raise RecipeError(
-                f"{where}metric must be one of {sorted(METRICS)}. Got {self.metric!r} instead."
-            )
-        if self.mode not in (None, "max", "min"):
-            raise RecipeError(f"{where}mode must be 'max' or 'min'. Got {self.mode!r} instead.")
-        if not isinstance(self.num_samples, int) or self.num_samples < 1:
-            raise RecipeError(
-                f"{where}num_samples must be an int >= 1. Got {self.num_samples!r} instead."
-            )
-        if self.max_concurrent is not None and (
-            not isinstance(self.max_concurrent, int) or self.max_concurrent < 1
-        ):
-            raise RecipeError(
-                f"{where}max_concurrent must be an int >= 1. Got {self.max_concurrent!r} instead."
-            )
+    space: Annotated[dict[str, Any], checked(bool, "a non-empty dict of dotted recipe paths")]
+    metric: Annotated[str, one_of(*METRICS)] | None = None
+    mode: Annotated[str, one_of("max", "min")] | None = None
+    num_samples: Annotated[int, Field(ge=1)] = 16
+    searcher: Annotated[str, one_of(*SEARCHERS)] = "optuna"
+    scheduler: Annotated[str | None, one_of(*SCHEDULERS)] = "asha"
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+    source: str | None = None  # the space file, named in messages
+
+    def __init__(self, space: dict[str, Any] | None = None, /, **settings: Any) -> None:
+        if space is not None:
+            settings["space"] = space
+        super().__init__(**settings)
+
+    @classmethod
+    def problem(cls, field: str, message: str, data: dict[str, Any]) -> RecipeError:
+        where = f"{data['source']}: " if data.get("source") else ""
+        sep = " " if message.startswith("must") else ": "
+        return RecipeError(f"{where}{field}{sep}{message}")
 
     def resolved_metric(self, recipe: Recipe) -> tuple[str, str]:
         metric = self.metric or recipe.metric

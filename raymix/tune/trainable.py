@@ -22,10 +22,10 @@ class RecipeTrainable(tune.Trainable):
     """``config`` maps dotted recipe paths to this trial's values."""
 
     def setup(self, config: dict, recipe_json: str, actors: int | None, threads: int | None):
-        from raymix.engine.cluster import _quiet_environment
+        from raymix.engine.cluster import quiet_environment
         from raymix.tune.prepared import PreparedRecipe
 
-        _quiet_environment()
+        quiet_environment()
         self.base = Recipe.model_validate_json(recipe_json)
         started = time.perf_counter()
         self.prepared = PreparedRecipe(

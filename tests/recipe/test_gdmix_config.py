@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -5,7 +6,7 @@ import yaml
 
 from raymix import RecipeError
 from raymix.recipe.gdmix_config import translate_gdmix_config
-from raymix.recipe.load import load_recipe
+from raymix.recipe.load import load_gdmix_config, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "recipes" / "lr-movieLens.yaml"
@@ -59,21 +60,21 @@ def test_unknown_keys_are_errors_naming_the_key(path, key):
     node[key] = 1
     expected = ".".join([*path, key])
     with pytest.raises(RecipeError, match=expected.replace(".", r"\.")):
-        translate_gdmix_config(raw)
+        load_gdmix_config(raw)
 
 
 def test_fe_only_key_in_random_effect_is_unknown():
     raw = config()
     raw["random_effect_config"]["per-user"]["copy_to_local"] = True
     with pytest.raises(RecipeError, match=r"per-user\.copy_to_local"):
-        translate_gdmix_config(raw)
+        load_gdmix_config(raw)
 
 
 def test_gdmix_code_defaults_apply():
     raw = config()
     del raw["fixed_effect_config"]["global"]["regularize_bias"]
     del raw["fixed_effect_config"]["global"]["l2_reg_weight"]
-    fe = translate_gdmix_config(raw).coordinates[0]
+    fe = load_gdmix_config(raw).coordinates[0]
     assert fe.regularize_intercept is True  # GDMix's code default (its doc says false)
     assert fe.l2 == 1.0
 
@@ -82,12 +83,26 @@ def test_structural_errors():
     raw = config()
     raw["fixed_effect_config"]["other"] = raw["fixed_effect_config"]["global"]
     with pytest.raises(RecipeError, match="exactly one entry"):
-        translate_gdmix_config(raw)
+        load_gdmix_config(raw)
     raw = config()
     del raw["random_effect_config"]["per-movie"]["partition_entity"]
     with pytest.raises(RecipeError, match="partition_entity: required"):
-        translate_gdmix_config(raw)
+        load_gdmix_config(raw)
     raw = config()
     raw["fixed_effect_config"]["global"]["gdmix_config"] = {"model_type": "xgboost"}
     with pytest.raises(RecipeError, match="model_type"):
-        translate_gdmix_config(raw)
+        load_gdmix_config(raw)
+
+
+def test_the_translation_is_a_raw_recipe_validated_once_after_the_overrides(tmp_path):
+    raw = config()
+    raw["fixed_effect_config"]["global"] = dict(raw["fixed_effect_config"]["global"])
+    raw["fixed_effect_config"]["global"]["l2_reg_weight"] = -1.0
+    translated = translate_gdmix_config(raw)  # a plain dict, nothing validated yet
+    assert isinstance(translated, dict)
+    assert [c["l2"] for c in translated["coordinates"]] == [-1.0, 1.0, 1.0]
+    path = tmp_path / "lr.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RecipeError, match=re.escape(f"{path}: coordinates.global.l2: ")):
+        load_recipe(path)
+    assert load_recipe(path, ["coordinates.global.l2=0.5"]).coordinate("global").l2 == 0.5

@@ -1,0 +1,143 @@
+"""Write the manifests of a recipe, and the committed examples in ``k8s/``.
+
+Regenerate the examples with ``python -m raymix.k8s`` (``--check`` only compares).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from raymix.errors import RecipeError
+from raymix.files import write_text
+from raymix.k8s.crd import validate_manifest
+from raymix.k8s.names import MAX_NAME_LENGTH
+from raymix.k8s.render import render_raycluster, render_rayjob, to_yaml
+from raymix.k8s.shape import ClusterShape
+
+MANIFEST_FILES = {"RayCluster": "raycluster.yaml", "RayJob": "rayjob.yaml"}
+EXAMPLE_RECIPE = "recipes/movielens_lr.py"
+
+
+def _header(recipe_path: str) -> str:
+    shown = " ".join(recipe_path.splitlines())  # a comment must stay on one line
+    return f"# Rendered by raymix.k8s for {shown}; re-render rather than edit by hand.\n"
+
+
+def _render_pair(name, recipe_path, shape, **job_options) -> dict[str, tuple[dict, str]]:
+    manifests = [
+        render_raycluster(name, shape),
+        render_rayjob(name, recipe_path, shape, **job_options),
+    ]
+    return {MANIFEST_FILES[m["kind"]]: (m, _header(recipe_path) + to_yaml(m)) for m in manifests}
+
+
+def write_manifests(
+    out_dir,
+    name: str,
+    recipe_path: str,
+    shape: ClusterShape,
+    *,
+    fit_args: Sequence[str] = (),
+    runtime_env: dict | None = None,
+    shutdown_after_finish: bool = True,
+    ttl_seconds: int = 600,
+    crd_dir: Path | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write ``raycluster.yaml`` and ``rayjob.yaml`` into ``out_dir`` (created if missing).
+
+    Both are rendered, and validated when ``crd_dir`` is given, before either is written;
+    each is written to a temporary file then renamed. Existing manifests are refused unless
+    ``overwrite``. Returns the two paths.
+    """
+    rendered = _render_pair(
+        name,
+        recipe_path,
+        shape,
+        fit_args=fit_args,
+        runtime_env=runtime_env,
+        shutdown_after_finish=shutdown_after_finish,
+        ttl_seconds=ttl_seconds,
+    )
+    if crd_dir is not None:
+        for manifest, _ in rendered.values():
+            validate_manifest(manifest, crd_dir)
+    out = Path(out_dir)
+    paths = [out / filename for filename in rendered]
+    if not overwrite:
+        existing = [str(p) for p in paths if p.exists()]
+        if existing:
+            raise RecipeError(
+                f"{', '.join(existing)} already exist; pass overwrite=True (raymix k8s render --overwrite) to replace them",
+                field="out_dir",
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    for path, (_, text) in zip(paths, rendered.values(), strict=True):
+        write_text(path, text)
+    return paths
+
+
+def name_for_recipe(recipe_path: str) -> str:
+    """``raymix-<recipe stem>`` as a DNS-1035 label short enough for a RayJob."""
+    stem = PurePosixPath(recipe_path.replace(os.sep, "/")).stem.lower()
+    stem = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")
+    return f"raymix-{stem}"[: MAX_NAME_LENGTH["RayJob"]].rstrip("-")
+
+
+def render_for_recipe(
+    recipe_path: str,
+    out_dir,
+    shape: ClusterShape,
+    fit_args: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    runtime_env: dict | None = None,
+    crd_dir: Path | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """What ``raymix k8s render`` calls: :func:`write_manifests` named after the recipe.
+
+    The recipe is not read here: it is run inside the image (``shape.app_dir``) or from the
+    shared volume, so ``recipe_path`` is the path as the pods see it.
+    """
+    return write_manifests(
+        out_dir,
+        name or name_for_recipe(recipe_path),
+        recipe_path,
+        shape,
+        fit_args=fit_args,
+        runtime_env=runtime_env,
+        crd_dir=crd_dir,
+        overwrite=overwrite,
+    )
+
+
+def example_manifests() -> dict[str, str]:
+    """The text of the committed ``k8s/*.yaml``: ``recipes/movielens_lr.py``, 2 workers."""
+    rendered = _render_pair(name_for_recipe(EXAMPLE_RECIPE), EXAMPLE_RECIPE, ClusterShape())
+    return {filename: text for filename, (_, text) in rendered.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m raymix.k8s [--check] [DIR]``: regenerate (or compare) the examples."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    check = "--check" in args
+    args = [a for a in args if a != "--check"]
+    out = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "k8s"
+    stale = []
+    for filename, text in example_manifests().items():
+        path = out / filename
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(path)
+        if not check:
+            out.mkdir(parents=True, exist_ok=True)
+            write_text(path, text)
+    verb = "out of date" if check else "written"
+    for path in stale:
+        print(f"{path}: {verb}")
+    return 1 if check and stale else 0
