@@ -158,18 +158,21 @@ def _stack_releasing(parts: list[Rows]):
             start += p.X.shape[0]
             p.X = None
         return X
-    dim = parts[0].X.shape[1]
-    nnz = sum(p.X.nnz for p in parts)
+    matrices: list[sp.csr_matrix] = [p.X for p in parts]
+    dim = matrices[0].shape[1]
+    nnz = sum(m.nnz for m in matrices)
     index_type = np.int32 if max(nnz, dim) < np.iinfo(np.int32).max else np.int64
     indptr = np.zeros(n + 1, index_type)
     indices = np.empty(nnz, index_type)
-    data = np.empty(nnz, np.result_type(*(p.X.dtype for p in parts)))
+    data = np.empty(nnz, np.result_type(*(m.dtype for m in matrices)))
+    del matrices  # each part's matrix is freed as soon as it is copied
     row = at = 0
     for p in parts:
-        m, k = p.X.shape[0], p.X.nnz
-        indptr[row + 1 : row + m + 1] = p.X.indptr[1:] - p.X.indptr[0] + at
-        indices[at : at + k] = p.X.indices[p.X.indptr[0] : p.X.indptr[-1]]
-        data[at : at + k] = p.X.data[p.X.indptr[0] : p.X.indptr[-1]]
+        part: sp.csr_matrix = p.X
+        m, k = part.shape[0], part.nnz
+        indptr[row + 1 : row + m + 1] = part.indptr[1:] - part.indptr[0] + at
+        indices[at : at + k] = part.indices[part.indptr[0] : part.indptr[-1]]
+        data[at : at + k] = part.data[part.indptr[0] : part.indptr[-1]]
         row, at = row + m, at + k
         p.X = None
     return sp.csr_matrix((data, indices, indptr), shape=(n, dim))

@@ -35,7 +35,6 @@ def test_ruff_is_clean(command):
 KNOWN_ERRORS: dict[str, int] = {
     "raymix/checkpoint.py": 1,
     "raymix/coordinates/deep.py": 10,
-    "raymix/data/rows.py": 6,
     "raymix/deep/export.py": 1,
     "raymix/deep/inputs.py": 4,
     "raymix/deep/mailbox.py": 4,
