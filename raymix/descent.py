@@ -20,6 +20,7 @@ import numpy as np
 
 from raymix import metrics as M
 from raymix.coordinates.base import Coordinate, RowIndex, scatter
+from raymix.errors import DataError
 
 
 @dataclass
@@ -101,6 +102,8 @@ def load(coordinates: list[Coordinate], one_at_a_time: bool = False) -> DescentS
                 len(index),
             ),
         )
+        if len(index) and not split.weight.any():
+            raise DataError(f"every {what} row has weight 0: there is nothing to fit or measure")
         splits.append(split)
     for coordinate, (_, val) in zip(coordinates, reports, strict=True):
         coordinate.bind(splits[0].index, splits[1].index)
