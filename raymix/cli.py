@@ -200,7 +200,7 @@ def _progress(quiet: bool):
 
 def _fit(args) -> int:
     from raymix.engine.cluster import check_address, requested_address
-    from raymix.outputs import absolute_paths
+    from raymix.outputs import absolute_paths, load_run
     from raymix.recipe.load import load_recipe
     from raymix.run import fit, plan
 
@@ -209,7 +209,7 @@ def _fit(args) -> int:
             raise RecipeError(
                 "--resume OUT takes no recipe and no --set: the run's own run.json is used"
             )
-        recipe = load_recipe(Path(args.resume) / "run.json")
+        recipe = load_run(args.resume)
     elif not args.recipe:
         raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
     else:

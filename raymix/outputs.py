@@ -73,6 +73,25 @@ def absolute_paths(recipe):
     return recipe.model_copy(update={"output": output, "coordinates": coordinates})
 
 
+def load_run(directory: str | Path):
+    """The resolved recipe (``run.json``) of a raymix output, local or in an object store."""
+    import json
+
+    from raymix.recipe.load import load_recipe, validate_recipe
+
+    where = output_location(directory)
+    if not isinstance(where, Location):
+        return load_recipe(where / RUN_FILE)
+    path = where / RUN_FILE
+    if not storage.is_file(path):
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        raw = json.loads(storage.read_text(path))
+    except ValueError as exc:
+        raise RecipeError(f"{path}: invalid JSON: {exc}") from None
+    return validate_recipe(raw, source=str(path))
+
+
 def check_complete(directory: str | Path, what: str = "output") -> None:
     """Refuse a raymix output that has no ``_SUCCESS`` (its run did not finish)."""
     if not storage.is_file(storage.join(directory, SUCCESS)):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from raymix import storage
 from raymix.coordinates.base import RowIndex
 from raymix.coordinates.inputs import build_source, feature_names
 from raymix.data.avro.models import coefficients_by_index, read_models
@@ -107,16 +108,15 @@ def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Ta
 def score_command(
     model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
 ) -> Path:
-    from raymix.engine.cluster import ray_session
-    from raymix.engine.reading import read_dataset
-    from raymix.outputs import prepare_output
-    from raymix.recipe.load import load_recipe
+    from raymix.outputs import check_complete, load_run, output_location, output_transaction
 
     say = progress or (lambda message: None)
-    model_dir = Path(model_dir)
-    if not (model_dir / RUN_FILE).is_file():
+    model_dir = output_location(model_dir, field="model_dir")
+    if not storage.is_file(model_dir / RUN_FILE):
         raise RecipeError(f"'{model_dir}' is not a raymix fit output (no {RUN_FILE})")
-    recipe: Recipe = load_recipe(model_dir / RUN_FILE)
+    check_complete(model_dir, "fit output")
+    recipe: Recipe = load_run(model_dir)
+    storage.use_endpoint(recipe.resources.s3_endpoint)
     inputs = _inputs(recipe, data)
     plans = []
     for spec in recipe.coordinates:
@@ -137,6 +137,10 @@ def score_command(
         if isinstance(spec, DeepEffect):  # a SavedModel, scored from raw rows
             from raymix.deep.export import check_deep_model
 
+            if isinstance(model_dir, storage.Location):
+                raise RecipeError(
+                    f"coordinate '{spec.name}' is deep: its SavedModel is scored from a local path"
+                )
             plans.append((spec, source, check_deep_model(model_dir / spec.name / "models", source)))
             continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)
@@ -146,7 +150,14 @@ def score_command(
                 "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
             )
         plans.append((spec, source, models))
-    out_dir, previous = prepare_output(out, overwrite=overwrite)
+    with output_transaction(out, overwrite) as out_dir:
+        return _score_into(out_dir, recipe, plans, address, say)
+
+
+def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
+    from raymix.engine.cluster import ray_session
+    from raymix.engine.reading import read_dataset
+
     with ray_session(recipe.resources, address):
         per_coordinate = []
         for spec, source, models in plans:
@@ -191,9 +202,6 @@ def score_command(
         None,
         names=("uid", recipe.columns.label, None),
     )
-    from raymix.outputs import discard_previous
-
-    discard_previous(previous)
     say(f"wrote {path}")
     return path
 

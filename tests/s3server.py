@@ -47,7 +47,9 @@ class S3Server:
         """Keys under ``uri``, relative to it, sorted."""
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""
-        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        )
         return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
 
     def get(self, uri: str) -> bytes:

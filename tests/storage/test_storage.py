@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -100,7 +101,7 @@ def test_write_read_list_glob_copy_delete_on_s3(s3_server, bucket):  # noqa: F81
     storage.delete_tree(f"{bucket}/d")
     assert s3_server.keys(f"{bucket}/d") == []
     with storage.local_copy(f"{bucket}/copy/a.txt") as local:
-        assert open(local).read() == "alpha\n"
+        assert Path(local).read_text() == "alpha\n"
     assert not os.path.exists(local)
 
 
@@ -170,7 +171,11 @@ def test_rejected_missing_and_unauthorised_credentials(s3_server, bucket):  # no
         bare["AWS_ENDPOINT_URL_S3"] = s3_server.url
         bare["AWS_CONFIG_FILE"] = bare["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
         done = subprocess.run(
-            [sys.executable, "-c", f"from raymix import storage; storage.read_text('{bucket}/x.json')"],
+            [
+                sys.executable,
+                "-c",
+                f"from raymix import storage; storage.read_text('{bucket}/x.json')",
+            ],
             env=bare,
             capture_output=True,
             text=True,
