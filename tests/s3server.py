@@ -44,13 +44,15 @@ class S3Server:
         return uri
 
     def keys(self, uri: str) -> list[str]:
-        """Keys under ``uri``, relative to it, sorted."""
+        """Keys of the objects under ``uri``, relative to it, sorted; without the empty
+        ``.../`` markers pyarrow leaves for the parent of what it deletes (its directories)."""
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix else ""
         pages = (
             self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         )
-        return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
+        found = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        return sorted(k[len(prefix) :] for k in found if not k.endswith("/"))
 
     def get(self, uri: str) -> bytes:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
