@@ -20,6 +20,7 @@ import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Checkpoint:
         return self.root / "models"
 
     def save(self, state: DescentState, coordinates, step: Step) -> None:
-        arrays = {}
+        arrays: dict[str, Any] = {}  # savez names them; Any: its keyword allow_pickle is a bool
         for prefix, split in (("train", state.train), ("validation", state.validation)):
             for name, scores in split.scores.items():
                 arrays[f"{prefix}/{name}"] = scores

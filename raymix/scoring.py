@@ -118,7 +118,7 @@ def score_command(
     recipe: Recipe = load_run(model_dir)
     storage.use_endpoint(recipe.resources.s3_endpoint)
     inputs = _inputs(recipe, data)
-    plans = []
+    plans: list[tuple] = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
             raise RecipeError(
@@ -159,7 +159,7 @@ def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
     from raymix.engine.reading import read_dataset
 
     with ray_session(recipe.resources, address):
-        per_coordinate = []
+        per_coordinate: list[pa.Table] = []
         for spec, source, models in plans:
             if isinstance(spec, DeepEffect):
                 from raymix.deep.export import deep_score_dataset
@@ -173,9 +173,11 @@ def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
                     batch_format="pyarrow",
                 )
             tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
-            table = pa.concat_tables(tables) if tables else None
+            if not tables:  # build_source refuses files without rows: not expected
+                raise DataError(f"coordinate '{spec.name}': no rows to score")
+            table = pa.concat_tables(tables)
             per_coordinate.append(table)
-            say(f"scored {0 if table is None else table.num_rows} rows with '{spec.name}'")
+            say(f"scored {table.num_rows} rows with '{spec.name}'")
     first = per_coordinate[0]
     index = RowIndex([first.column("uid").to_numpy()], "scoring")
     total = np.zeros(len(index))
@@ -215,7 +217,7 @@ def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:
         raise RecipeError("give one data path for every coordinate, or name=path per coordinate")
     for spec in recipe.coordinates:
         base = recipe.data_for(spec)
-        path = named.get(spec.name) or (plain[0] if plain else None)
+        path: str | tuple[str, ...] | None = named.get(spec.name) or (plain[0] if plain else None)
         if path is None:
             if base.validation is None:
                 raise RecipeError(
