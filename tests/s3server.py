@@ -65,6 +65,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _restart_ray_with_the_environment() -> None:
+    """Ray's workers take the environment of the process that started Ray: a session Ray
+    started before this fixture (by an earlier test module) would not know the server.
+    Restart it as ``tests/conftest.py``'s ``ray_session`` starts it (which shuts it down at
+    the end of the session as before)."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    ray.shutdown()
+    ray.init(
+        num_cpus=4,
+        object_store_memory=1 << 30,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     from moto.server import ThreadedMotoServer
@@ -85,6 +104,7 @@ def s3_server():
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     filesystems.forget()
+    _restart_ray_with_the_environment()
     try:
         yield S3Server(url, env)
     finally:
