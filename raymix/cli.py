@@ -161,7 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--image", default="raymix:0.1.0")
     render.add_argument("--namespace", default="default")
     render.add_argument(
-        "--data-pvc", default="raymix-data", help="PVC with data and outputs ('' for none)"
+        "--data-pvc",
+        default=None,
+        help="PVC with data and outputs ('' for none; default: raymix-data, or none when the "
+        "recipe's data and outputs are all in an object store)",
     )
     _add_overrides(
         render, "a recipe override for the job's raymix fit, e.g. --set output=/mnt/raymix/out"
@@ -200,7 +203,7 @@ def _progress(quiet: bool):
 
 def _fit(args) -> int:
     from raymix.engine.cluster import check_address, requested_address
-    from raymix.outputs import absolute_paths
+    from raymix.outputs import absolute_paths, load_run
     from raymix.recipe.load import load_recipe
     from raymix.run import fit, plan
 
@@ -209,7 +212,7 @@ def _fit(args) -> int:
             raise RecipeError(
                 "--resume OUT takes no recipe and no --set: the run's own run.json is used"
             )
-        recipe = load_recipe(Path(args.resume) / "run.json")
+        recipe = load_run(args.resume)
     elif not args.recipe:
         raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
     else:
@@ -367,24 +370,28 @@ def _synthetic(args) -> int:
 
 def _k8s_render(args) -> int:
     from raymix.k8s import ClusterShape, render_for_recipe
+    from raymix.k8s.write import needs_data_volume
 
-    shape = ClusterShape(
-        workers=args.workers,
-        worker_cpus=args.worker_cpus,
-        worker_memory_gib=args.worker_memory_gib,
-        image=args.image,
-        namespace=args.namespace,
-        data_pvc=args.data_pvc or None,
-    )
-    fit_args = [arg for override in args.overrides for arg in ("--set", override)]
-    if args.fit_overwrite:
-        fit_args.append("--overwrite")
     env = {}
     for pair in args.env:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise RecipeError(f"expected NAME=VALUE, got {pair!r}", field="--env")
         env[name] = value
+    pvc = args.data_pvc
+    if pvc is None:  # object-store data and outputs need no volume
+        pvc = "raymix-data" if needs_data_volume(args.recipe, args.overrides, env) else ""
+    shape = ClusterShape(
+        workers=args.workers,
+        worker_cpus=args.worker_cpus,
+        worker_memory_gib=args.worker_memory_gib,
+        image=args.image,
+        namespace=args.namespace,
+        data_pvc=pvc or None,
+    )
+    fit_args = [arg for override in args.overrides for arg in ("--set", override)]
+    if args.fit_overwrite:
+        fit_args.append("--overwrite")
     runtime_env = {"env_vars": env} if env else None
     for path in render_for_recipe(
         args.recipe, args.out, shape, fit_args, runtime_env=runtime_env, overwrite=args.overwrite

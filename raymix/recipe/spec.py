@@ -349,6 +349,10 @@ class Resources(Spec):
     #: (the memory peak of one coordinate's reading, not of all), or ``auto``: one after the
     #: other when the input files total more than 256 MiB
     reading: Literal["auto", "together", "one_at_a_time"] = "auto"
+    #: an S3-compatible endpoint (MinIO, Ceph: ``http://host:9000``) for ``s3://`` paths;
+    #: default: ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else AWS. Credentials are never
+    #: a recipe field: they come from the environment or the instance role
+    s3_endpoint: Annotated[str, Field(pattern=r"^https?://[^/@\s]+/?$")] | None = None
 
 
 class EarlyStopping(Spec):

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "raymix"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("raymix.errors", "raymix.files"),  # foundation
     ("raymix.solvers", "raymix.metrics"),  # maths: numpy, scipy, numba
-    ("raymix.data", "raymix.deep"),  # data formats; the deep model in TensorFlow
+    ("raymix.data", "raymix.deep", "raymix.storage"),  # formats; deep model; the one I/O layer
     ("raymix.datasets",),  # movieLens, synthetic data
     ("raymix.recipe",),  # the recipe: frozen pydantic specs, loaders
     ("raymix.coordinates",),  # the protocol and each coordinate kind, Ray-free
