@@ -37,11 +37,13 @@ def run() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raymix.engine.cluster import quiet_environment
+    from raymix.engine.cluster import VERBOSE, quiet_environment
 
-    quiet_environment()  # before pyarrow allocates: it picks its memory pool once
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE] = "1"
+    quiet_environment()  # before pyarrow allocates: it picks its memory pool once
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -106,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         "(default: RAY_ADDRESS, else a local Ray)",
     )
     fit.add_argument("--quiet", action="store_true", help="no progress lines")
+    fit.add_argument("--verbose", action="store_true", help="show Ray's own log lines too")
     fit.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -283,6 +286,7 @@ def _tune_parser(sub) -> None:
     _add_overrides(tune, "override a field of the recipe before searching")
     tune.add_argument("--address", default=None, help="join a Ray cluster (as for fit)")
     tune.add_argument("--quiet", action="store_true", help="no progress lines")
+    tune.add_argument("--verbose", action="store_true", help="show Ray's own log lines too")
     tune.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -332,6 +336,7 @@ def _synthetic_parser(data_sub) -> None:
     add("--skew", type=float, default=1.5, help="lognormal sigma of popularity (1.5)")
     add("--overwrite", action="store_true", help="replace a previous generation in --dest")
     add("--quiet", action="store_true", help="no progress lines")
+    add("--verbose", action="store_true", help="show Ray's own log lines too")
     add("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     synthetic.set_defaults(handler=_synthetic)
 

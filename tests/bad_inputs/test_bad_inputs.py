@@ -570,7 +570,7 @@ def duplicate_uid_across_files(w, where):
     return w.recipe(where / "train"), ["coordinate 'per-user'", "duplicate uid 3", "training"]
 
 
-@case("read", "TFRecord file truncated after its first records (fixed effect)")
+@case("read", "TFRecord file truncated after its first records (fixed effect)", cli=True)
 def tfrecord_truncated_late(w, where):
     path = tfrecord(where / "train" / "part-0.tfrecord", rows(30))
     path.write_bytes(path.read_bytes()[:-30])
@@ -652,6 +652,7 @@ def test_cli_prints_one_error_line_and_exits_2(world, c, ray_session):
     assert done.returncode == 2, done.stderr
     assert len(errors) == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines() == errors, done.stderr  # no line from Ray either
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
     assert files_of(world.out) == world.previous
