@@ -31,6 +31,28 @@ from raymix.files import atomic_path, write_json, write_text  # noqa: F401 - re-
 from raymix.storage import SUCCESS, Location
 
 RUN_FILE = "run.json"
+#: the marker of a ``raymix score`` output (what was scored), as run.json is a fit's
+SCORE_FILE = "score.json"
+
+
+def _kind(marker: str) -> str:
+    return "raymix fit output" if marker == RUN_FILE else "raymix score output"
+
+
+def check_apart(out, fit_output) -> None:
+    """Refuse an output directory equal to, inside or around a fit's output: writing there
+    (or replacing it with ``--overwrite``) would delete the models."""
+    a, b = (str(storage.shown(p)).rstrip("/") + "/" for p in (out, fit_output))
+    if not isinstance(output_location(out), Location):
+        a, b = (str(Path(p).resolve()) + "/" for p in (out, fit_output))
+    if a.startswith(b) or b.startswith(a):
+        raise RecipeError(
+            f"--out '{storage.shown(out)}' overlaps the fit output '{storage.shown(fit_output)}' "
+            "(writing scores there would replace its models): choose another directory",
+            field="out",
+        )
+
+
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b/x, gs://..., also Path's s3:/b/x
 
 
@@ -115,7 +137,7 @@ def check_warm_start(path: str, field: str) -> None:
 
 
 def prepare_output(
-    path: str | Path, overwrite: bool, resume: bool = False
+    path: str | Path, overwrite: bool, resume: bool = False, marker: str = RUN_FILE
 ) -> tuple[Path, Path | None]:
     """Check the output directory before anything starts; return it and the previous run's copy.
 
@@ -137,9 +159,9 @@ def prepare_output(
                 f"output directory '{path}' is not empty (use --overwrite to replace a previous run)",
                 field="output",
             )
-        if not (path / RUN_FILE).is_file():
+        if not (path / marker).is_file():
             raise RecipeError(
-                f"refusing to overwrite '{path}': it is not a raymix output (no {RUN_FILE})",
+                f"refusing to overwrite '{path}': it is not a {_kind(marker)} (no {marker})",
                 field="output",
             )
         previous = _aside(path, "previous")
@@ -162,11 +184,14 @@ def discard_previous(previous: Path | None) -> None:
 
 
 @contextlib.contextmanager
-def output_transaction(path: str | Path, overwrite: bool, resume: bool = False):
+def output_transaction(
+    path: str | Path, overwrite: bool, resume: bool = False, marker: str = RUN_FILE
+):
     """Prepare the output directory, yield it, and keep it consistent; ``_SUCCESS`` last.
 
     Locally (:func:`prepare_output`): on success the previous run (moved aside with
-    ``overwrite``) is deleted. If the body raises, the previous run is moved back to ``path``
+    ``overwrite``) is deleted. ``overwrite`` replaces only an output of the same kind, the one
+    holding ``marker`` (a fit's ``run.json``, a score's ``score.json``). If the body raises, the previous run is moved back to ``path``
     unchanged, this run's partial outputs go to a hidden sibling ``.NAME.failed-PID``, and the
     error's message says where both are. Without a previous run (a fresh directory, or
     ``resume``) a failed run's outputs stay in place, where ``--resume`` finds its checkpoint.
@@ -177,7 +202,7 @@ def output_transaction(path: str | Path, overwrite: bool, resume: bool = False):
     """
     where = output_location(path)
     if isinstance(where, Location):
-        out = prepare_remote(where, overwrite, resume)
+        out = prepare_remote(where, overwrite, resume, marker)
         try:
             yield out
         except BaseException as exc:
@@ -190,7 +215,7 @@ def output_transaction(path: str | Path, overwrite: bool, resume: bool = False):
             raise
         publish(out)
         return
-    local, previous = prepare_output(path, overwrite, resume=resume)
+    local, previous = prepare_output(path, overwrite, resume=resume, marker=marker)
     try:
         yield local
     except BaseException as exc:
@@ -201,10 +226,12 @@ def output_transaction(path: str | Path, overwrite: bool, resume: bool = False):
     discard_previous(previous)
 
 
-def prepare_remote(root: Location, overwrite: bool, resume: bool = False) -> Location:
+def prepare_remote(
+    root: Location, overwrite: bool, resume: bool = False, marker: str = RUN_FILE
+) -> Location:
     """Check an object-store output before anything starts; return where the run writes."""
     storage.check_reachable(root)  # no bucket, no credentials, access denied: now, in one line
-    has_run = storage.is_file(root / RUN_FILE)
+    has_run = storage.is_file(root / marker)
     if resume:
         if not has_run:
             raise RecipeError(f"cannot resume: '{root}' holds no {RUN_FILE}", field="output")
@@ -219,7 +246,7 @@ def prepare_remote(root: Location, overwrite: bool, resume: bool = False) -> Loc
         )
     if not has_run:
         raise RecipeError(
-            f"refusing to overwrite '{root}': it is not a raymix output (no {RUN_FILE})",
+            f"refusing to overwrite '{root}': it is not a {_kind(marker)} (no {marker})",
             field="output",
         )
     staging = storage.join(root.parent, f".{root.name}.staging-{os.getpid()}")

@@ -9,6 +9,7 @@ coordinates alone.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,13 +109,21 @@ def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Ta
 def score_command(
     model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
 ) -> Path:
-    from raymix.outputs import check_complete, load_run, output_location, output_transaction
+    from raymix.outputs import (
+        SCORE_FILE,
+        check_apart,
+        check_complete,
+        load_run,
+        output_location,
+        output_transaction,
+    )
 
     say = progress or (lambda message: None)
     model_dir = output_location(model_dir, field="model_dir")
     if not storage.is_file(model_dir / RUN_FILE):
         raise RecipeError(f"'{model_dir}' is not a raymix fit output (no {RUN_FILE})")
     check_complete(model_dir, "fit output")
+    check_apart(out, model_dir)
     recipe: Recipe = load_run(model_dir)
     storage.use_endpoint(recipe.resources.s3_endpoint)
     inputs = _inputs(recipe, data)
@@ -150,8 +159,11 @@ def score_command(
                 "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
             )
         plans.append((spec, source, models))
-    with output_transaction(out, overwrite) as out_dir:
-        return _score_into(out_dir, recipe, plans, address, say)
+    with output_transaction(out, overwrite, marker=SCORE_FILE) as out_dir:
+        path = _score_into(out_dir, recipe, plans, address, say)
+        what = {"model_dir": str(storage.shown(model_dir)), "data": list(data)}
+        storage.write_text(storage.join(out_dir, SCORE_FILE), json.dumps(what, indent=2) + "\n")
+        return path
 
 
 def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
