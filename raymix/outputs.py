@@ -28,6 +28,7 @@ from typing import cast
 from raymix import storage
 from raymix.errors import RaymixError, RecipeError
 from raymix.files import atomic_path, write_json, write_text  # noqa: F401 - re-exported
+from raymix.lock import output_lock
 from raymix.storage import SUCCESS, Location
 
 RUN_FILE = "run.json"
@@ -189,7 +190,8 @@ def output_transaction(
 ):
     """Prepare the output directory, yield it, and keep it consistent; ``_SUCCESS`` last.
 
-    Locally (:func:`prepare_output`): on success the previous run (moved aside with
+    Locally (:func:`prepare_output`) the run holds the output's lock (:mod:`raymix.lock`)
+    throughout; on success the previous run (moved aside with
     ``overwrite``) is deleted. ``overwrite`` replaces only an output of the same kind, the one
     holding ``marker`` (a fit's ``run.json``, a score's ``score.json``). If the body raises, the previous run is moved back to ``path``
     unchanged, this run's partial outputs go to a hidden sibling ``.NAME.failed-PID``, and the
@@ -215,15 +217,16 @@ def output_transaction(
             raise
         publish(out)
         return
-    local, previous = prepare_output(path, overwrite, resume=resume, marker=marker)
-    try:
-        yield local
-    except BaseException as exc:
-        if previous is not None:
-            _tell(exc, _restore(local, previous))
-        raise
-    write_text(local / SUCCESS, "")
-    discard_previous(previous)
+    with output_lock(local_output(path)):
+        local, previous = prepare_output(path, overwrite, resume=resume, marker=marker)
+        try:
+            yield local
+        except BaseException as exc:
+            if previous is not None:
+                _tell(exc, _restore(local, previous))
+            raise
+        write_text(local / SUCCESS, "")
+        discard_previous(previous)
 
 
 def prepare_remote(

@@ -114,7 +114,11 @@ def test_score_from_the_bucket(
 ):
     code = main(["score", f"{BUCKET}/runs/a", "--out", f"{BUCKET}/scores/a"])
     assert code == 0, capsys.readouterr().err
-    assert s3_server.keys(f"{BUCKET}/scores/a") == ["_SUCCESS", "score.json", "scores/part-00000.avro"]
+    assert s3_server.keys(f"{BUCKET}/scores/a") == [
+        "_SUCCESS",
+        "score.json",
+        "scores/part-00000.avro",
+    ]
     local = score_command(local_fit.output, [], tmp_path / "scores")
     remote = decoded(s3_server.get(f"{BUCKET}/scores/a/scores/part-00000.avro"))
     assert remote == decoded(local.read_bytes()) and len(remote) > 10_000

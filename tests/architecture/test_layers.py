@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "raymix"
 
 #: bottom to top; a module's floor is that of its longest listed prefix
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("raymix.errors", "raymix.files"),  # foundation
+    ("raymix.errors", "raymix.files", "raymix.lock"),  # foundation
     ("raymix.solvers", "raymix.metrics"),  # maths: numpy, scipy, numba
     ("raymix.data", "raymix.deep", "raymix.storage"),  # formats; deep model; the one I/O layer
     ("raymix.datasets",),  # movieLens, synthetic data
