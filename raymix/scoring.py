@@ -151,7 +151,7 @@ def score_command(
         per_coordinate = []
         for spec, source, models in plans:
             if isinstance(spec, DeepEffect):
-                from raymix.deep.export import deep_score_dataset
+                from raymix.engine.reading import deep_score_dataset
 
                 dataset = deep_score_dataset(source, models)
             else:

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from raymix.deep.collective import LocalCollective
 from raymix.deep.inputs import Shard
 from raymix.deep.model import Architecture, build_model, initial_weights
 from raymix.deep.optim import Optimizer, OptimizerConfig
 from raymix.deep.train import DeepTrainer, Sampler, TrainConfig, local_batch_size
+from raymix.engine.collective import LocalCollective
 
 ARCH = Architecture(
     vocab_size=12,
