@@ -95,8 +95,8 @@ def test_killed_fixed_effect_worker_group_resumes_the_fit(ray_session, tmp_path)
         fe = coordinates[0]
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
-            if fe.worker_pids and fe.service._next_id >= 1:
-                saved = fe.service.mailbox.call("saved_progress", fe.service._next_id)
+            if fe.worker_pids and fe.service.last_id >= 1:
+                saved = fe.service.saved_progress()
                 if saved is not None:
                     os.kill(fe.worker_pids[1], signal.SIGKILL)
                     killed["pid"] = fe.worker_pids[1]
