@@ -120,10 +120,14 @@ def test_killed_fixed_effect_worker_group_resumes_the_fit(ray_session, tmp_path)
             c.close()
 
 
+@pytest.mark.parametrize("backend", ["tensorflow", "horovod"])
 def test_killed_deep_worker_group_is_restarted_and_the_fit_ends_as_undisturbed(
-    ray_session, tmp_path
+    backend, ray_session, tmp_path
 ):
     from ..deep.conftest import SPECIAL, WORDS, write_text_rows
+    from ..deep.test_data_parallel import require
+
+    require(backend)
 
     root = tmp_path / "text"
     write_text_rows(root / "train" / "part-00000.parquet", 2000, seed=1)
@@ -143,6 +147,7 @@ def test_killed_deep_worker_group_is_restarted_and_the_fit_ends_as_undisturbed(
         batch_size=64,
         seed=7,
         workers=2,
+        backend=backend,
     )
     data = Data(train=str(root / "train"), validation=str(root / "validation"))
     recipe = Recipe(data=data, coordinates=[deep], passes=2, output=str(tmp_path / "unused"))
