@@ -113,7 +113,8 @@ def load(coordinates: list[Coordinate], one_at_a_time: bool = False) -> DescentS
             pos = [splits[1].index.positions(h.uid, coordinate.name) for h in val]
             codes = np.full(len(splits[1].index), -1, np.int64)
             for h, p in zip(val, pos, strict=True):
-                codes[p] = h.entity_code
+                if h.entity_code is not None:
+                    codes[p] = h.entity_code
             splits[1].entity_codes[coordinate.name] = codes
     return DescentState(
         train=splits[0], validation=splits[1], load_seconds=time.perf_counter() - started

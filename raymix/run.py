@@ -318,16 +318,28 @@ def _with_checkpoint_models(recipe: Recipe, checkpoint) -> Recipe:
 
 
 def build_coordinates(the_plan: Plan) -> list:
+    """The plan's coordinates, each handed the Ray holders of its rows (a worker group, the
+    bucket pool shared by the random effects)."""
     from raymix.coordinates.external import ExternalCoordinate
     from raymix.coordinates.fixed_effect import FixedEffectCoordinate
     from raymix.coordinates.random_effect import RandomEffectCoordinate
+    from raymix.engine.fixed_effect import FixedEffectService
     from raymix.engine.random_effect import BucketPool
 
-    built = []
+    built: list = []
     pool = None
     for c in the_plan.coordinates:
+        if isinstance(c.spec, ExternalEffect):
+            built.append(ExternalCoordinate(c.spec))
+            continue
+        if c.train is None:  # plan() resolves the rows of every coordinate but an external one
+            raise ValueError(f"coordinate '{c.spec.name}' has no training rows")
         if isinstance(c.spec, FixedEffect):
-            built.append(FixedEffectCoordinate(c.spec, c.train, c.validation, c.names))
+            built.append(
+                FixedEffectCoordinate(
+                    c.spec, c.train, c.validation, c.names, workers=FixedEffectService()
+                )
+            )
         elif isinstance(c.spec, RandomEffect):
             pool = pool or BucketPool(the_plan.actors, the_plan.threads, the_plan.buckets)
             built.append(
@@ -340,10 +352,9 @@ def build_coordinates(the_plan: Plan) -> list:
                     seed=the_plan.recipe.seed,
                 )
             )
-        elif isinstance(c.spec, DeepEffect):
-            from raymix.coordinates.deep import DeepCoordinate
-
-            built.append(DeepCoordinate(c.spec, c.train, c.validation))
         else:
-            built.append(ExternalCoordinate(c.spec))
+            from raymix.coordinates.deep import DeepCoordinate
+            from raymix.engine.deep_service import DeepService
+
+            built.append(DeepCoordinate(c.spec, c.train, c.validation, workers=DeepService()))
     return built

@@ -174,7 +174,7 @@ def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
         per_coordinate: list[pa.Table] = []
         for spec, source, models in plans:
             if isinstance(spec, DeepEffect):
-                from raymix.deep.export import deep_score_dataset
+                from raymix.engine.reading import deep_score_dataset
 
                 dataset = deep_score_dataset(source, models)
             else:

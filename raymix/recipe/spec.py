@@ -265,7 +265,9 @@ class DeepEffect(_Coordinate):
     (see :mod:`raymix.deep`). The text is tokenized with ``vocab`` (one token a line, with
     [PAD], [UNK], [CLS], [SEP]); ``feature_bag`` is the wide (linear) part. ``workers=0``
     trains in-process; otherwise data-parallel over ``backend``: TensorFlow collectives
-    (Ray Train) or Horovod (Gloo, on Ray actors; needs ``scripts/install_horovod.sh``).
+    (Ray Train) or Horovod (Gloo, on Ray actors; needs ``scripts/install_horovod.sh``). A
+    failed worker group is started again up to ``max_failures`` times (-1: always) and
+    re-runs the current fit from the state it started from.
     """
 
     kind: Literal["deep"] = "deep"
@@ -288,6 +290,7 @@ class DeepEffect(_Coordinate):
     seed: int = 1234
     workers: Annotated[int, Field(ge=0)] = 0
     backend: Literal["tensorflow", "horovod"] = "tensorflow"
+    max_failures: Annotated[int, Field(ge=-1)] = 3
 
     @field_validator("optimizer", mode="before")
     @classmethod

@@ -33,17 +33,6 @@ def test_ruff_is_clean(command):
 #: mypy errors per module not mended yet (issue 15 removes them): the test fails on an error
 #: in any other module, on more errors than listed, and on fewer (then lower the number)
 KNOWN_ERRORS: dict[str, int] = {
-    "raymix/coordinates/deep.py": 10,
-    "raymix/deep/export.py": 1,
-    "raymix/deep/inputs.py": 4,
-    "raymix/deep/mailbox.py": 4,
-    "raymix/deep/service.py": 11,
-    "raymix/deep/text.py": 1,
-    "raymix/descent.py": 1,
-    "raymix/engine/fixed_effect.py": 10,
-    "raymix/engine/mailbox.py": 2,
-    "raymix/engine/reading.py": 1,
-    "raymix/run.py": 6,
     "raymix/tune/prepared.py": 5,
     "raymix/tune/trainable.py": 1,
 }
