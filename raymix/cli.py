@@ -215,7 +215,8 @@ def _fit(args) -> int:
             raise RecipeError(
                 "--resume OUT takes no recipe and no --set: the run's own run.json is used"
             )
-        recipe = load_run(args.resume)
+        # OUT is the truth: a copied run resumes where it is, not where run.json says it was
+        recipe = load_run(args.resume).model_copy(update={"output": str(args.resume)})
     elif not args.recipe:
         raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
     else:
@@ -226,6 +227,9 @@ def _fit(args) -> int:
     address = requested_address(args.address, recipe.resources)
     check_address(address, reach=True)
     if args.dry_run:
+        from raymix.outputs import check_writable
+
+        check_writable(recipe.output)
         print(plan(recipe, address).describe())
         print("dry run: recipe, schema and paths are valid; nothing was started")
         return 0

@@ -115,6 +115,26 @@ def load_run(directory: str | Path):
     return validate_recipe(raw, source=str(path))
 
 
+def check_writable(path: str | Path) -> None:
+    """The output could be written: an object store answers (bucket, credentials), or a
+    local path is a directory or can be made one where its nearest existing parent is
+    writable (``--dry-run``'s check; nothing is created)."""
+    where = output_location(path)
+    if isinstance(where, Location):
+        storage.check_reachable(where)
+        return
+    if where.exists() and not where.is_dir():
+        raise RecipeError(f"output '{where}' exists and is not a directory", field="output")
+    existing = where
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(
+            f"output '{where}' cannot be written: '{existing}' is not a writable directory",
+            field="output",
+        )
+
+
 def check_complete(directory: str | Path, what: str = "output") -> None:
     """Refuse a raymix output that has no ``_SUCCESS`` (its run did not finish)."""
     if not storage.is_file(storage.join(directory, SUCCESS)):

@@ -13,6 +13,7 @@ Outputs under ``recipe.output`` (GDMix's layout, plus raymix's own files)::
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -209,6 +210,11 @@ def fit(
         checkpoint = Checkpoint(out)  # a staged object-store output holds its own checkpoint
         if not resume:
             storage.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+        else:  # a moved or copied run: its run.json now names where it is
+            recorded = json.loads(storage.read_text(out / outputs.RUN_FILE))
+            if recorded.get("output") != recipe.output:
+                recorded["output"] = recipe.output
+                storage.write_text(out / outputs.RUN_FILE, json.dumps(recorded, indent=2) + "\n")
         watch.lap("validate")
         with ray_session(recipe.resources, address, meanwhile=_import_engine):
             watch.lap("ray_start")
