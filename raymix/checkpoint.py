@@ -1,23 +1,24 @@
 """Driver checkpoints: the state after every coordinate update, for ``raymix fit --resume``.
 
-``<output>/checkpoint/`` holds ``scores.npz`` (every coordinate's per-row scores on both
-splits, in the global uid order), ``models/<coordinate>/`` (each coordinate's current
-model: Avro, or a random effect's Arrow tables, ~6x faster to write) and
-``state.json`` (the steps done so far), written in that order and each atomically, so
-``state.json`` only ever names a step whose scores and models are on disk: it is the
-checkpoint's completion marker. Resuming rebuilds the coordinates with these models as warm
-starts and the score vectors as they were, so the run ends exactly as an uninterrupted one.
+A checkpoint is one generation per step, switched by one pointer. Step ``(pass, k)`` writes
+``<output>/checkpoint/scores.<pass>-<k>.npz`` (every coordinate's per-row scores on both
+splits, in the global uid order) and ``models/<coordinate>.<pass>-<k>/`` (the updated
+coordinate's model: Avro, or a random effect's Arrow tables, ~6x faster to write), both under
+names no earlier step used, and only then ``state.json`` (atomically): the steps done, the
+scores file and every coordinate's models directory of this generation. An interrupt at any
+moment leaves ``state.json`` naming a complete earlier generation (it once named scores
+newer than itself, and a resume then differed from the uninterrupted run by ~1e-9). The
+files the new ``state.json`` no longer names are deleted after it is written. Local disks
+and object stores (which cannot rename a directory) use the same layout.
 
-In an object store, which cannot rename a directory, a coordinate's models go to a new
-prefix per step (``models/<coordinate>.<pass>-<k>/``) that ``state.json`` names; the one it
-replaces is deleted after ``state.json`` is written.
+Resuming rebuilds the coordinates with these models as warm starts and the score vectors as
+they were, so the run ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ class Checkpoint:
         self.root: Path | storage.Location = (
             storage.Location(where) / DIRECTORY if self.remote else Path(where) / DIRECTORY
         )
-        self._dirs: dict[str, str] = {}  # coordinate -> its models' directory (object store)
+        self._dirs: dict[str, str] = {}  # coordinate -> its models' directory, this generation
+        self._scores: str | None = None  # this generation's scores file
 
     @property
     def models(self) -> Path | storage.Location:
@@ -50,35 +52,31 @@ class Checkpoint:
             for name, scores in split.scores.items():
                 arrays[f"{prefix}/{name}"] = scores
             arrays[f"{prefix}/__uid__"] = split.index.uid
-        with storage.staged(self.root / "scores.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
         coordinate = next(c for c in coordinates if c.name == step.coordinate)
         index = _index_of(coordinates, step.coordinate)
-        replaced = None
-        if self.remote:  # no rename: a new prefix per step, named by state.json
-            replaced = self._dirs.get(coordinate.name)
-            self._dirs[coordinate.name] = f"{coordinate.name}.{step.pass_index}-{index}"
-            target = self.models / self._dirs[coordinate.name]
-            storage.delete_tree(target)
-            coordinate.write_models(target, checkpoint=True)
-        else:
-            target = Path(self.models) / coordinate.name
-            staging = Path(self.models) / f".{coordinate.name}.new"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            coordinate.write_models(staging, checkpoint=True)  # read back once, if ever
-            shutil.rmtree(target, ignore_errors=True)
-            staging.rename(target)
+        generation = f"{step.pass_index}-{index}"
+        scores_file = f"scores.{generation}.npz"
+        with storage.staged(self.root / scores_file) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        replaced = (self._scores, self._dirs.get(coordinate.name))
+        self._dirs[coordinate.name] = f"{coordinate.name}.{generation}"
+        target = self.models / self._dirs[coordinate.name]
+        storage.delete_tree(target)  # a leftover of an interrupted run, named by nothing
+        coordinate.write_models(target, checkpoint=True)  # read back once, if ever
+        self._scores = scores_file
         saved = {
             "completed": [step.pass_index, index],
             "best_pass": state.best_pass,
             "steps": [asdict(s) for s in state.steps],
+            "scores": scores_file,
+            "models": dict(self._dirs),
         }
-        if self.remote:
-            saved["models"] = dict(self._dirs)
-        storage.write_json(self.root / "state.json", saved)
-        if replaced is not None and replaced != self._dirs[coordinate.name]:
-            storage.delete_tree(self.models / replaced)
+        storage.write_json(self.root / "state.json", saved)  # the switch to this generation
+        old_scores, old_models = replaced
+        if old_scores is not None and old_scores != scores_file:
+            storage.delete_file(self.root / old_scores)
+        if old_models is not None and old_models != self._dirs[coordinate.name]:
+            storage.delete_tree(self.models / old_models)
 
     def discard(self) -> None:
         """Remove the checkpoint once the run's outputs are complete."""
@@ -92,12 +90,13 @@ class Checkpoint:
             raise RecipeError(f"nothing to resume: no {self.root / 'state.json'}")
         saved = json.loads(storage.read_text(self.root / "state.json"))
         self._dirs = dict(saved.get("models", {}))
+        self._scores = saved.get("scores", "scores.npz")
         return saved
 
     def restore(self, state: DescentState) -> tuple[int, int]:
         """Put the saved scores and steps into ``state``; return where to continue."""
         saved = self.load()
-        scores = self.root / "scores.npz"
+        scores = self.root / str(self._scores)
         source = io.BytesIO(storage.read_bytes(scores)) if self.remote else scores
         with np.load(source) as arrays:
             for prefix, split in (("train", state.train), ("validation", state.validation)):
@@ -113,15 +112,12 @@ class Checkpoint:
 
     def model_dir(self, name: str) -> Path | storage.Location | None:
         """The directory of coordinate ``name``'s checkpointed models (None: none saved)."""
-        if self.remote:
-            if not self._dirs and self.exists():
-                self.load()
-            if name not in self._dirs:
-                return None
-            path = self.models / self._dirs[name]
-            return path if storage.list_dir(path) else None
-        local = Path(self.models) / name
-        return local if local.is_dir() and any(local.iterdir()) else None
+        if not self._dirs and self.exists():
+            self.load()
+        if name not in self._dirs:
+            return None
+        path = self.models / self._dirs[name]
+        return path if storage.list_dir(path) else None
 
 
 def _index_of(coordinates, name: str) -> int:

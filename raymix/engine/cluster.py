@@ -273,9 +273,11 @@ def quiet_environment() -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    config = str(Path(__file__).with_name("ray_data_logging.yaml"))
     if not verbose():
-        config = Path(__file__).with_name("ray_data_logging.yaml")
-        os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(config))
+        os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", config)
+    elif os.environ.get("RAY_DATA_LOGGING_CONFIG") == config:  # inherited from a quiet parent
+        del os.environ["RAY_DATA_LOGGING_CONFIG"]
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     if not verbose():  # Ray's notice, on every local start, that it chose token auth

@@ -447,7 +447,7 @@ def output_user_directory(w, where):
     mine.mkdir()
     (mine / "chapter1.tex").write_text("precious")
     recipe = w.recipe(w.root / "good" / "train").model_copy(update={"output": str(mine)})
-    return recipe, [str(mine), "refusing to overwrite", "not a raymix output"]
+    return recipe, [str(mine), "refusing to overwrite", "not a raymix fit output"]
 
 
 @case("plan", "output path is a file", RecipeError)

@@ -2,6 +2,8 @@
 counters, the fit number that seeds the shuffling) from the checkpoint: the resumed run's
 network equals an uninterrupted run's bit for bit."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,8 @@ def test_a_resumed_deep_run_restores_its_optimizer_and_ends_as_an_uninterrupted_
 
     with pytest.raises(Interrupted):
         fit(recipe(text_data, stopped), progress=stop_after_the_first_pass)
-    saved = stopped / "checkpoint" / "models" / "deep" / TRAINER_STATE
+    models = json.loads((stopped / "checkpoint" / "state.json").read_text())["models"]
+    saved = stopped / "checkpoint" / "models" / models["deep"] / TRAINER_STATE
     with np.load(saved) as state:
         assert int(state["fits"]) == 1
         assert np.abs(state["optimizer/m/embedding"]).max() > 0  # Adam's slots, not zeros
