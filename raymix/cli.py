@@ -216,7 +216,11 @@ def _fit(args) -> int:
                 "--resume OUT takes no recipe and no --set: the run's own run.json is used"
             )
         # OUT is the truth: a copied run resumes where it is, not where run.json says it was
-        recipe = load_run(args.resume).model_copy(update={"output": str(args.resume)})
+        # (an object-store --overwrite run stopped before publishing: its staged run.json)
+        from raymix.outputs import interrupted_staging
+
+        staged = interrupted_staging(args.resume) or args.resume
+        recipe = load_run(staged).model_copy(update={"output": str(args.resume)})
     elif not args.recipe:
         raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
     else:

@@ -256,6 +256,9 @@ def prepare_remote(
     storage.check_reachable(root)  # no bucket, no credentials, access denied: now, in one line
     has_run = storage.is_file(root / marker)
     if resume:
+        staged = interrupted_staging(root)
+        if staged is not None:  # an --overwrite run stopped before publishing: go on there
+            return Location(staged, final=root)
         if not has_run:
             raise RecipeError(f"cannot resume: '{root}' holds no {RUN_FILE}", field="output")
         storage.delete_file(root / SUCCESS)
@@ -277,6 +280,30 @@ def prepare_remote(
     while storage.list_dir(staging if k == 1 else f"{staging}-{k}"):
         k += 1
     return Location(staging if k == 1 else f"{staging}-{k}", final=root)
+
+
+def interrupted_staging(root: str | Path) -> str | None:
+    """The staging prefix of an object-store run that replaced ``root`` with ``--overwrite``
+    and stopped before publishing (it holds a checkpoint), where ``--resume`` goes on; None
+    for a local output or when there is none. Two of them are refused, naming both."""
+    where = storage.normal(root).rstrip("/")
+    if not storage.is_uri(where):
+        return None
+    name, parent = storage.name_of(where), storage.parent(where)
+    pattern = re.compile(rf"\.{re.escape(name)}\.staging-\d+(-\d+)?")
+    found = [
+        storage.join(parent, entry)
+        for entry in storage.list_dir(parent)
+        if pattern.fullmatch(entry)
+        and storage.is_file(storage.join(parent, entry, "checkpoint", "state.json"))
+    ]
+    if len(found) > 1:
+        raise RecipeError(
+            f"cannot resume '{where}': two interrupted runs replaced it ({', '.join(found)}); "
+            "delete the one not to resume",
+            field="output",
+        )
+    return found[0] if found else None
 
 
 def publish(out: Location) -> None:

@@ -113,7 +113,7 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
             coordinates.append(CoordinatePlan(spec, None, None, None))
             continue
         data = recipe.data_for(spec)
-        _check_storage(recipe, spec, data)
+        _check_warm_start(spec)
         entity = spec.entity if isinstance(spec, RandomEffect) else None
         task = getattr(spec, "task", None)
         train = build_source(
@@ -161,21 +161,12 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
 
 
-def _check_storage(recipe: Recipe, spec, data) -> None:
-    """What object stores do not serve yet, refused up front; warm starts must be complete."""
-    field = f"coordinates.{spec.name}"
-    if isinstance(spec, DeepEffect):
-        paths = [recipe.output, data.train, data.validation, data.metadata, spec.vocab]
-        if any(p and storage.is_uri(p) for p in paths if isinstance(p, str)):
-            raise RecipeError(
-                "a deep coordinate reads and writes local paths only (its SavedModel and "
-                "vocabulary): use a shared volume for this recipe",
-                field=field,
-            )
+def _check_warm_start(spec) -> None:
+    """A warm start must be a complete output (its ``_SUCCESS`` written)."""
     if getattr(spec, "warm_start", None):
         from raymix.outputs import check_warm_start
 
-        check_warm_start(spec.warm_start, f"{field}.warm_start")
+        check_warm_start(spec.warm_start, f"coordinates.{spec.name}.warm_start")
 
 
 def fit(
@@ -200,7 +191,10 @@ def fit(
     say = progress or (lambda message: None)
     watch = Stopwatch()
     storage.use_endpoint(recipe.resources.s3_endpoint)
-    checkpoint = Checkpoint(recipe.output)
+    # an object-store --overwrite run stopped before publishing left its checkpoint staged
+    checkpoint = Checkpoint(
+        (resume and outputs.interrupted_staging(recipe.output)) or recipe.output
+    )
     start = (0, 0)
     if resume:
         start = tuple(checkpoint.load()["completed"])

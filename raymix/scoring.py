@@ -146,10 +146,6 @@ def score_command(
         if isinstance(spec, DeepEffect):  # a SavedModel, scored from raw rows
             from raymix.deep.export import check_deep_model
 
-            if isinstance(model_dir, storage.Location):
-                raise RecipeError(
-                    f"coordinate '{spec.name}' is deep: its SavedModel is scored from a local path"
-                )
             plans.append((spec, source, check_deep_model(model_dir / spec.name / "models", source)))
             continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)

@@ -120,11 +120,11 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def read_parquet_rows(path: str, schema: RowSchema) -> pa.Table:
-    """The row-convention columns of ``schema`` from one file (the label too when it is
-    optional and present)."""
+def read_parquet_rows(path: str, schema: RowSchema, extra: tuple[str, ...] = ()) -> pa.Table:
+    """The row-convention columns of ``schema`` and the ``extra`` ones from one file (the
+    label too when it is optional and present)."""
     try:
-        columns = schema.columns()
+        columns = schema.columns() + list(extra)
         if schema.label_optional and schema.label in pq.read_schema(*_args(path)).names:
             columns.append(schema.label)
         # one thread: a reading task is one of a pool of tasks, one per core (Arrow's own
