@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from raymix import storage
-from raymix.coordinates.inputs import build_source, feature_names
+from raymix.coordinates.inputs import build_source, feature_names, warm_start_match
 from raymix.data.source import Source
 from raymix.engine.cluster import physical_cores, requested_address
 from raymix.errors import RecipeError, surfaced
@@ -39,6 +39,19 @@ class CoordinatePlan:
     train: Source | None
     validation: Source | None
     names: list[tuple[str, str]] | None
+    warm_start_match: tuple[int, int] | None = None  # (matched, features) of its warm start
+
+    def note(self) -> str | None:
+        """A warm start of which only some features are in the bag, said once."""
+        if self.warm_start_match is None or self.warm_start_match[0] == self.warm_start_match[1]:
+            return None
+        matched, features = self.warm_start_match
+        s = self.spec
+        return (
+            f"coordinate '{s.name}': warm start '{getattr(s, 'warm_start', None)}' matches "
+            f"{matched} of its {features} features in bag '{getattr(s, 'feature_bag', None)}' (the other "
+            f"{features - matched} are dropped)"
+        )
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,8 @@ class Plan:
             lines.append(
                 f"{k}. {s.name} [{s.kind}{extra}] {s.task}, {bag}, l2={s.l2}, l1={s.l1}{lock}: {where}{val}"
             )
+            if c.note():
+                lines.append(f"   {c.note()}")
         return "\n".join(lines)
 
 
@@ -134,7 +149,10 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
             from raymix.coordinates.deep import check_deep_inputs
 
             check_deep_inputs(spec, train, validation)
-        coordinates.append(CoordinatePlan(spec, train, validation, names))
+        match = None
+        if spec.warm_start and spec.feature_bag and not isinstance(spec, DeepEffect):
+            match = warm_start_match(spec.warm_start, names, train.schema.dim, spec.feature_bag)
+        coordinates.append(CoordinatePlan(spec, train, validation, names, match))
     size = sum(
         storage.size(path)
         for c in coordinates
@@ -206,6 +224,9 @@ def fit(
         start = tuple(checkpoint.load()["completed"])
         recipe = _with_checkpoint_models(recipe, checkpoint)
     the_plan = plan(recipe, address)  # everything that can be checked, before output is touched
+    for c in the_plan.coordinates:
+        if c.note():
+            say(str(c.note()))
     with outputs.output_transaction(recipe.output, overwrite, resume=resume) as out, surfaced():
         checkpoint = Checkpoint(out)  # a staged object-store output holds its own checkpoint
         if not resume:
