@@ -18,7 +18,8 @@ import socket
 import time
 from pathlib import Path
 
-from raymix.errors import RecipeError
+from raymix.errors import RecipeError, StorageError
+from raymix.files import DISK_ERRORS
 
 
 def lock_path(output: Path) -> Path:
@@ -46,6 +47,13 @@ def output_lock(output: Path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             continue
+        except OSError as exc:  # a read-only, full or forbidden directory: nothing touched
+            if exc.errno not in DISK_ERRORS:
+                raise
+            raise StorageError(
+                f"cannot take the lock {path}: {exc.strerror} (nothing in '{output}' was changed)",
+                str(output),
+            ) from None
         with os.fdopen(fd, "w") as f:
             json.dump(mine, f)
         break

@@ -227,10 +227,14 @@ def fit(
     for c in the_plan.coordinates:
         if c.note():
             say(str(c.note()))
-    with outputs.output_transaction(recipe.output, overwrite, resume=resume) as out, surfaced():
+    run_file = recipe.model_dump_json(indent=2) + "\n"
+    transaction = outputs.output_transaction(
+        recipe.output, overwrite, resume=resume, run=None if resume else run_file
+    )
+    with transaction as out, surfaced():
         checkpoint = Checkpoint(out)  # a staged object-store output holds its own checkpoint
         if not resume:
-            storage.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+            storage.write_text(out / outputs.RUN_FILE, run_file)
         else:  # a moved or copied run: its run.json now names where it is
             recorded = json.loads(storage.read_text(out / outputs.RUN_FILE))
             if recorded.get("output") != recipe.output:
