@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -86,3 +87,15 @@ def _is_stale(holder: dict) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
+
+
+def leftovers(out: Path) -> list[Path]:
+    """The hidden siblings earlier runs of ``out`` moved aside and left (killed, or failed):
+    ``.NAME.failed-PID`` (a failed run's partial outputs) and ``.NAME.previous-PID`` (the run
+    it was replacing), oldest first. The output's lock makes them no running run's."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(failed|previous)-\d+(-\d+)?$")
+    try:
+        found = [p for p in out.parent.iterdir() if pattern.match(p.name) and p.is_dir()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns)

@@ -28,7 +28,7 @@ from typing import cast
 from raymix import storage
 from raymix.errors import RaymixError, RecipeError, StorageError
 from raymix.files import atomic_path, write_json, write_text  # noqa: F401 - re-exported
-from raymix.lock import output_lock
+from raymix.lock import leftovers, output_lock
 from raymix.storage import SUCCESS, Location
 
 RUN_FILE = "run.json"
@@ -273,13 +273,19 @@ def output_transaction(
         return
     with output_lock(local_output(path)):
         local, previous = prepare_output(path, overwrite, resume=resume, marker=marker, run=run)
+        earlier = [p for p in leftovers(local) if p != previous]
         try:
             yield local
             write_text(local / SUCCESS, "")
         except BaseException as exc:
             _tell(exc, _restore(local, previous) if previous is not None else _left(local))
+            if earlier:
+                shown = ", ".join(f"'{p}'" for p in earlier)
+                _tell(exc, f"earlier runs left {shown}: removed by the next successful run")
             raise
         discard_previous(previous)
+        for stale in earlier:  # superseded by this run
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def prepare_remote(

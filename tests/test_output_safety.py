@@ -186,3 +186,67 @@ def test_a_fit_on_a_full_disk_is_one_line_and_its_plain_rerun_succeeds(tmp_path)
         assert again.returncode == 0, again.stderr[-3000:]
         assert (out / SUCCESS).is_file() and not (out / "checkpoint").exists()
         assert [p.name for p in disk.iterdir()] == ["out"]
+
+
+# ------------------------------------------------ moved-aside directories (issue 16 item 5)
+
+
+def previous_run(out: Path) -> None:
+    out.mkdir(parents=True)
+    files.write_text(out / RUN_FILE, "{}")
+    files.write_text(out / SUCCESS, "")
+
+
+def test_moved_aside_directories_are_named_on_failure_and_removed_on_success(tmp_path):
+    out = tmp_path / "out"
+    previous_run(out)
+    old = [tmp_path / ".out.failed-11", tmp_path / ".out.previous-12"]
+    for leftover in old:
+        previous_run(leftover)
+    (tmp_path / ".other.failed-13").mkdir()  # another output's: left alone
+    failing = output_transaction(out, overwrite=True)
+    with pytest.raises(StorageError) as caught, failing:
+        raise StorageError("cannot write: No space left on device", "x")
+    message = caught.value.message
+    for leftover in old:
+        assert f"'{leftover}'" in message, message
+    assert "removed by the next successful run" in message
+    failed = [p for p in tmp_path.glob(".out.failed-*") if p not in old]
+    assert len(failed) == 1 and f"'{failed[0]}'" in message
+    with output_transaction(out, overwrite=True) as where:
+        files.write_text(where / RUN_FILE, "{}")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [
+        ".other.failed-13"
+    ]
+
+
+def test_nothing_to_resume_names_the_interrupted_runs_checkpoint(tmp_path):
+    from raymix.checkpoint import Checkpoint
+
+    out = tmp_path / "out"
+    previous_run(out)
+    aside = tmp_path / ".out.failed-7"
+    (aside / "checkpoint").mkdir(parents=True)
+    files.write_json(aside / "checkpoint" / "state.json", {})
+    with pytest.raises(RaymixError, match=f"checkpoint of an interrupted run is in '{aside}'"):
+        Checkpoint(out).load()
+
+
+def test_an_interrupt_says_where_the_runs_are(tmp_path, monkeypatch, capsys):
+    import raymix.run
+    from raymix.cli import main
+
+    def interrupted(*args, **kwargs):
+        exc = KeyboardInterrupt()
+        exc.add_note("the previous run in 'o' is unchanged; this run's partial outputs are in 'f'")
+        raise exc
+
+    monkeypatch.setattr(raymix.run, "fit", interrupted)
+    recipe = Path(__file__).parents[1] / "recipes" / "movielens_lr.py"
+    code = main(["fit", str(recipe), "--set", f"output={tmp_path / 'o'}"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert err == (
+        "raymix: interrupted (the previous run in 'o' is unchanged; this run's partial "
+        "outputs are in 'f')\n"
+    )
