@@ -144,6 +144,7 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
                 entity=entity,
                 task=task,
             )
+            _check_entity_kinds(train, validation)
         names = feature_names(data, spec.feature_bag, train.schema.dim)
         if isinstance(spec, DeepEffect):
             from raymix.coordinates.deep import check_deep_inputs
@@ -177,6 +178,21 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     if reading == "auto":
         reading = "together" if small else "one_at_a_time"
     return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
+
+
+def _check_entity_kinds(train: Source, validation: Source) -> None:
+    """The two splits' entity ids are of one kind (they failed inside an actor otherwise)."""
+    from raymix.data.source import entity_kind
+    from raymix.errors import DataError
+
+    ours, theirs = entity_kind(validation), entity_kind(train)
+    if ours != theirs:
+        raise DataError(
+            f"entity ids are {ours} here but {theirs} in the training data ({train.files[0]}); "
+            "both splits must use one type",
+            path=validation.files[0],
+            column=validation.schema.entity,
+        )
 
 
 def _check_storage(recipe: Recipe, spec, data) -> None:

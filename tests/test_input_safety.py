@@ -104,3 +104,54 @@ def test_a_partial_warm_start_is_reported_while_fitting(movielens, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     told = [line for line in done.stderr.splitlines() if "warm start" in line]
     assert len(told) == 1 and f"matches 3 of its {len(names)} features" in told[0], done.stderr
+
+
+# ------------------------------------------------------------ entity id types (item 6)
+
+
+def parquet_split(path: Path, n: int, uid0: int, users) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(uid0)
+    table = pa.table(
+        {
+            "uid": pa.array(np.arange(uid0, uid0 + n), pa.int64()),
+            "response": pa.array(np.arange(n) % 2, pa.int64()),
+            "weight": pa.array(np.ones(n), pa.float32()),
+            "user_id": users,
+            "global_indices": pa.array([[0, 1]] * n, pa.list_(pa.int64())),
+            "global_values": pa.array(rng.normal(size=(n, 2)).tolist(), pa.list_(pa.float32())),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def test_entity_ids_of_another_type_in_validation_are_refused_at_plan_time(tmp_path):
+    """They failed inside an actor with a raw TypeError, exit 1."""
+    import pyarrow as pa
+
+    from raymix import Data, RandomEffect, Recipe, Resources
+
+    train = parquet_split(
+        tmp_path / "train" / "part-0.parquet", 20, 0, pa.array([str(k % 3) for k in range(20)])
+    )
+    validation = parquet_split(
+        tmp_path / "validation" / "part-0.parquet", 20, 100, pa.array(np.arange(20) % 3)
+    )
+    recipe = Recipe(
+        data=Data(train=str(train.parent), validation=str(validation.parent)),
+        coordinates=[RandomEffect(name="per-user", entity="user_id", feature_bag="global")],
+        output=str(tmp_path / "out"),
+        resources=Resources(actors=1, buckets=1),
+    )
+    path = tmp_path / "recipe.json"
+    path.write_text(recipe.model_dump_json())
+    line = one_error_line(cli("fit", str(path), "--quiet"))
+    assert line == (
+        f"raymix: error: {validation}, column 'user_id': entity ids are integers here but "
+        f"strings in the training data ({train}); both splits must use one type"
+    ), line
+    assert not (tmp_path / "out").exists()
