@@ -155,3 +155,44 @@ def test_entity_ids_of_another_type_in_validation_are_refused_at_plan_time(tmp_p
         f"strings in the training data ({train}); both splits must use one type"
     ), line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_score_names_the_file_row_and_column_of_a_nan(tmp_path):
+    """``raymix score``'s message named no file ('input, row 3, ...')."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raymix import Data, FixedEffect, RandomEffect, Recipe, Resources
+
+    users = pa.array(np.arange(40) % 3)
+    train = parquet_split(tmp_path / "train" / "part-0.parquet", 40, 0, users)
+    recipe = Recipe(
+        data=Data(train=str(train.parent)),
+        coordinates=[
+            FixedEffect(name="global", feature_bag="global"),
+            RandomEffect(name="per-user", entity="user_id", feature_bag="global"),
+        ],
+        output=str(tmp_path / "fit"),
+        resources=Resources(actors=1, buckets=1),
+    )
+    path = tmp_path / "recipe.json"
+    path.write_text(recipe.model_dump_json())
+    done = cli("fit", str(path), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    bad = parquet_split(tmp_path / "new" / "part-0.parquet", 20, 500, pa.array(np.arange(20) % 3))
+    table = pq.read_table(bad)
+    values = table.column("global_values").to_pylist()
+    values[7][1] = float("nan")
+    table = table.set_column(
+        table.column_names.index("global_values"),
+        "global_values",
+        pa.array(values, pa.list_(pa.float32())),
+    )
+    pq.write_table(table, bad)
+    line = one_error_line(
+        cli("score", str(tmp_path / "fit"), str(bad.parent), "--out", str(tmp_path / "scores"))
+    )
+    assert line.startswith(
+        f"raymix: error: {bad}, row 7, column 'global_values': feature value is NaN"
+    ), line
