@@ -259,6 +259,7 @@ def output_transaction(
     where = output_location(path)
     if isinstance(where, Location):
         out = prepare_remote(where, overwrite, resume, marker)
+        stale = [p for p in stale_staging(where) if p != str(out)]
         try:
             yield out
         except BaseException as exc:
@@ -268,8 +269,11 @@ def output_transaction(
                     f"the previous run in '{out.final}' is unchanged; this run's partial "
                     f"outputs are in '{out}'",
                 )
+            _name_leftovers(exc, stale)
             raise
         publish(out)
+        for prefix in stale:  # superseded by this run
+            storage.delete_tree(prefix)
         return
     with output_lock(local_output(path)):
         local, previous = prepare_output(path, overwrite, resume=resume, marker=marker, run=run)
@@ -279,13 +283,11 @@ def output_transaction(
             write_text(local / SUCCESS, "")
         except BaseException as exc:
             _tell(exc, _restore(local, previous) if previous is not None else _left(local))
-            if earlier:
-                shown = ", ".join(f"'{p}'" for p in earlier)
-                _tell(exc, f"earlier runs left {shown}: removed by the next successful run")
+            _name_leftovers(exc, earlier)
             raise
         discard_previous(previous)
-        for stale in earlier:  # superseded by this run
-            shutil.rmtree(stale, ignore_errors=True)
+        for aside in earlier:  # superseded by this run
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def prepare_remote(
@@ -316,6 +318,16 @@ def prepare_remote(
     while storage.list_dir(staging if k == 1 else f"{staging}-{k}"):
         k += 1
     return Location(staging if k == 1 else f"{staging}-{k}", final=root)
+
+
+def stale_staging(root: Location) -> list[str]:
+    """The staging prefixes (``.NAME.staging-PID``) earlier failed runs of ``root`` left."""
+    prefix = f".{root.name}.staging-"
+    return [
+        str(storage.join(root.parent, name))
+        for name in storage.list_dir(root.parent)
+        if name.startswith(prefix)
+    ]
 
 
 def publish(out: Location) -> None:
@@ -371,6 +383,12 @@ def _left(out: Path) -> str:
             "checkpoint, a plain rerun replaces them"
         )
     return f"this run's partial outputs stay in '{out}': a plain rerun replaces them"
+
+
+def _name_leftovers(exc: BaseException, found: list) -> None:
+    if found:
+        shown = ", ".join(f"'{p}'" for p in found)
+        _tell(exc, f"earlier runs left {shown}: removed by the next successful run")
 
 
 def _tell(exc: BaseException, note: str) -> None:

@@ -20,6 +20,7 @@ from raymix import files, outputs
 from raymix.errors import RaymixError, StorageError
 from raymix.outputs import RUN_FILE, output_transaction
 from raymix.storage import SUCCESS
+from tests.s3server import s3_server  # noqa: F401 - a fixture
 
 
 @contextlib.contextmanager
@@ -250,3 +251,24 @@ def test_an_interrupt_says_where_the_runs_are(tmp_path, monkeypatch, capsys):
         "raymix: interrupted (the previous run in 'o' is unchanged; this run's partial "
         "outputs are in 'f')\n"
     )
+
+
+def test_stale_staging_prefixes_are_named_and_removed_by_the_next_success(s3_server):  # noqa: F811
+    from raymix import storage
+
+    bucket = s3_server.bucket("safety-staging")
+    root = f"{bucket}/runs/a"
+    for where in (root, f"{bucket}/runs/.a.staging-99"):
+        storage.write_text(f"{where}/{RUN_FILE}", "{}")
+    storage.write_text(f"{root}/{SUCCESS}", "")
+    storage.write_text(f"{bucket}/runs/.b.staging-98/{RUN_FILE}", "{}")  # another output's
+    failing = output_transaction(root, overwrite=True)
+    with pytest.raises(StorageError) as caught, failing as out:
+        storage.write_text(out / RUN_FILE, "{}")
+        raise StorageError("cannot write: gone", "x")
+    assert f"'{bucket}/runs/.a.staging-99'" in caught.value.message
+    assert "removed by the next successful run" in caught.value.message
+    with output_transaction(root, overwrite=True) as out:
+        storage.write_text(out / RUN_FILE, '{"new": 1}')
+    assert storage.list_dir(f"{bucket}/runs") == [".b.staging-98", "a"]
+    assert storage.read_text(f"{root}/{RUN_FILE}") == '{"new": 1}'
