@@ -6,7 +6,8 @@ hidden sibling ``.NAME.lock`` (a sibling, because ``--overwrite`` moves the dire
 itself aside) created with ``O_EXCL`` and holding the holder's host, pid and start time. A
 lock whose holder is a dead process of this host is stale: it is taken over. A live holder,
 or one on another host (which cannot be checked from here), makes the second run fail at
-once, naming it.
+once, naming it. :func:`leftovers` lists the other hidden siblings earlier runs of an output
+left (moved aside, see :mod:`raymix.outputs`).
 """
 
 from __future__ import annotations
