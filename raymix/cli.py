@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
-    except KeyboardInterrupt:
-        print("raymix: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # where the runs are, as a failure says (outputs._tell)
+        notes = "; ".join(getattr(exc, "__notes__", ()))
+        print("raymix: interrupted" + (f" ({notes})" if notes else ""), file=sys.stderr)
         return 130
     except BaseException as exc:  # one line, unless --debug
         cause = _unwrap(exc)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from raymix import storage
-from raymix.coordinates.inputs import build_source, feature_names
+from raymix.coordinates.inputs import build_source, feature_names, warm_start_match
 from raymix.data.source import Source
 from raymix.engine.cluster import physical_cores, requested_address
 from raymix.errors import RecipeError, surfaced
@@ -39,6 +39,19 @@ class CoordinatePlan:
     train: Source | None
     validation: Source | None
     names: list[tuple[str, str]] | None
+    warm_start_match: tuple[int, int] | None = None  # (matched, features) of its warm start
+
+    def note(self) -> str | None:
+        """A warm start of which only some features are in the bag, said once."""
+        if self.warm_start_match is None or self.warm_start_match[0] == self.warm_start_match[1]:
+            return None
+        matched, features = self.warm_start_match
+        s = self.spec
+        return (
+            f"coordinate '{s.name}': warm start '{getattr(s, 'warm_start', None)}' matches "
+            f"{matched} of its {features} features in bag '{getattr(s, 'feature_bag', None)}' (the other "
+            f"{features - matched} are dropped)"
+        )
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,8 @@ class Plan:
             lines.append(
                 f"{k}. {s.name} [{s.kind}{extra}] {s.task}, {bag}, l2={s.l2}, l1={s.l1}{lock}: {where}{val}"
             )
+            if c.note():
+                lines.append(f"   {c.note()}")
         return "\n".join(lines)
 
 
@@ -129,12 +144,16 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
                 entity=entity,
                 task=task,
             )
+            _check_entity_kinds(train, validation)
         names = feature_names(data, spec.feature_bag, train.schema.dim)
         if isinstance(spec, DeepEffect):
             from raymix.coordinates.deep import check_deep_inputs
 
             check_deep_inputs(spec, train, validation)
-        coordinates.append(CoordinatePlan(spec, train, validation, names))
+        match = None
+        if spec.warm_start and spec.feature_bag and not isinstance(spec, DeepEffect):
+            match = warm_start_match(spec.warm_start, names, train.schema.dim, spec.feature_bag)
+        coordinates.append(CoordinatePlan(spec, train, validation, names, match))
     size = sum(
         storage.size(path)
         for c in coordinates
@@ -159,6 +178,21 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     if reading == "auto":
         reading = "together" if small else "one_at_a_time"
     return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
+
+
+def _check_entity_kinds(train: Source, validation: Source) -> None:
+    """The two splits' entity ids are of one kind (they failed inside an actor otherwise)."""
+    from raymix.data.source import entity_kind
+    from raymix.errors import DataError
+
+    ours, theirs = entity_kind(validation), entity_kind(train)
+    if ours != theirs:
+        raise DataError(
+            f"entity ids are {ours} here but {theirs} in the training data ({train.files[0]}); "
+            "both splits must use one type",
+            path=validation.files[0],
+            column=validation.schema.entity,
+        )
 
 
 def _check_warm_start(spec) -> None:
@@ -200,10 +234,17 @@ def fit(
         start = tuple(checkpoint.load()["completed"])
         recipe = _with_checkpoint_models(recipe, checkpoint)
     the_plan = plan(recipe, address)  # everything that can be checked, before output is touched
-    with outputs.output_transaction(recipe.output, overwrite, resume=resume) as out, surfaced():
+    for c in the_plan.coordinates:
+        if c.note():
+            say(str(c.note()))
+    run_file = recipe.model_dump_json(indent=2) + "\n"
+    transaction = outputs.output_transaction(
+        recipe.output, overwrite, resume=resume, run=None if resume else run_file
+    )
+    with transaction as out, surfaced():
         checkpoint = Checkpoint(out)  # a staged object-store output holds its own checkpoint
         if not resume:
-            storage.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+            storage.write_text(out / outputs.RUN_FILE, run_file)
         else:  # a moved or copied run: its run.json now names where it is
             recorded = json.loads(storage.read_text(out / outputs.RUN_FILE))
             if recorded.get("output") != recipe.output:

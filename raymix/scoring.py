@@ -21,7 +21,6 @@ from raymix.coordinates.base import RowIndex
 from raymix.coordinates.inputs import build_source, feature_names
 from raymix.data.avro.models import coefficients_by_index, read_models
 from raymix.data.avro.scores import write_scores_avro
-from raymix.data.rows import rows_from_table
 from raymix.data.source import Source
 from raymix.errors import DataError, RecipeError
 from raymix.outputs import RUN_FILE
@@ -101,7 +100,9 @@ def load_models(directory: Path, names, dim: int) -> LinearModels:
 
 
 def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Table:
-    rows = rows_from_table(table, source.schema, source="input")
+    from raymix.engine.reading import rows_of_block
+
+    rows = rows_of_block(table, source)  # an error names the file and the row in it
     own = models.scores(rows.X, rows.entity)
     return pa.table({"uid": rows.uid, "score": own, "offset": rows.offset, "label": rows.label})
 

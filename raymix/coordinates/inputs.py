@@ -120,3 +120,47 @@ def feature_names(data: Data, bag: str | None, dim: int) -> list[tuple[str, str]
             path=storage.shown(file),
         )
     return names
+
+
+def warm_start_match(
+    path: str, names: list[tuple[str, str]] | None, dim: int, bag: str
+) -> tuple[int, int] | None:
+    """How many of a warm start's features its bag has: ``(matched, features)``, None when
+    there is nothing to compare (no features in the models, or a checkpoint's model tables,
+    which hold indices of this very bag). A model that shares no feature with the bag is
+    refused: every coefficient would be dropped and the fit start from nothing, silently.
+
+    Features are matched by ``(name, term)`` against the feature list, or without one by
+    the name read as an index in ``[0, dim)``, as the readers place them.
+    """
+    from raymix.data.avro.model_reader import model_features
+    from raymix.data.model_table import has_model_tables
+
+    if has_model_tables(path):
+        return None
+    features = model_features(path)
+    if not features:
+        return None
+    if names is not None:
+        known = {tuple(n) for n in names}
+        matched = sum(f in known for f in features)
+    else:
+        matched = sum(_as_index(name) in range(dim) for name, _ in features)
+    if matched == 0:
+        theirs = ", ".join(sorted(f"{n}|{t}" if t else n for n, t in features)[:3])
+        ours = ", ".join(f"{n}|{t}" if t else n for n, t in (names or [])[:3]) or (
+            f"indices 0..{dim - 1}" if dim else "none"
+        )
+        raise DataError(
+            f"the warm start shares none of its {len(features)} features with bag '{bag}' "
+            f"(it has e.g. {theirs}; the bag {ours}): every coefficient would be dropped",
+            path=storage.shown(path),
+        )
+    return matched, len(features)
+
+
+def _as_index(name: str) -> int:
+    try:
+        return int(name)
+    except ValueError:
+        return -1

@@ -161,6 +161,23 @@ def check_files(source: Source) -> int:
     )
 
 
+def entity_kind(source: Source) -> str | None:
+    """``"integers"`` or ``"strings"``: what the entity ids of ``source`` are (one kind in
+    every file, :func:`check_files`), from the first Parquet file's schema or the metadata;
+    None without an entity column. Two splits of one coordinate must agree: ids are grouped
+    and sorted together, and ``3`` and ``"3"`` are not one entity."""
+    entity = source.schema.entity
+    if not entity:
+        return None
+    if source.format == "parquet":
+        from raymix.data.parquet import parquet_schema
+
+        kind = parquet_schema(source.files[0]).field(entity).type
+        return "integers" if pa.types.is_integer(kind) else "strings"
+    dtype = source.tfrecord_metadata()[entity].dtype
+    return "integers" if dtype in ("long", "int") else "strings"
+
+
 def read_table(source: Source, path: str) -> pa.Table:
     """Read one file of ``source`` as an Arrow table in the row convention (in a reading
     task: single-threaded)."""
