@@ -32,9 +32,9 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 
+from raymix import storage
 from raymix.data.avro.models import INTERCEPT, MODEL_CLASS, avro_files
 from raymix.errors import DataError
-from raymix.files import atomic_path
 from raymix.solvers.entity import EntityModels
 from raymix.solvers.prior import EntityPriors, Prior, covariance_ptr, precision_of
 
@@ -120,9 +120,9 @@ def read_prior_models(
     lookup = {tuple(n): j for j, n in enumerate(names)} if names is not None else None
     ids, parts, known, covs = [], [], [], []
     files = avro_files(path)
-    all_cov = all(_covariance_file(f).is_file() for f in files)
+    all_cov = all(covariance_file(f).is_file() for f in files)
     for file in files:
-        cov = _read_covariances(_covariance_file(file)) if all_cov else None
+        cov = _read_covariances(covariance_file(file)) if all_cov else None
         for record in read_records(file):
             ids.append(str(record["modelId"]))
             one, b_known, c = _model(record, lookup, task, dim, file, cov)
@@ -213,7 +213,9 @@ def _covariance_block(cov: dict, record, kept, b_known, file: Path) -> np.ndarra
     return out.ravel()
 
 
-def _covariance_file(avro: Path) -> Path:
+def covariance_file(avro: str | Path) -> Path:
+    """Where the covariance matrices of an Avro model file are kept beside it."""
+    avro = Path(avro)
     return avro.with_name(avro.name.removesuffix(".avro") + COVARIANCE_SUFFIX)
 
 
@@ -230,10 +232,10 @@ def write_covariances(path: str | Path, ids, models: EntityModels, members: np.n
         "entity": pa.array([str(i) for i in np.asarray(ids)[members]], pa.string()),
         "covariance": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(cov[source])),
     })  # fmt: skip
-    with (atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink,
+    with (storage.staged(path) as tmp, pa.OSFile(str(tmp), "wb") as sink,
           pa.ipc.new_file(sink, table.schema) as writer):  # fmt: skip
         writer.write_table(table)
-    return Path(path)
+    return storage.as_path(path)
 
 
 def _read_covariances(path: Path) -> dict:
