@@ -6,7 +6,7 @@ each day; a later day's rows touch ``--active`` of the known users). Three measu
 * ``cost``: day 1 (``--rows``), then day 2 (``--rows * --update``) as an update with day 1's
   prior, against one refit on days 1 + 2: the coordinates' time (the descent) and the whole
   run's; target: update <= 15% of the refit's coordinate time at 1M rows, 10% new rows;
-* ``auc``: logistic, day 3's validation AUC of the update (day 2 with day 1's prior), of a full
+* ``auc``: logistic, day 3's (``--auc-rows / 2`` rows, a tenth for validation) validation AUC of the update (day 2 with day 1's prior), of a full
   refit on days 1 + 2, and of a warm start from day 1 without a prior, day 2 small;
 * ``linear``: a per-user linear effect with diagonal variances (Photon ML's): how far day 2's
   update lands from the fit on days 1 + 2 (with a full covariance it is the fit: tests).
@@ -85,7 +85,8 @@ def auc(args, work: Path) -> dict:
     root = work / "auc"
     out = {}
     for small in (args.small, args.large):
-        generate_days(root, days=3, rows=args.auc_rows, update_rows=small, users=args.auc_users,
+        generate_days(root, days=3, rows=args.auc_rows, update_rows=(small, args.auc_rows // 2),
+                      users=args.auc_users,
                       new_users=args.auc_users // 100, active_fraction=0.3, seed=2)  # fmt: skip
         d1, d2 = (str(root / f"day-{d}" / "train") for d in (1, 2))
         val = str(root / "day-3" / "validation")

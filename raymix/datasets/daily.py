@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,19 @@ def plan_days(
     *,
     days: int,
     rows: int,
-    update_rows: int,
+    update_rows: int | Sequence[int],
     users: int,
     new_users: int,
     active_fraction: float,
     skew: float,
     seed: int,
 ) -> list[np.ndarray]:
-    """The user id of every row of each day (a pure plan: ids only)."""
-    if days < 1 or rows < 1 or users < 1 or update_rows < 0 or new_users < 0:
+    """The user id of every row of each day (a pure plan: ids only); ``update_rows`` is the
+    rows of every later day, or of each (``days - 1`` numbers)."""
+    later = [update_rows] * (days - 1) if isinstance(update_rows, int) else list(update_rows)
+    if len(later) != days - 1:
+        raise DataError(f"update_rows: {days - 1} numbers for {days} days; got {len(later)}")
+    if days < 1 or rows < 1 or users < 1 or min(later, default=0) < 0 or new_users < 0:
         raise DataError("days, rows and users must be >= 1, update_rows and new_users >= 0")
     if not 0.0 <= active_fraction <= 1.0:
         raise DataError(f"active_fraction must lie in [0, 1]; got {active_fraction!r}")
@@ -60,10 +65,10 @@ def plan_days(
     popularity = np.exp(skew * rng.standard_normal(total))
     plan = [_deal(rng, np.arange(users), popularity, rows)]
     known = users
-    for _ in range(1, days):
+    for n in later:
         active = rng.choice(known, size=round(active_fraction * known), replace=False)
         fresh = np.arange(known, known + new_users)
-        plan.append(_deal(rng, np.sort(np.concatenate([active, fresh])), popularity, update_rows))
+        plan.append(_deal(rng, np.sort(np.concatenate([active, fresh])), popularity, n))
         known += new_users
     return plan
 
@@ -89,7 +94,7 @@ def generate_days(
     *,
     days: int = 3,
     rows: int = 100_000,
-    update_rows: int = 10_000,
+    update_rows: int | Sequence[int] = 10_000,
     users: int = 10_000,
     new_users: int = 100,
     active_fraction: float = 0.1,
