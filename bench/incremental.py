@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=3_000)
     parser.add_argument("--large", type=int, default=30_000)
     parser.add_argument("--work", default=None)
+    parser.add_argument("--keep", default=None, help="keep the data and outputs here")
     args = parser.parse_args()
     import ray
 
@@ -148,8 +149,9 @@ def main() -> None:
     quiet_environment()
     ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        where = Path(args.keep or tmp)
         for what in args.what:
-            result = {"cost": cost, "auc": auc, "linear": linear}[what](args, Path(tmp))
+            result = {"cost": cost, "auc": auc, "linear": linear}[what](args, where)
             print(json.dumps({what: result}, indent=1, default=float), flush=True)
 
 
