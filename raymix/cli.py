@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         fit, "override a recipe field, e.g. --set passes=3 --set coordinates.per_user.l2=0.5"
     )
     fit.add_argument(
+        "--prior",
+        metavar="PREVIOUS_OUT",
+        default=None,
+        help="incremental training: a previous run's output (its models and variances) as "
+        "the Gaussian prior of every fixed and random effect",
+    )
+    fit.add_argument(
         "--dry-run", action="store_true", help="validate recipe, schema and paths; print the plan"
     )
     fit.add_argument(
@@ -226,6 +233,10 @@ def _fit(args) -> int:
         raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
     else:
         recipe = load_recipe(args.recipe, args.overrides)
+    if args.prior:
+        if args.resume:
+            raise RecipeError("--resume OUT takes no --prior: the run's own run.json is used")
+        recipe = recipe.with_prior(args.prior)
     # Absolute paths (a Ray job's driver and the actors on other nodes share no working
     # directory), a local or shared output, and a Ray address that answers: before any output.
     recipe = absolute_paths(recipe)

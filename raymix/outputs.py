@@ -85,12 +85,22 @@ def local_output(path: str | Path, field: str = "output") -> Path:
 
 
 def absolute_paths(recipe):
-    """The recipe with its output and warm starts absolute (URIs as they are, normalised)."""
+    """The recipe with its output, warm starts and priors absolute (URIs as they are, normalised)."""
     coordinates = tuple(
         c.model_copy(update={"warm_start": storage.absolute(c.warm_start)})
         if getattr(c, "warm_start", None)
         else c
         for c in recipe.coordinates
+    )
+    coordinates = tuple(
+        c.model_copy(
+            update={
+                "prior": c.prior.model_copy(update={"models": storage.absolute(c.prior.models)})
+            }
+        )  # fmt: skip
+        if getattr(c, "prior", None) is not None
+        else c
+        for c in coordinates
     )
     output = str(output_location(recipe.output))
     return recipe.model_copy(update={"output": output, "coordinates": coordinates})

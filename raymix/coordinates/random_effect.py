@@ -51,6 +51,9 @@ class BucketHolders(Protocol):
     def warm_start(self, name: str) -> None:
         """Load the spec's ``warm_start`` models into the holders."""
 
+    def prior(self, name: str) -> int:
+        """Load the spec's ``prior`` into the holders; how many models they carry unchanged."""
+
     def share(self, values: list[np.ndarray]) -> Sequence[object]:
         """Per-holder values placed where the holders read them, once for several calls."""
 
@@ -102,6 +105,7 @@ class RandomEffectCoordinate:
         self._uids: tuple[list, list] = ([], [])
         self._sizes = (0, 0)
         self._auto_l2: float | None = None  # the last estimate of l2="auto"
+        self.carried = 0  # yesterday's models kept unchanged (entities without rows today)
 
     def start(self) -> None:
         self.pool.load(self.spec, self.seed, self.train_source, self.val_source, self.names)
@@ -118,6 +122,8 @@ class RandomEffectCoordinate:
         self._uids = ([h.uid for h in train], [h.uid for h in val])
         if self.spec.warm_start:
             self.pool.warm_start(self.name)
+        if self.spec.prior is not None:
+            self.carried = self.pool.prior(self.name)
         return train, val
 
     def bind(self, train: RowIndex, validation: RowIndex) -> None:
@@ -145,6 +151,8 @@ class RandomEffectCoordinate:
         }
         if l2 is not None:
             info.update(l2=l2, em_iterations=em_iterations)
+        if self.spec.prior is not None:
+            info["entities_carried"] = self.carried
         return self._outcome(fits, info)
 
     def _outcome(self, fits: list[BucketFit], info: dict) -> Outcome:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from raymix.coordinates.bucket_prior import BucketPrior, load_bucket_prior
 from raymix.coordinates.buckets import (
     BucketFit,
     BucketRows,
@@ -51,6 +52,7 @@ class _CoordinateState:
     spec: RandomEffect
     rows: BucketRows
     models: EntityModels | None = None  # of the entities with has_model, in entity order
+    prior: BucketPrior | None = None  # yesterday's models: the priors and the carried ones
 
 
 class BucketActor:
@@ -101,6 +103,7 @@ class BucketActor:
             l2=command.l2,
             moments=command.moments,
             warm_start=state.models,
+            prior=state.prior,
             threads=self.threads,
         )
         state.models = fit.models
@@ -108,7 +111,7 @@ class BucketActor:
 
     def score(self, name: str) -> BucketFit:
         state = self._state(name)
-        return score_bucket(state.rows, state.models)
+        return score_bucket(state.rows, state.models, state.prior)
 
     def set_models(self, name: str, models: EntityModels | None) -> None:
         """Restore a coordinate's models (after this actor was restarted and reloaded)."""
@@ -118,7 +121,9 @@ class BucketActor:
         self, name: str, directory: str, names: list[tuple[str, str]] | None
     ) -> list[str]:
         state = self._state(name)
-        return write_bucket_models(state.spec, state.rows, state.models, directory, names)
+        return write_bucket_models(
+            state.spec, state.rows, state.models, directory, names, state.prior
+        )
 
     def save_models(self, name: str, directory: str, part: int) -> list[str]:
         state = self._state(name)
@@ -131,6 +136,19 @@ class BucketActor:
         state = self._state(name)
         state.models, found = warm_start_models(state.rows, path, names, dim)
         return found
+
+    def load_prior(
+        self,
+        name: str,
+        names: list[tuple[str, str]] | None,
+        dim: int,
+        where: tuple[int, int, int],
+    ) -> int:
+        """The spec's prior for this actor (``where``: its index, the actors, the buckets);
+        how many models it carries unchanged."""
+        state = self._state(name)
+        state.prior = load_bucket_prior(state.spec, state.rows.train, names, dim, *where)
+        return state.prior.carried.n
 
     def reconfigure(self, name: str, spec: RandomEffect) -> None:
         """New hyper-parameters for a loaded coordinate; its models are dropped."""
@@ -220,6 +238,18 @@ class BucketPool:
                     name, inputs.spec.warm_start, inputs.names, inputs.train.schema.dim
                 )
             )
+
+    def prior(self, name: str, actors: Sequence[int] | None = None) -> int:
+        """Load the coordinate's prior into (some of) the actors; how many models they carry
+        unchanged (entities without rows today)."""
+        inputs = self.coordinates[name]
+        n, dim = len(self.actors), inputs.train.schema.dim
+        chosen = actors if actors is not None else range(n)
+        refs = [
+            self.actors[a].load_prior.remote(name, inputs.names, dim, (a, n, self.n_buckets))
+            for a in chosen
+        ]
+        return sum(ray.get(refs))
 
     def share(self, values: list[np.ndarray]) -> list[ray.ObjectRef]:
         """Per-actor values in the object store, read by several calls without a copy."""
@@ -333,6 +363,8 @@ class BucketPool:
         self._wait_until_back(a)
         for name, inputs in self.coordinates.items():
             ray.get(self._route_and_load(name, [a]))
+            if inputs.spec.prior is not None:
+                self.prior(name, [a])
             saved = self.models.get(name, [None] * len(self.actors))[a]
             if saved is not None:
                 ray.get(self.actors[a].set_models.remote(name, saved))

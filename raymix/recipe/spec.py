@@ -103,6 +103,24 @@ class _Coordinate(Spec):
         return self
 
 
+class Prior(Spec):
+    """Yesterday's models as today's Gaussian prior (incremental training).
+
+    ``models``: a previous output directory (its ``<coordinate>/models``), Photon ML's model
+    layout (``fixed-effect/<shard>/coefficients``, ``random-effect/<name>/coefficients``) or
+    a models directory; its records need ``variances``. ``weight`` multiplies the prior
+    precision (Photon ML's incremental weight); ``forgetting`` in [0, 1) inflates the prior
+    variances by ``1/(1 - forgetting)``. The objective's ridge becomes
+    ``1/2 sum_k weight (1 - forgetting) (theta_k - mu_k)^2 / sigma_k^2`` where the prior
+    knows coefficient ``k`` (matched by feature name and term), the coordinate's ``l2``
+    elsewhere.
+    """
+
+    models: Annotated[str, Field(min_length=1)]
+    weight: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0
+    forgetting: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
 class _LinearCoordinate(_Coordinate):
     feature_bag: str | None = None
     task: Task = "logistic"
@@ -111,7 +129,26 @@ class _LinearCoordinate(_Coordinate):
     fit_intercept: bool = True
     regularize_intercept: bool = False
     sparsity_threshold: NonNegative = 1e-4
-    variance: Literal["simple", "full"] | None = None
+    #: ``covariance``: ``full`` variances, and (random effects) each entity's posterior
+    #: covariance matrix kept beside its Avro file, for a full-covariance prior tomorrow
+    variance: Literal["simple", "full", "covariance"] | None = None
+    prior: Prior | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prior_writes_variances(cls, data):
+        """A run with a prior writes variances (``full``) unless told which: tomorrow's prior."""
+        if isinstance(data, dict) and data.get("prior") is not None and "variance" not in data:
+            return {**data, "variance": "full"}
+        return data
+
+    @model_validator(mode="after")
+    def _prior_rules(self):
+        if self.prior is not None and self.locked:
+            raise ValueError("a locked coordinate is not fitted: it takes no prior")
+        if self.prior is not None and self.l2 == "auto":
+            raise ValueError("a prior replaces the ridge: give l2 a number, not 'auto'")
+        return self
 
     @model_validator(mode="after")
     def _intercept_rules(self):
@@ -149,6 +186,11 @@ class FixedEffect(_LinearCoordinate):
 
     @model_validator(mode="after")
     def _workers(self):
+        if self.variance == "covariance":
+            raise ValueError(
+                "variance='covariance' keeps per-entity matrices (random effects); "
+                "a fixed effect's prior takes 'full' variances"
+            )
         if self.min_workers is not None and not 0 < self.min_workers <= self.workers:
             raise ValueError("min_workers needs workers >= min_workers > 0")
         return self
@@ -400,3 +442,15 @@ class Recipe(Spec):
 
     def data_for(self, coordinate) -> Data:
         return coordinate.data or self.data
+
+    def with_prior(self, models: str, weight: float = 1.0) -> Recipe:
+        """Every fitted fixed or random effect with ``models`` (a previous output) as its
+        prior (``raymix fit --prior``), variances written unless the recipe says which."""
+        coordinates = []
+        for c in self.coordinates:
+            if c.kind in ("fixed_effect", "random_effect") and not c.locked:
+                raw = c.model_dump(exclude_unset=True)
+                raw["prior"] = {"models": str(models), "weight": weight}
+                c = type(c).model_validate(raw)
+            coordinates.append(c)
+        return self.model_copy(update={"coordinates": tuple(coordinates)})
