@@ -9,11 +9,13 @@ coordinates alone.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from raymix import storage
 from raymix.coordinates.base import RowIndex
 from raymix.coordinates.inputs import build_source, feature_names
 from raymix.coordinates.linear_models import LinearModels, load_linear_models
@@ -34,18 +36,25 @@ def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Ta
 def score_command(
     model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
 ) -> Path:
-    from raymix.engine.cluster import ray_session
-    from raymix.engine.reading import read_dataset
-    from raymix.outputs import prepare_output
-    from raymix.recipe.load import load_recipe
+    from raymix.outputs import (
+        SCORE_FILE,
+        check_apart,
+        check_complete,
+        load_run,
+        output_location,
+        output_transaction,
+    )
 
     say = progress or (lambda message: None)
-    model_dir = Path(model_dir)
-    if not (model_dir / RUN_FILE).is_file():
+    model_dir = output_location(model_dir, field="model_dir")
+    if not storage.is_file(model_dir / RUN_FILE):
         raise RecipeError(f"'{model_dir}' is not a raymix fit output (no {RUN_FILE})")
-    recipe: Recipe = load_recipe(model_dir / RUN_FILE)
+    check_complete(model_dir, "fit output")
+    check_apart(out, model_dir)
+    recipe: Recipe = load_run(model_dir)
+    storage.use_endpoint(recipe.resources.s3_endpoint)
     inputs = _inputs(recipe, data)
-    plans = []
+    plans: list[tuple] = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
             raise RecipeError(
@@ -64,6 +73,10 @@ def score_command(
         if isinstance(spec, DeepEffect):  # a SavedModel, scored from raw rows
             from raymix.deep.export import check_deep_model
 
+            if isinstance(model_dir, storage.Location):
+                raise RecipeError(
+                    f"coordinate '{spec.name}' is deep: its SavedModel is scored from a local path"
+                )
             plans.append((spec, source, check_deep_model(model_dir / spec.name / "models", source)))
             continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)
@@ -73,12 +86,22 @@ def score_command(
                 "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
             )
         plans.append((spec, source, models))
-    out_dir, previous = prepare_output(out, overwrite=overwrite)
+    with output_transaction(out, overwrite, marker=SCORE_FILE) as out_dir:
+        path = _score_into(out_dir, recipe, plans, address, say)
+        what = {"model_dir": str(storage.shown(model_dir)), "data": list(data)}
+        storage.write_text(storage.join(out_dir, SCORE_FILE), json.dumps(what, indent=2) + "\n")
+        return path
+
+
+def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
+    from raymix.engine.cluster import ray_session
+    from raymix.engine.reading import read_dataset
+
     with ray_session(recipe.resources, address):
-        per_coordinate = []
+        per_coordinate: list[pa.Table] = []
         for spec, source, models in plans:
             if isinstance(spec, DeepEffect):
-                from raymix.deep.export import deep_score_dataset
+                from raymix.engine.reading import deep_score_dataset
 
                 dataset = deep_score_dataset(source, models)
             else:
@@ -89,9 +112,11 @@ def score_command(
                     batch_format="pyarrow",
                 )
             tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
-            table = pa.concat_tables(tables) if tables else None
+            if not tables:  # build_source refuses files without rows: not expected
+                raise DataError(f"coordinate '{spec.name}': no rows to score")
+            table = pa.concat_tables(tables)
             per_coordinate.append(table)
-            say(f"scored {0 if table is None else table.num_rows} rows with '{spec.name}'")
+            say(f"scored {table.num_rows} rows with '{spec.name}'")
     first = per_coordinate[0]
     index = RowIndex([first.column("uid").to_numpy()], "scoring")
     total = np.zeros(len(index))
@@ -118,9 +143,6 @@ def score_command(
         None,
         names=("uid", recipe.columns.label, None),
     )
-    from raymix.outputs import discard_previous
-
-    discard_previous(previous)
     say(f"wrote {path}")
     return path
 
@@ -134,7 +156,7 @@ def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:
         raise RecipeError("give one data path for every coordinate, or name=path per coordinate")
     for spec in recipe.coordinates:
         base = recipe.data_for(spec)
-        path = named.get(spec.name) or (plain[0] if plain else None)
+        path: str | tuple[str, ...] | None = named.get(spec.name) or (plain[0] if plain else None)
         if path is None:
             if base.validation is None:
                 raise RecipeError(

@@ -8,8 +8,8 @@ resolved and checked here, on the driver, before anything starts.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
+from raymix import storage
 from raymix.data.metadata import load_feature_list, load_metadata
 from raymix.data.parquet import largest_index
 from raymix.data.rows import RowSchema
@@ -109,14 +109,14 @@ def feature_names(data: Data, bag: str | None, dim: int) -> list[tuple[str, str]
     """(name, term) per feature index of ``bag`` from GDMix's featureList, or None."""
     if not bag or not data.feature_lists:
         return None
-    path = Path(data.feature_lists)
-    file = path / bag if path.is_dir() else path
-    if not file.is_file():
-        raise DataError(f"no feature list for bag '{bag}'", path=str(file))
+    path = data.feature_lists
+    file = storage.join(path, bag) if storage.is_dir(path) else storage.normal(path)
+    if not storage.is_file(file):
+        raise DataError(f"no feature list for bag '{bag}'", path=storage.shown(file))
     names = load_feature_list(file)
     if len(names) != dim:
         raise DataError(
             f"feature list has {len(names)} entries but bag '{bag}' has dimension {dim}",
-            path=str(file),
+            path=storage.shown(file),
         )
     return names
