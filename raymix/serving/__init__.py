@@ -34,9 +34,12 @@ def serve(
     replica_cpus: float = 0.0,
     app: str = APP,
     route_prefix: str = "/",
+    timeout: float = 600.0,
 ) -> str:
     """Deploy the run in ``output`` (a fit's output directory) as the Serve application
-    ``app`` and return its URL. Ray must be initialised (``ray.init`` or ``ray_session``).
+    ``app`` and return its URL once every replica has loaded it (at most ``timeout``
+    seconds). Ray must be initialised (``ray.init`` or ``ray_session``); Serve is started on
+    ``host:port`` unless it already runs (then its own HTTP options stay).
 
     ``replica_cpus`` is each replica's Ray CPU reservation: 0 on a small machine, so that the
     replicas never wait for a CPU that Ray Serve's own proxy and controller hold.
@@ -57,8 +60,30 @@ def serve(
     board = RunBoard.options(name=name, namespace=NAMESPACE, lifetime="detached").remote(output)
     ray.get(board.current.remote())
     deployment = Scorer.options(num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus})
-    ray_serve.run(deployment.bind(app), name=app, route_prefix=route_prefix)
+    # not serve.run: it waits without a bound, and a replica that cannot load the run
+    # would be retried for minutes before it says why
+    ray_serve._run(
+        deployment.bind(app, route_prefix), name=app, route_prefix=route_prefix, _blocking=False
+    )
+    _wait_running(ray_serve, app, timeout)
     return f"http://{host}:{port}{route_prefix.rstrip('/')}"
+
+
+def _wait_running(ray_serve, app: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = ray_serve.status().applications.get(app)
+        state = str(status.status) if status is not None else "NOT_STARTED"
+        if state.endswith("RUNNING"):
+            return
+        if state.endswith("DEPLOY_FAILED") or state.endswith("UNHEALTHY"):
+            message = " ".join(str(status.message).split())[:500]
+            ray_serve.delete(app)
+            raise RaymixError(f"the raymix serve application could not start: {message}")
+        if time.monotonic() > deadline:
+            ray_serve.delete(app)
+            raise RaymixError(f"the raymix serve application was not running after {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def swap(output: str | Path, *, app: str = APP, timeout: float = 600.0) -> dict:

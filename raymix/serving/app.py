@@ -20,6 +20,7 @@ that fails to load is reported and the old one stays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -49,19 +50,26 @@ class RunBoard:
         self.output = output
         self.generation = 0
         self.acks: dict[str, tuple[int, str | None]] = {}
+        self.changed: asyncio.Event | None = None
 
     async def current(self) -> tuple[int, str]:
         return self.generation, self.output
 
     async def wait_newer(self, generation: int, timeout: float) -> tuple[int, str]:
-        deadline = time.monotonic() + timeout
-        while self.generation <= generation and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        if self.changed is None:
+            self.changed = asyncio.Event()
+        changed = self.changed
+        if self.generation <= generation:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
         return self.generation, self.output
 
     async def publish(self, output: str) -> int:
         self.output = output
         self.generation += 1
+        if self.changed is not None:  # wake every waiter, and start a new event
+            self.changed.set()
+            self.changed = None
         return self.generation
 
     async def ack(self, replica: str, generation: int, error: str | None = None) -> None:
@@ -79,7 +87,8 @@ def board_name(app: str) -> str:
 class Scorer:
     """One replica: the served run, its batched scoring, and a thread watching the board."""
 
-    def __init__(self, app: str):
+    def __init__(self, app: str, route_prefix: str = "/"):
+        self.prefix = route_prefix.rstrip("/")
         self.board = ray.get_actor(board_name(app), namespace=NAMESPACE)
         self.replica = serve.get_replica_context().replica_id.unique_id
         generation, output = ray.get(self.board.current.remote())
@@ -114,28 +123,35 @@ class Scorer:
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _score(self, requests: list[list]) -> list:
-        run = self.run  # one snapshot for the whole batch
+        """Per request its response body, or ``(status, message)``; a request that cannot be
+        scored never fails the others of its batch."""
+        run = self.run  # one snapshot for the whole batch: one run scores each response
         out: list = [None] * len(requests)
         parsed = []
         for k, rows in enumerate(requests):
             try:
                 parsed.append((k, parse_rows(rows, run.layout)))
             except RequestError as exc:
-                out[k] = exc
-        if parsed:
-            batch = concat_batches([b for _, b in parsed])
-            scored = run.score(batch)
-            start = 0
-            for k, b in parsed:
-                out[k] = predictions(run.name, batch, scored, start, start + b.n)
-                out[k]["output"] = run.output
-                start += b.n
+                out[k] = (400, exc.message)
+            except Exception as exc:  # a bug, not the request: this request alone fails
+                out[k] = (500, f"cannot read the request: {one_line(exc)}")
+        try:
+            _answer(run, parsed, out)
+        except Exception:  # score them one by one: only a culprit fails
+            for item in parsed:
+                try:
+                    _answer(run, [item], out)
+                except Exception as exc:
+                    out[item[0]] = (500, f"cannot score the request: {one_line(exc)}")
         return out
 
     async def __call__(self, request):
         from starlette.responses import JSONResponse
 
-        path = request.url.path.rstrip("/") or "/"
+        path = request.url.path
+        if self.prefix and path.startswith(self.prefix):  # Serve leaves the prefix in the path
+            path = path[len(self.prefix) :]
+        path = path.rstrip("/") or "/"
         if path == "/predict":
             if request.method != "POST":
                 return JSONResponse({"error": "POST a JSON body to /predict"}, status_code=405)
@@ -144,8 +160,9 @@ class Scorer:
             except RequestError as exc:
                 return JSONResponse({"error": exc.message}, status_code=400)
             result = await self._score(rows)
-            if isinstance(result, RequestError):
-                return JSONResponse({"error": result.message}, status_code=400)
+            if isinstance(result, tuple):
+                status, message = result
+                return JSONResponse({"error": message}, status_code=status)
             return JSONResponse(result)
         if request.method != "GET":
             return JSONResponse({"error": f"{request.method} {path}: no such route"}, 405)
@@ -164,6 +181,23 @@ class Scorer:
             "replica": self.replica,
             "replica_memory_bytes": psutil.Process(os.getpid()).memory_info().rss,
         }
+
+
+def _answer(run: ServedRun, parsed: list, out: list) -> None:
+    """Score the parsed requests ``[(k, batch)]`` together into ``out[k]``."""
+    if not parsed:
+        return
+    batch = concat_batches([b for _, b in parsed])
+    scored = run.score(batch)
+    start = 0
+    for k, b in parsed:
+        out[k] = predictions(run.name, batch, scored, start, start + b.n)
+        out[k]["output"] = run.output
+        start += b.n
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 @serve.deployment(max_ongoing_requests=64)

@@ -63,6 +63,8 @@ def parse_body(body: bytes | str) -> list:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"not valid JSON ({_line(str(exc))})", "body") from None
+    except RecursionError:
+        raise RequestError("not valid JSON (nested too deeply)", "body") from None
     if not isinstance(data, dict) or "rows" not in data:
         raise RequestError('expected a JSON object {"rows": [...]}', "body")
     unknown = sorted(set(data) - {"rows"})
@@ -232,7 +234,10 @@ class _BagBuilder:
 def _number(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(f"expected a finite number, got {_show(value)}", where)
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        x = math.inf
     if not math.isfinite(x):
         raise RequestError(f"expected a finite number, got {_show(value)}", where)
     return x
