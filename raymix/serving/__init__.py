@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
+from typing import cast
 
 from raymix.errors import RaymixError
 
@@ -57,9 +58,12 @@ def serve(
     name = board_name(app)
     with contextlib.suppress(ValueError):  # a previous deployment's board
         ray.kill(ray.get_actor(name, namespace=NAMESPACE))
-    board = RunBoard.options(name=name, namespace=NAMESPACE, lifetime="detached").remote(output)
+    options = RunBoard.options  # type: ignore[attr-defined]
+    board = options(name=name, namespace=NAMESPACE, lifetime="detached").remote(output)
     ray.get(board.current.remote())
-    deployment = Scorer.options(num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus})
+    deployment = Scorer.options(  # type: ignore[attr-defined]
+        num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus}
+    )
     # not serve.run: it waits without a bound, and a replica that cannot load the run
     # would be retried for minutes before it says why
     ray_serve._run(
@@ -101,7 +105,7 @@ def swap(output: str | Path, *, app: str = APP, timeout: float = 600.0) -> dict:
         board = ray.get_actor(board_name(app), namespace=NAMESPACE)
     except ValueError:
         raise RaymixError(f"no raymix serve application '{app}' is running here") from None
-    generation = ray.get(board.publish.remote(output))
+    generation = cast(int, ray.get(board.publish.remote(output)))
     deadline = time.monotonic() + timeout
     while True:
         status = ray.get(board.status.remote())

@@ -91,14 +91,18 @@ class Scorer:
         self.prefix = route_prefix.rstrip("/")
         self.board = ray.get_actor(board_name(app), namespace=NAMESPACE)
         self.replica = serve.get_replica_context().replica_id.unique_id
+        generation: int
+        output: str
         generation, output = ray.get(self.board.current.remote())
         self.run: ServedRun = load_run(output)
-        self.generation = generation
+        self.generation: int = generation
         ray.get(self.board.ack.remote(self.replica, generation))
-        self._stop = threading.Event()
+        self._stop: threading.Event = threading.Event()
         threading.Thread(target=self._watch, daemon=True, name="raymix-board").start()
 
     def _watch(self) -> None:
+        generation: int
+        output: str
         while not self._stop.is_set():
             try:
                 generation, output = ray.get(

@@ -181,8 +181,10 @@ def load_run(output: str | Path) -> ServedRun:
     start = time.perf_counter()
     output = Path(output).resolve()
     recipe = _recipe(output)
-    coordinates, bags = [], {}
+    coordinates: list[ServedCoordinate] = []
+    bags: dict[str, Bag] = {}
     for spec in recipe.coordinates:
+        assert not isinstance(spec, ExternalEffect)  # refused by _recipe
         entity = spec.entity if isinstance(spec, RandomEffect) else None
         data = recipe.data_for(spec)
         source = build_source(
@@ -234,6 +236,6 @@ def load_run(output: str | Path) -> ServedRun:
         output=str(output),
         coordinates=tuple(coordinates),
         layout=layout,
-        logistic=all(spec.task == "logistic" for spec in recipe.coordinates),
+        logistic=all(getattr(spec, "task", None) == "logistic" for spec in recipe.coordinates),
         load_seconds=time.perf_counter() - start,
     )
