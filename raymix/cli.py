@@ -1,4 +1,4 @@
-"""The ``raymix`` command: fit | score | data | tune | k8s.
+"""The ``raymix`` command: fit | score | serve | data | tune | k8s.
 
 Exit code 0 on success; on bad input a one-line error and a non-zero code (2 for a recipe
 or data error, 1 for anything else), with the traceback only under ``--debug``.
@@ -136,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     score.set_defaults(handler=_score)
+
+    from raymix.serving.command import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
 
     data = sub.add_parser("data", help="prepare data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATASET")

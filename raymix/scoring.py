@@ -10,7 +10,6 @@ coordinates alone.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,84 +18,12 @@ import pyarrow as pa
 from raymix import storage
 from raymix.coordinates.base import RowIndex
 from raymix.coordinates.inputs import build_source, feature_names
-from raymix.data.avro.models import coefficients_by_index, read_models
+from raymix.coordinates.linear_models import LinearModels, load_linear_models
 from raymix.data.avro.scores import write_scores_avro
 from raymix.data.source import Source
 from raymix.errors import DataError, RecipeError
 from raymix.outputs import RUN_FILE
 from raymix.recipe.spec import Data, DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
-
-
-@dataclass(frozen=True)
-class LinearModels:
-    """Models of one coordinate: ``keys`` sorted entity ids (one "" for a fixed effect)."""
-
-    keys: np.ndarray
-    intercepts: np.ndarray
-    coef_ptr: np.ndarray
-    coef_index: np.ndarray
-    coef_value: np.ndarray
-
-    def scores(self, X, entity: np.ndarray | None) -> np.ndarray:
-        from raymix.solvers.entity import EntityModels, score_entities
-
-        n = X.shape[0]
-        if entity is None:  # a fixed effect: the fit's own scoring, X @ coef + b
-            coef = np.zeros(X.shape[1])
-            coef[self.coef_index] = self.coef_value
-            from raymix.solvers.glm import linear_predictor
-
-            return linear_predictor(X, coef, float(self.intercepts[0]))
-        keys = np.asarray([_key(v) for v in entity.tolist()], dtype=str)
-        which = np.full(n, -1, np.int64)
-        if self.keys.size and n:
-            pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
-            which = np.where(self.keys[pos] == keys, pos, -1)
-        order = np.argsort(which, kind="stable")
-        grouped = which[order]
-        starts = (
-            np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else np.zeros(0, np.int64)
-        )
-        ptr = np.r_[starts, n].astype(np.int64)
-        models = EntityModels(
-            self.intercepts,
-            self.coef_ptr,
-            self.coef_index,
-            self.coef_value,
-            np.ones(self.keys.size, bool),
-            np.zeros(self.keys.size, np.int32),
-        )
-        out = np.empty(n)
-        out[order] = score_entities(models, X[order], ptr, model_index=grouped[starts])
-        return out
-
-
-def _key(value) -> str:
-    return value if isinstance(value, str) else str(int(value))
-
-
-def load_models(directory: Path, names, dim: int) -> LinearModels:
-    keys, intercepts, ptr, index, value = [], [], [0], [], []
-    records = sorted(read_models(directory), key=lambda r: r["modelId"])
-    for record in records:
-        b, i, v = coefficients_by_index(record, names)
-        if i.size and i.max() >= dim:
-            raise DataError(
-                f"model '{record['modelId']}' has feature index {i.max()} >= {dim}",
-                path=str(directory),
-            )
-        keys.append(record["modelId"])
-        intercepts.append(b)
-        index.append(i)
-        value.append(v)
-        ptr.append(ptr[-1] + i.size)
-    return LinearModels(
-        np.asarray(keys, dtype=str),
-        np.asarray(intercepts, np.float64),
-        np.asarray(ptr, np.int64),
-        np.concatenate(index) if index else np.zeros(0, np.int64),
-        np.concatenate(value) if value else np.zeros(0),
-    )
 
 
 def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Table:
@@ -150,7 +77,7 @@ def score_command(
             plans.append((spec, source, check_deep_model(model_dir / spec.name / "models", source)))
             continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)
-        models = load_models(model_dir / spec.name / "models", names, source.schema.dim)
+        models = load_linear_models(model_dir / spec.name / "models", names, source.schema.dim)
         if isinstance(spec, FixedEffect) and models.keys.size != 1:
             raise DataError(
                 "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
