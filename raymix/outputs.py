@@ -340,13 +340,10 @@ def interrupted_staging(root: str | Path) -> str | None:
     where = storage.normal(root).rstrip("/")
     if not storage.is_uri(where):
         return None
-    name, parent = storage.name_of(where), storage.parent(where)
-    pattern = re.compile(rf"\.{re.escape(name)}\.staging-\d+(-\d+)?")
     found = [
-        storage.join(parent, entry)
-        for entry in storage.list_dir(parent)
-        if pattern.fullmatch(entry)
-        and storage.is_file(storage.join(parent, entry, "checkpoint", "state.json"))
+        prefix
+        for prefix in stale_staging(Location(where))
+        if storage.is_file(storage.join(prefix, "checkpoint", "state.json"))
     ]
     if len(found) > 1:
         raise RecipeError(

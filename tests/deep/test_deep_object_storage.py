@@ -11,10 +11,11 @@ import fastavro
 import numpy as np
 import pytest
 
-from raymix import Data, DeepEffect, Recipe, storage
+from raymix import Recipe, storage
 from raymix.deep.export import load_weights
 from raymix.run import fit
 from raymix.scoring import score_command
+from tests.deep.conftest import small_deep_recipe
 from tests.s3server import s3_server  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -26,22 +27,7 @@ class Interrupted(Exception):
 
 
 def recipe(root: str, output: str) -> Recipe:
-    deep = DeepEffect(
-        name="deep",
-        vocab=f"{root}/vocab.txt",
-        feature_bag="wide",
-        embedding_size=8,
-        filters=6,
-        window_sizes=[2, 3],
-        max_len=5,
-        optimizer="adam",
-        learning_rate=0.01,
-        steps=20,
-        batch_size=32,
-        seed=3,
-    )
-    data = Data(train=f"{root}/train", validation=f"{root}/validation")
-    return Recipe(data=data, coordinates=[deep], passes=2, output=output)
+    return small_deep_recipe(root, output, steps=20, passes=2)
 
 
 def records(raw: bytes) -> list:
