@@ -132,14 +132,19 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
         if isinstance(spec, DeepEffect):
             from raymix.coordinates.deep import check_deep_inputs
 
+            if train.tables is not None:
+                raise RecipeError(
+                    "a deep coordinate reads files: write the rows with raymix.write_dataset",
+                    field=f"coordinates.{spec.name}.data",
+                )
+
             check_deep_inputs(spec, train, validation)
         coordinates.append(CoordinatePlan(spec, train, validation, names))
     size = sum(
-        os.path.getsize(path)
+        _input_bytes(source)
         for c in coordinates
         for source in (c.train, c.validation)
         if source is not None
-        for path in source.files
     )
     small = size <= SMALL_INPUT_BYTES
     cores = physical_cores()
@@ -158,6 +163,13 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     if reading == "auto":
         reading = "together" if small else "one_at_a_time"
     return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
+
+
+def _input_bytes(source: Source) -> int:
+    """Bytes of a source's files, or of its tables in memory."""
+    if source.tables is not None:
+        return sum(table.nbytes for table in source.tables)
+    return sum(os.path.getsize(path) for path in source.files)
 
 
 def fit(

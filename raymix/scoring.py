@@ -101,23 +101,69 @@ def load_models(directory: Path, names, dim: int) -> LinearModels:
 def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Table:
     rows = rows_from_table(table, source.schema, source="input")
     own = models.scores(rows.X, rows.entity)
-    return pa.table({"uid": rows.uid, "score": own, "offset": rows.offset, "label": rows.label})
+    columns = {"uid": rows.uid, "score": own, "offset": rows.offset, "label": rows.label}
+    if rows.entity is not None:
+        columns["entity"] = rows.entity
+    return pa.table(columns)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A fit's model applied to rows, in uid order: ``total`` (the logit: the data's
+    ``offset`` plus every coordinate's own score, summed in the recipe's order, as the fit
+    sums them), each coordinate's ``own`` score, the ``entity`` ids of each random effect's
+    column, and the ``label`` (None when the rows have none)."""
+
+    uid: np.ndarray
+    total: np.ndarray
+    offset: np.ndarray
+    own: dict[str, np.ndarray]
+    entity: dict[str, np.ndarray]
+    label: np.ndarray | None
 
 
 def score_command(
     model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
 ) -> Path:
-    from raymix.engine.cluster import ray_session
-    from raymix.engine.reading import read_dataset
-    from raymix.outputs import prepare_output
-    from raymix.recipe.load import load_recipe
+    from raymix.outputs import discard_previous, prepare_output
 
     say = progress or (lambda message: None)
+    recipe = fit_recipe(model_dir)
+    plans = _plans(Path(model_dir), recipe, _inputs(recipe, data))
+    out_dir, previous = prepare_output(out, overwrite=overwrite)
+    scores = _scores(recipe, plans, address, say)
+    path = write_scores_avro(
+        out_dir / "scores" / "part-00000.avro",
+        scores.uid,
+        scores.total,
+        scores.total - scores.offset,
+        scores.label,
+        None,
+        names=("uid", recipe.columns.label, None),
+    )
+    discard_previous(previous)
+    say(f"wrote {path}")
+    return path
+
+
+def fit_recipe(model_dir) -> Recipe:
+    """The recipe of a fit's output directory (its ``run.json``)."""
+    from raymix.recipe.load import load_recipe
+
     model_dir = Path(model_dir)
     if not (model_dir / RUN_FILE).is_file():
         raise RecipeError(f"'{model_dir}' is not a raymix fit output (no {RUN_FILE})")
-    recipe: Recipe = load_recipe(model_dir / RUN_FILE)
-    inputs = _inputs(recipe, data)
+    return load_recipe(model_dir / RUN_FILE)
+
+
+def score(model_dir, recipe: Recipe, inputs: dict[str, Data], *, address=None, progress=None):
+    """:class:`Scores` of the rows of ``inputs`` (a Data per coordinate name, its ``train``
+    the rows to score) under the fit in ``model_dir``: what ``raymix score`` writes."""
+    plans = _plans(Path(model_dir), recipe, inputs)
+    return _scores(recipe, plans, address, progress or (lambda message: None))
+
+
+def _plans(model_dir: Path, recipe: Recipe, inputs: dict[str, Data]) -> list:
     plans = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
@@ -146,7 +192,13 @@ def score_command(
                 "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
             )
         plans.append((spec, source, models))
-    out_dir, previous = prepare_output(out, overwrite=overwrite)
+    return plans
+
+
+def _scores(recipe: Recipe, plans: list, address, say) -> Scores:
+    from raymix.engine.cluster import ray_session
+    from raymix.engine.reading import read_dataset
+
     with ray_session(recipe.resources, address):
         per_coordinate = []
         for spec, source, models in plans:
@@ -174,6 +226,7 @@ def score_command(
     base[pos] = first.column("offset").to_numpy()
     label[pos] = first.column("label").to_numpy()
     total += base
+    owns, entities = {}, {}
     for (spec, _, _), table in zip(plans, per_coordinate, strict=True):
         uid = table.column("uid").to_numpy()
         p = index.positions(uid, f"coordinate '{spec.name}'")
@@ -181,21 +234,13 @@ def score_command(
         own = np.zeros(len(index))
         own[p] = table.column("score").to_numpy()
         total = total + own
+        owns[spec.name] = own
+        if "entity" in table.column_names and spec.entity not in entities:
+            ids = table.column("entity").to_numpy(zero_copy_only=False)
+            entities[spec.entity] = np.empty(len(index), ids.dtype)
+            entities[spec.entity][p] = ids
     has_label = not np.all(np.isnan(label))
-    path = write_scores_avro(
-        out_dir / "scores" / "part-00000.avro",
-        index.uid,
-        total,
-        total - base,
-        label if has_label else None,
-        None,
-        names=("uid", recipe.columns.label, None),
-    )
-    from raymix.outputs import discard_previous
-
-    discard_previous(previous)
-    say(f"wrote {path}")
-    return path
+    return Scores(index.uid, total, base, owns, entities, label if has_label else None)
 
 
 def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:

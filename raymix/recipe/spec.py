@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from raymix.recipe.memory import InMemory, wrap_rows
+
 
 class Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -61,7 +63,9 @@ def _solver_from_string(value, choices: dict):
 
 
 class Data(Spec):
-    """Where the rows are. ``train``/``validation`` are directories, globs or lists of files.
+    """Where the rows are. ``train``/``validation`` are directories, globs or lists of files,
+    or (in Python) rows in memory: a pandas DataFrame, a pyarrow Table or a ray.data.Dataset,
+    of which ``run.json`` records a description (:mod:`raymix.recipe.memory`).
 
     TFRecord data (GDMix's layout) needs ``metadata`` (``tensor_metadata.json``); Parquet data
     follows raymix's row convention (see README) and may omit it. ``feature_lists`` is GDMix's
@@ -71,12 +75,17 @@ class Data(Spec):
     ``SequenceExample`` per entity of this column, TFRecord only), one row per record.
     """
 
-    train: str | tuple[str, ...]
-    validation: str | tuple[str, ...] | None = None
+    train: str | tuple[str, ...] | InMemory
+    validation: str | tuple[str, ...] | InMemory | None = None
     format: Literal["auto", "tfrecord", "parquet"] = "auto"
     metadata: str | None = None
     feature_lists: str | None = None
     grouped_by: str | None = None
+
+    @field_validator("train", "validation", mode="before")
+    @classmethod
+    def _rows_in_memory(cls, value):
+        return wrap_rows(value)
 
 
 class Columns(Spec):
@@ -104,7 +113,9 @@ class _Coordinate(Spec):
 
 
 class _LinearCoordinate(_Coordinate):
-    feature_bag: str | None = None
+    #: a bag's name (its ``B_indices``/``B_values`` or dense ``B`` columns), or a list of
+    #: scalar columns, one feature each, named after them in the models
+    feature_bag: str | tuple[str, ...] | None = None
     task: Task = "logistic"
     l2: NonNegative | Literal["auto"] = 1.0  # a number for a fixed effect (its own l2 below)
     l1: NonNegative = 0.0
@@ -112,6 +123,17 @@ class _LinearCoordinate(_Coordinate):
     regularize_intercept: bool = False
     sparsity_threshold: NonNegative = 1e-4
     variance: Literal["simple", "full"] | None = None
+
+    @field_validator("feature_bag")
+    @classmethod
+    def _bag_columns(cls, value):
+        if isinstance(value, tuple):
+            if not value:
+                raise ValueError("a list of feature columns must name at least one column")
+            repeated = sorted({c for c in value if value.count(c) > 1})
+            if repeated:
+                raise ValueError(f"feature columns repeated: {repeated}")
+        return value
 
     @model_validator(mode="after")
     def _intercept_rules(self):

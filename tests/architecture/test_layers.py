@@ -28,6 +28,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "raymix.outputs",
         "raymix.report",
         "raymix.scoring",
+        "raymix.api",
         "raymix.tune",
         "raymix.k8s",
         "raymix.cli",
