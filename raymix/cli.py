@@ -131,7 +131,14 @@ def _parser() -> argparse.ArgumentParser:
     movielens = data_sub.add_parser(
         "movielens", help="convert raw MovieLens 100k into GDMix's layout"
     )
-    movielens.add_argument("--source", required=True, help="directory with u.data, u.item, u.user")
+    movielens.add_argument(
+        "--source",
+        default=None,
+        help="directory with u.data, u.item, u.user (default: GroupLens's ml-100k.zip, "
+        "downloaded once into the user's cache directory)",
+    )
+    movielens.add_argument("--url", default=None, help="where to download ml-100k.zip from")
+    movielens.add_argument("--md5", default=None, help="the MD5 the download must have")
     movielens.add_argument("--dest", required=True, help="output directory")
     movielens.add_argument(
         "--seed", type=int, default=0, help="seed of the 80/20 split (default 0)"
@@ -233,6 +240,11 @@ def _fit(args) -> int:
         progress=_progress(args.quiet),
     )
     print(table(result))
+    from raymix.datasets.planted import planted_auc
+
+    planted = planted_auc(recipe.data.validation)
+    if planted is not None:
+        print(f"planted model (the truth the data were drawn from): validation AUC {planted:.4f}")
     print(f"outputs in {result.output}")
     return 0
 
@@ -255,8 +267,13 @@ def _movielens(args) -> int:
     from raymix.datasets.movielens import convert_movielens
 
     start = time.perf_counter()
+    source = args.source
+    if source is None:
+        from raymix.datasets.download import movielens_source
+
+        source = movielens_source(args.url, args.md5, progress=_progress(False))
     summary = convert_movielens(
-        Path(args.source),
+        Path(source),
         Path(args.dest),
         seed=args.seed,
         fmt=args.format,
