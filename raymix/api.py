@@ -259,7 +259,35 @@ def _dataset_table(dataset) -> pa.Table:
     tables = ray.get(dataset.to_arrow_refs())
     if not tables:
         raise RecipeError("the ray.data.Dataset holds no rows")
-    return pa.concat_tables(tables, promote_options="default")
+    table = pa.concat_tables(tables, promote_options="default")
+    return _without_tensor_types(table.replace_schema_metadata(None))
+
+
+def _without_tensor_types(table: pa.Table) -> pa.Table:
+    """Ray Data's tensor columns (what ``ray.data.from_pandas`` makes of a column of numpy
+    arrays) as the plain Arrow lists of the row convention: one-dimensional ones only."""
+    import pyarrow.compute as pc
+
+    for index, column_field in enumerate(table.schema):
+        kind = column_field.type
+        if not isinstance(kind, pa.ExtensionType) or not kind.extension_name.startswith(
+            "ray.data."
+        ):
+            continue
+        shape = getattr(kind, "shape", None)
+        ndim = getattr(kind, "ndim", None if shape is None else len(shape))
+        if ndim != 1:
+            raise RecipeError(
+                f"column '{column_field.name}' of the ray.data.Dataset holds {ndim}-dimensional "
+                "tensors: a feature bag's lists must be one-dimensional"
+            )
+        storage = table.column(index).combine_chunks().storage
+        if pa.types.is_struct(storage.type):  # variable shaped: each row's values and shape
+            plain = storage.field("data")
+        else:
+            plain = pa.FixedSizeListArray.from_arrays(pc.list_flatten(storage), shape[0])
+        table = table.set_column(index, column_field.name, plain)
+    return table
 
 
 def _rows_to_score(value: Any) -> str | tuple[str, ...] | InMemory:

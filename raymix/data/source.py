@@ -182,10 +182,10 @@ def bag_shape(
     files,
     tables: tuple[pa.Table, ...] | None = None,
 ) -> tuple[int | None, bool]:
-    """(dimension, dense) of a feature bag: from the metadata, else its feature list, else a
+    """(dimension, dense) of a feature bag: from the metadata; else, for a dense bag, a
     Parquet file's (or in-memory table's) column type: a fixed-size list, or a list whose
-    first row gives the length of all (a sparse bag's dimension is None then: one more than
-    the largest index, known after the files are checked)."""
+    first row gives the length of all; else a sparse bag's feature list (or None: one more
+    than the largest index, known after the files are checked)."""
     if metadata is not None:
         if bag not in metadata:
             raise DataError(
@@ -196,14 +196,14 @@ def bag_shape(
         if not spec.shape:
             raise DataError(f"feature bag '{bag}' must have shape [dim]", path=metadata_path)
         return spec.shape[0], not spec.is_sparse
-    if feature_lists:
+    # Parquet: a dense bag's size is in its type; a sparse bag's is its feature list's, else
+    # one more than the largest index present (None here: found after the files are checked).
+    schema = arrow_schema(files, tables)
+    if bag not in schema.names and feature_lists:
         path = Path(feature_lists)
         file = path / bag if path.is_dir() else path
         if file.is_file():
             return len(load_feature_list(file)), False
-    # Parquet with neither: a dense bag's size is in its type; a sparse bag's dimension is
-    # one more than the largest index present (None here: found after the files are checked).
-    schema = arrow_schema(files, tables)
     if bag in schema.names:
         kind = schema.field(bag).type
         if pa.types.is_fixed_size_list(kind):

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from raymix.recipe.memory import InMemory, wrap_rows
 
@@ -95,6 +102,17 @@ class Columns(Spec):
     label: str = "response"
     weight: str | None = "weight"
     offset: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _defaults_stay_defaults(self, handler):
+        """``uid`` and ``weight`` left at their defaults are not written: they mean "this
+        column when the data have it, else the row number (weight 1)", and must mean that
+        again when a run.json (or an overridden recipe) is read back."""
+        raw = handler(self)
+        for name in ("uid", "weight"):
+            if name not in self.model_fields_set:
+                raw.pop(name, None)
+        return raw
 
 
 class _Coordinate(Spec):
