@@ -182,14 +182,16 @@ def fit(
     from raymix.run import fit as run_fit
 
     if isinstance(recipe, Recipe):
-        recipe = _overridden(recipe, overrides)
+        given = _overridden(recipe, overrides)
     else:
-        recipe = load_recipe(recipe, [_override(k, v) for k, v in overrides.items()])
-    recipe = absolute_paths(_datasets_read(recipe))
-    result = run_fit(recipe, overwrite=overwrite, resume=resume, address=address, progress=progress)
+        given = load_recipe(Path(recipe), [_override(k, v) for k, v in overrides.items()])
+    resolved: Recipe = absolute_paths(_datasets_read(given))
+    result = run_fit(
+        resolved, overwrite=overwrite, resume=resume, address=address, progress=progress
+    )
     return Model(
         output=result.output,
-        recipe=recipe,
+        recipe=resolved,
         steps=result.steps,
         final=result.final,
         timings=result.timings,
@@ -199,17 +201,18 @@ def fit(
 
 
 def load(output: str | os.PathLike) -> Model:
-    """The :class:`Model` of a fit's output directory (its ``run.json`` and ``summary.json``)."""
-    from raymix.scoring import fit_recipe
+    """The :class:`Model` of a finished fit's output directory (a path or an object-store
+    URI): its ``run.json`` and ``summary.json``."""
+    from raymix import storage
+    from raymix.scoring import fit_output
 
-    out = Path(output)
-    recipe = fit_recipe(out)
-    summary_path = out / SUMMARY_FILE
-    if not summary_path.is_file():
-        raise RecipeError(f"'{out}' holds no {SUMMARY_FILE}: the fit did not finish")
-    summary = json.loads(summary_path.read_text())
+    out, recipe = fit_output(output)
+    summary_path = storage.join(out, SUMMARY_FILE)
+    if not storage.is_file(summary_path):
+        raise RecipeError(f"'{storage.shown(out)}' holds no {SUMMARY_FILE}: the fit did not finish")
+    summary = json.loads(storage.read_text(summary_path))
     return Model(
-        output=out.resolve(),
+        output=out,
         recipe=recipe,
         steps=summary.get("steps", []),
         final=summary.get("final", {}),
@@ -282,7 +285,7 @@ def _without_tensor_types(table: pa.Table) -> pa.Table:
                 "tensors: a feature bag's lists must be one-dimensional"
             )
         storage = table.column(index).combine_chunks().storage
-        if pa.types.is_struct(storage.type):  # variable shaped: each row's values and shape
+        if pa.types.is_struct(storage.type) or shape is None:  # variable shaped: values, shape
             plain = storage.field("data")
         else:
             plain = pa.FixedSizeListArray.from_arrays(pc.list_flatten(storage), shape[0])

@@ -37,11 +37,13 @@ def run() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raymix.engine.cluster import quiet_environment
+    from raymix.engine.cluster import VERBOSE, quiet_environment
 
-    quiet_environment()  # before pyarrow allocates: it picks its memory pool once
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE] = "1"
+    quiet_environment()  # before pyarrow allocates: it picks its memory pool once
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -106,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         "(default: RAY_ADDRESS, else a local Ray)",
     )
     fit.add_argument("--quiet", action="store_true", help="no progress lines")
+    fit.add_argument("--verbose", action="store_true", help="show Ray's own log lines too")
     fit.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -168,7 +171,10 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--image", default="raymix:0.1.0")
     render.add_argument("--namespace", default="default")
     render.add_argument(
-        "--data-pvc", default="raymix-data", help="PVC with data and outputs ('' for none)"
+        "--data-pvc",
+        default=None,
+        help="PVC with data and outputs ('' for none; default: raymix-data, or none when the "
+        "recipe's data and outputs are all in an object store)",
     )
     _add_overrides(
         render, "a recipe override for the job's raymix fit, e.g. --set output=/mnt/raymix/out"
@@ -207,7 +213,7 @@ def _progress(quiet: bool):
 
 def _fit(args) -> int:
     from raymix.engine.cluster import check_address, requested_address
-    from raymix.outputs import absolute_paths
+    from raymix.outputs import absolute_paths, load_run
     from raymix.recipe.load import load_recipe
     from raymix.run import fit, plan
 
@@ -216,7 +222,8 @@ def _fit(args) -> int:
             raise RecipeError(
                 "--resume OUT takes no recipe and no --set: the run's own run.json is used"
             )
-        recipe = load_recipe(Path(args.resume) / "run.json")
+        # OUT is the truth: a copied run resumes where it is, not where run.json says it was
+        recipe = load_run(args.resume).model_copy(update={"output": str(args.resume)})
     elif not args.recipe:
         raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
     else:
@@ -227,6 +234,9 @@ def _fit(args) -> int:
     address = requested_address(args.address, recipe.resources)
     check_address(address, reach=True)
     if args.dry_run:
+        from raymix.outputs import check_writable
+
+        check_writable(recipe.output)
         print(plan(recipe, address).describe())
         print("dry run: recipe, schema and paths are valid; nothing was started")
         return 0
@@ -297,6 +307,7 @@ def _tune_parser(sub) -> None:
     _add_overrides(tune, "override a field of the recipe before searching")
     tune.add_argument("--address", default=None, help="join a Ray cluster (as for fit)")
     tune.add_argument("--quiet", action="store_true", help="no progress lines")
+    tune.add_argument("--verbose", action="store_true", help="show Ray's own log lines too")
     tune.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -346,6 +357,7 @@ def _synthetic_parser(data_sub) -> None:
     add("--skew", type=float, default=1.5, help="lognormal sigma of popularity (1.5)")
     add("--overwrite", action="store_true", help="replace a previous generation in --dest")
     add("--quiet", action="store_true", help="no progress lines")
+    add("--verbose", action="store_true", help="show Ray's own log lines too")
     add("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     synthetic.set_defaults(handler=_synthetic)
 
@@ -384,24 +396,28 @@ def _synthetic(args) -> int:
 
 def _k8s_render(args) -> int:
     from raymix.k8s import ClusterShape, render_for_recipe
+    from raymix.k8s.write import needs_data_volume
 
-    shape = ClusterShape(
-        workers=args.workers,
-        worker_cpus=args.worker_cpus,
-        worker_memory_gib=args.worker_memory_gib,
-        image=args.image,
-        namespace=args.namespace,
-        data_pvc=args.data_pvc or None,
-    )
-    fit_args = [arg for override in args.overrides for arg in ("--set", override)]
-    if args.fit_overwrite:
-        fit_args.append("--overwrite")
     env = {}
     for pair in args.env:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise RecipeError(f"expected NAME=VALUE, got {pair!r}", field="--env")
         env[name] = value
+    pvc = args.data_pvc
+    if pvc is None:  # object-store data and outputs need no volume
+        pvc = "raymix-data" if needs_data_volume(args.recipe, args.overrides, env) else ""
+    shape = ClusterShape(
+        workers=args.workers,
+        worker_cpus=args.worker_cpus,
+        worker_memory_gib=args.worker_memory_gib,
+        image=args.image,
+        namespace=args.namespace,
+        data_pvc=pvc or None,
+    )
+    fit_args = [arg for override in args.overrides for arg in ("--set", override)]
+    if args.fit_overwrite:
+        fit_args.append("--overwrite")
     runtime_env = {"env_vars": env} if env else None
     for path in render_for_recipe(
         args.recipe, args.out, shape, fit_args, runtime_env=runtime_env, overwrite=args.overwrite

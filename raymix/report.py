@@ -19,9 +19,9 @@ import numpy as np
 from raymix import metrics as M
 from raymix.data.avro.scores import write_scores_avro
 from raymix.descent import DescentState
-from raymix.files import write_json, write_text
 from raymix.recipe.spec import Recipe
 from raymix.result import FitResult
+from raymix.storage import write_json, write_text
 
 
 def cumulative(state_split, names: list[str]) -> list[np.ndarray]:

@@ -13,11 +13,11 @@ Outputs under ``recipe.output`` (GDMix's layout, plus raymix's own files)::
 
 from __future__ import annotations
 
-import os
+import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from raymix import storage
 from raymix.coordinates.inputs import build_source, feature_names
 from raymix.data.source import Source
 from raymix.engine.cluster import physical_cores, requested_address
@@ -106,13 +106,14 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
             for path in (spec.train_scores, spec.validation_scores):
-                if path and not Path(path).exists():
+                if path and not storage.exists(path):
                     raise RecipeError(
                         f"no such file or directory: {path}", field=f"coordinates.{spec.name}"
                     )
             coordinates.append(CoordinatePlan(spec, None, None, None))
             continue
         data = recipe.data_for(spec)
+        _check_storage(recipe, spec, data)
         entity = spec.entity if isinstance(spec, RandomEffect) else None
         task = getattr(spec, "task", None)
         train = build_source(
@@ -169,7 +170,24 @@ def _input_bytes(source: Source) -> int:
     """Bytes of a source's files, or of its tables in memory."""
     if source.tables is not None:
         return sum(table.nbytes for table in source.tables)
-    return sum(os.path.getsize(path) for path in source.files)
+    return sum(storage.size(path) for path in source.files)
+
+
+def _check_storage(recipe: Recipe, spec, data) -> None:
+    """What object stores do not serve yet, refused up front; warm starts must be complete."""
+    field = f"coordinates.{spec.name}"
+    if isinstance(spec, DeepEffect):
+        paths = [recipe.output, data.train, data.validation, data.metadata, spec.vocab]
+        if any(p and storage.is_uri(p) for p in paths if isinstance(p, str)):
+            raise RecipeError(
+                "a deep coordinate reads and writes local paths only (its SavedModel and "
+                "vocabulary): use a shared volume for this recipe",
+                field=field,
+            )
+    if getattr(spec, "warm_start", None):
+        from raymix.outputs import check_warm_start
+
+        check_warm_start(spec.warm_start, f"{field}.warm_start")
 
 
 def fit(
@@ -193,15 +211,22 @@ def fit(
 
     say = progress or (lambda message: None)
     watch = Stopwatch()
-    checkpoint = Checkpoint(Path(recipe.output))
+    storage.use_endpoint(recipe.resources.s3_endpoint)
+    checkpoint = Checkpoint(recipe.output)
     start = (0, 0)
     if resume:
         start = tuple(checkpoint.load()["completed"])
         recipe = _with_checkpoint_models(recipe, checkpoint)
     the_plan = plan(recipe, address)  # everything that can be checked, before output is touched
     with outputs.output_transaction(recipe.output, overwrite, resume=resume) as out, surfaced():
+        checkpoint = Checkpoint(out)  # a staged object-store output holds its own checkpoint
         if not resume:
-            outputs.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+            storage.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+        else:  # a moved or copied run: its run.json now names where it is
+            recorded = json.loads(storage.read_text(out / outputs.RUN_FILE))
+            if recorded.get("output") != recipe.output:
+                recorded["output"] = recipe.output
+                storage.write_text(out / outputs.RUN_FILE, json.dumps(recorded, indent=2) + "\n")
         watch.lap("validate")
         with ray_session(recipe.resources, address, meanwhile=_import_engine):
             watch.lap("ray_start")
@@ -242,13 +267,14 @@ def fit(
                     after_step=after_step,
                 )
                 watch.lap("coordinates")
-                files = write_outputs(out, recipe, coordinates, state)
+                files = outputs.published(write_outputs(out, recipe, coordinates, state), out)
                 checkpoint.discard()
                 watch.lap("write")
             finally:
                 for coordinate in coordinates:
                     coordinate.close()
         result = summarize(out, recipe, state, {**watch.laps, **watch.extra}, files)
+    result.output = outputs.final(out)
     return result
 
 
@@ -310,16 +336,28 @@ def _with_checkpoint_models(recipe: Recipe, checkpoint) -> Recipe:
 
 
 def build_coordinates(the_plan: Plan) -> list:
+    """The plan's coordinates, each handed the Ray holders of its rows (a worker group, the
+    bucket pool shared by the random effects)."""
     from raymix.coordinates.external import ExternalCoordinate
     from raymix.coordinates.fixed_effect import FixedEffectCoordinate
     from raymix.coordinates.random_effect import RandomEffectCoordinate
+    from raymix.engine.fixed_effect import FixedEffectService
     from raymix.engine.random_effect import BucketPool
 
-    built = []
+    built: list = []
     pool = None
     for c in the_plan.coordinates:
+        if isinstance(c.spec, ExternalEffect):
+            built.append(ExternalCoordinate(c.spec))
+            continue
+        if c.train is None:  # plan() resolves the rows of every coordinate but an external one
+            raise ValueError(f"coordinate '{c.spec.name}' has no training rows")
         if isinstance(c.spec, FixedEffect):
-            built.append(FixedEffectCoordinate(c.spec, c.train, c.validation, c.names))
+            built.append(
+                FixedEffectCoordinate(
+                    c.spec, c.train, c.validation, c.names, workers=FixedEffectService()
+                )
+            )
         elif isinstance(c.spec, RandomEffect):
             pool = pool or BucketPool(the_plan.actors, the_plan.threads, the_plan.buckets)
             built.append(
@@ -332,10 +370,9 @@ def build_coordinates(the_plan: Plan) -> list:
                     seed=the_plan.recipe.seed,
                 )
             )
-        elif isinstance(c.spec, DeepEffect):
-            from raymix.coordinates.deep import DeepCoordinate
-
-            built.append(DeepCoordinate(c.spec, c.train, c.validation))
         else:
-            built.append(ExternalCoordinate(c.spec))
+            from raymix.coordinates.deep import DeepCoordinate
+            from raymix.engine.deep_service import DeepService
+
+            built.append(DeepCoordinate(c.spec, c.train, c.validation, workers=DeepService()))
     return built

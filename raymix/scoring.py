@@ -9,12 +9,15 @@ coordinates alone.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from raymix import storage
 from raymix.coordinates.base import RowIndex
 from raymix.coordinates.inputs import build_source, feature_names
 from raymix.data.avro.models import coefficients_by_index, read_models
@@ -23,6 +26,7 @@ from raymix.data.rows import rows_from_table
 from raymix.data.source import Source
 from raymix.errors import DataError, RecipeError
 from raymix.outputs import RUN_FILE
+from raymix.recipe.memory import InMemory
 from raymix.recipe.spec import Data, DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
 
@@ -125,46 +129,53 @@ class Scores:
 def score_command(
     model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
 ) -> Path:
-    from raymix.outputs import discard_previous, prepare_output
+    from raymix.outputs import SCORE_FILE, check_apart, output_transaction
 
     say = progress or (lambda message: None)
-    recipe = fit_recipe(model_dir)
-    plans = _plans(Path(model_dir), recipe, _inputs(recipe, data))
-    out_dir, previous = prepare_output(out, overwrite=overwrite)
-    scores = _scores(recipe, plans, address, say)
-    path = write_scores_avro(
-        out_dir / "scores" / "part-00000.avro",
-        scores.uid,
-        scores.total,
-        scores.total - scores.offset,
-        scores.label,
-        None,
-        names=("uid", recipe.columns.label, None),
-    )
-    discard_previous(previous)
-    say(f"wrote {path}")
-    return path
+    model_dir, recipe = fit_output(model_dir, before_loading=lambda where: check_apart(out, where))
+    plans = _plans(model_dir, recipe, _inputs(recipe, data))
+    with output_transaction(out, overwrite, marker=SCORE_FILE) as out_dir:
+        scores = _scores(recipe, plans, address, say)
+        path = write_scores_avro(
+            out_dir / "scores" / "part-00000.avro",
+            scores.uid,
+            scores.total,
+            scores.total - scores.offset,
+            scores.label,
+            None,
+            names=("uid", recipe.columns.label, None),
+        )
+        say(f"wrote {path}")
+        what = {"model_dir": str(storage.shown(model_dir)), "data": list(data)}
+        storage.write_text(storage.join(out_dir, SCORE_FILE), json.dumps(what, indent=2) + "\n")
+        return path
 
 
-def fit_recipe(model_dir) -> Recipe:
-    """The recipe of a fit's output directory (its ``run.json``)."""
-    from raymix.recipe.load import load_recipe
+def fit_output(model_dir, before_loading=None) -> tuple[Any, Recipe]:
+    """A finished fit's output directory (a local path or a :class:`~raymix.storage.Location`)
+    and its recipe (its ``run.json``); ``before_loading`` checks the directory first."""
+    from raymix.outputs import check_complete, load_run, output_location
 
-    model_dir = Path(model_dir)
-    if not (model_dir / RUN_FILE).is_file():
-        raise RecipeError(f"'{model_dir}' is not a raymix fit output (no {RUN_FILE})")
-    return load_recipe(model_dir / RUN_FILE)
+    where = output_location(model_dir, field="model_dir")
+    if not storage.is_file(where / RUN_FILE):
+        raise RecipeError(f"'{where}' is not a raymix fit output (no {RUN_FILE})")
+    check_complete(where, "fit output")
+    if before_loading is not None:
+        before_loading(where)
+    recipe: Recipe = load_run(where)
+    storage.use_endpoint(recipe.resources.s3_endpoint)
+    return where, recipe
 
 
 def score(model_dir, recipe: Recipe, inputs: dict[str, Data], *, address=None, progress=None):
     """:class:`Scores` of the rows of ``inputs`` (a Data per coordinate name, its ``train``
     the rows to score) under the fit in ``model_dir``: what ``raymix score`` writes."""
-    plans = _plans(Path(model_dir), recipe, inputs)
+    plans = _plans(model_dir, recipe, inputs)
     return _scores(recipe, plans, address, progress or (lambda message: None))
 
 
-def _plans(model_dir: Path, recipe: Recipe, inputs: dict[str, Data]) -> list:
-    plans = []
+def _plans(model_dir, recipe: Recipe, inputs: dict[str, Data]) -> list[tuple]:
+    plans: list[tuple] = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
             raise RecipeError(
@@ -183,6 +194,10 @@ def _plans(model_dir: Path, recipe: Recipe, inputs: dict[str, Data]) -> list:
         if isinstance(spec, DeepEffect):  # a SavedModel, scored from raw rows
             from raymix.deep.export import check_deep_model
 
+            if isinstance(model_dir, storage.Location):
+                raise RecipeError(
+                    f"coordinate '{spec.name}' is deep: its SavedModel is scored from a local path"
+                )
             plans.append((spec, source, check_deep_model(model_dir / spec.name / "models", source)))
             continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)
@@ -200,10 +215,10 @@ def _scores(recipe: Recipe, plans: list, address, say) -> Scores:
     from raymix.engine.reading import read_dataset
 
     with ray_session(recipe.resources, address):
-        per_coordinate = []
+        per_coordinate: list[pa.Table] = []
         for spec, source, models in plans:
             if isinstance(spec, DeepEffect):
-                from raymix.deep.export import deep_score_dataset
+                from raymix.engine.reading import deep_score_dataset
 
                 dataset = deep_score_dataset(source, models)
             else:
@@ -214,9 +229,11 @@ def _scores(recipe: Recipe, plans: list, address, say) -> Scores:
                     batch_format="pyarrow",
                 )
             tables = list(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
-            table = pa.concat_tables(tables) if tables else None
+            if not tables:  # build_source refuses files without rows: not expected
+                raise DataError(f"coordinate '{spec.name}': no rows to score")
+            table = pa.concat_tables(tables)
             per_coordinate.append(table)
-            say(f"scored {0 if table is None else table.num_rows} rows with '{spec.name}'")
+            say(f"scored {table.num_rows} rows with '{spec.name}'")
     first = per_coordinate[0]
     index = RowIndex([first.column("uid").to_numpy()], "scoring")
     total = np.zeros(len(index))
@@ -252,7 +269,9 @@ def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:
         raise RecipeError("give one data path for every coordinate, or name=path per coordinate")
     for spec in recipe.coordinates:
         base = recipe.data_for(spec)
-        path = named.get(spec.name) or (plain[0] if plain else None)
+        path: str | tuple[str, ...] | InMemory | None = named.get(spec.name) or (
+            plain[0] if plain else None
+        )
         if path is None:
             if base.validation is None:
                 raise RecipeError(

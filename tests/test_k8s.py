@@ -380,3 +380,22 @@ def test_render_command_refuses_an_env_without_a_name(tmp_path, capsys):
     assert cli.main(argv) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_render_mounts_no_volume_for_object_store_data_and_outputs(tmp_path):
+    def render(out, *extra):
+        argv = ["k8s", "render", "recipes/movielens_lr.py", "--out", str(out), *extra]
+        assert cli.main(argv) == 0
+        cluster = yaml.safe_load((out / "raycluster.yaml").read_text())
+        pods = [cluster["spec"]["headGroupSpec"]] + cluster["spec"]["workerGroupSpecs"]
+        return [sorted(v["name"] for v in pod["template"]["spec"]["volumes"]) for pod in pods]
+
+    in_bucket = ["--env", "RAYMIX_MOVIELENS=s3://team-data/movielens"]
+    bucket_out = ["--set", "output=s3://team-runs/movielens-lr"]
+    assert render(tmp_path / "a", *in_bucket, *bucket_out) == [["dshm"], ["dshm"]]
+    # any local path (here the recipe's default output) needs the shared volume
+    assert render(tmp_path / "b", *in_bucket) == [["data", "dshm"], ["data", "dshm"]]
+    assert render(tmp_path / "c") == [["data", "dshm"], ["data", "dshm"]]
+    # an explicit claim wins
+    mounted = render(tmp_path / "d", *in_bucket, *bucket_out, "--data-pvc", "mine")
+    assert mounted == [["data", "dshm"], ["data", "dshm"]]

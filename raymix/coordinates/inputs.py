@@ -8,8 +8,8 @@ resolved and checked here, on the driver, before anything starts.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
+from raymix import storage
 from raymix.data.in_memory import (
     MEMORY,
     column_names,
@@ -56,6 +56,7 @@ def build_source(
     if spec is None:
         raise RecipeError(f"data.{split}: no {split} data given")
     tables = None
+    files: tuple[str, ...]
     if isinstance(spec, InMemory):
         files, fmt, tables = (memory_name(split),), MEMORY, (_held_table(spec, split),)
     else:
@@ -164,14 +165,14 @@ def feature_names(
         return [(name, "") for name in bag]
     if not bag or not data.feature_lists:
         return None
-    path = Path(data.feature_lists)
-    file = path / bag if path.is_dir() else path
-    if not file.is_file():
-        raise DataError(f"no feature list for bag '{bag}'", path=str(file))
+    path = data.feature_lists
+    file = storage.join(path, bag) if storage.is_dir(path) else storage.normal(path)
+    if not storage.is_file(file):
+        raise DataError(f"no feature list for bag '{bag}'", path=storage.shown(file))
     names = load_feature_list(file)
     if len(names) != dim:
         raise DataError(
             f"feature list has {len(names)} entries but bag '{bag}' has dimension {dim}",
-            path=str(file),
+            path=storage.shown(file),
         )
     return names

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from raymix import storage
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, gather, scatter
 from raymix.coordinates.buckets import BucketFit, FitCommand, LoadedBucket
 from raymix.data.source import Source
@@ -172,12 +173,15 @@ class RandomEffectCoordinate:
         self.pool.reconfigure(spec)
 
     def write_models(self, directory: Path, checkpoint: bool = False) -> list[Path]:
-        directory.mkdir(parents=True, exist_ok=True)
+        """The bucket actors write their models themselves (through :mod:`raymix.storage`:
+        a local directory or an object-store prefix, shared by no filesystem)."""
+        where = storage.normal(directory)
+        storage.make_dirs(where)
         if checkpoint:
-            written = self.pool.save_models(self.name, str(directory))
+            written = self.pool.save_models(self.name, where)
         else:
-            written = self.pool.write_models(self.name, str(directory), self.names)
-        return sorted(Path(p) for p in written)
+            written = self.pool.write_models(self.name, where, self.names)
+        return [storage.as_path(p) for p in sorted(written)]
 
     def snapshot(self):
         return self.pool.snapshot(self.name)

@@ -14,10 +14,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from raymix.data.metadata import Metadata
-from raymix.data.parquet import check_columns, largest_index, parquet_metadata, parquet_schema
+from raymix.data.parquet import (
+    check_columns,
+    first_row_group_column,
+    largest_index,
+    parquet_metadata,
+    parquet_schema,
+)
 from raymix.data.rows import RowSchema
 from raymix.errors import DataError
 
@@ -89,13 +94,7 @@ def arrow_schema(files: tuple[str, ...], tables: tuple[pa.Table, ...] | None) ->
 def list_size(bag: str, files: tuple[str, ...], tables: tuple[pa.Table, ...] | None) -> int | None:
     """The length of a dense bag held as ``list<float>``: its first non-missing row's (every
     row is checked against it as it is read); None when no row has a list."""
-    if tables is not None:
-        column = tables[0].column(bag)
-    else:
-        reader = pq.ParquetFile(files[0])
-        column = (
-            reader.read_row_group(0, columns=[bag]).column(0) if reader.num_row_groups else None
-        )
+    column = tables[0].column(bag) if tables is not None else first_row_group_column(files[0], bag)
     if column is None:
         return None
     lengths = pc.drop_null(pc.list_value_length(column))

@@ -8,6 +8,11 @@ list<float>``, or dense, as ``B: fixed_size_list<float>[k]``.
 (float64), an optional ``entity`` column (int64 or str objects) and ``X``, the coordinate's
 feature bag as a CSR matrix (sparse bags) or a float64 array (dense bags), shape (n_rows, dim),
 dim 0 for an intercept-only coordinate.
+
+Every label, weight, offset and feature value is finite and at most :data:`LARGEST_VALUE` in
+magnitude (docs/bad-inputs.md, "Limits"): beyond it a weighted sum of losses, a squared
+feature or a standardized column overflows or swamps every other row in float64 — a silent
+collapse (AUC 0.5) rather than an error — so such a value is refused, naming its row.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import scipy.sparse as sp
 
 from raymix.errors import DataError
 from raymix.solvers.loss import check_labels
+
+#: the largest magnitude of a label, weight, offset or feature value raymix accepts
+LARGEST_VALUE = 1e12
 
 
 @dataclass
@@ -103,7 +111,8 @@ def rows_from_table(table: pa.Table, schema: RowSchema, source: str = "table") -
         label = np.full(n, np.nan)
     weight = _scalar(table, schema.weight, np.float64, source) if schema.weight else np.ones(n)
     offset = _scalar(table, schema.offset, np.float64, source) if schema.offset else np.zeros(n)
-    _finite(label[~np.isnan(label)] if schema.label_optional else label, schema.label, source)
+    given = np.where(np.isnan(label), 0.0, label) if schema.label_optional else label
+    _finite(given, schema.label, source)
     _labels_fit_task(label, schema, source)
     _unique(uid, schema.uid, source)
     _finite(weight, schema.weight, source)
@@ -167,18 +176,21 @@ def _stack_releasing(parts: list[Rows]):
             start += p.X.shape[0]
             p.X = None
         return X
-    dim = parts[0].X.shape[1]
-    nnz = sum(p.X.nnz for p in parts)
+    matrices: list[sp.csr_matrix] = [p.X for p in parts]
+    dim = matrices[0].shape[1]
+    nnz = sum(m.nnz for m in matrices)
     index_type = np.int32 if max(nnz, dim) < np.iinfo(np.int32).max else np.int64
     indptr = np.zeros(n + 1, index_type)
     indices = np.empty(nnz, index_type)
-    data = np.empty(nnz, np.result_type(*(p.X.dtype for p in parts)))
+    data = np.empty(nnz, np.result_type(*(m.dtype for m in matrices)))
+    del matrices  # each part's matrix is freed as soon as it is copied
     row = at = 0
     for p in parts:
-        m, k = p.X.shape[0], p.X.nnz
-        indptr[row + 1 : row + m + 1] = p.X.indptr[1:] - p.X.indptr[0] + at
-        indices[at : at + k] = p.X.indices[p.X.indptr[0] : p.X.indptr[-1]]
-        data[at : at + k] = p.X.data[p.X.indptr[0] : p.X.indptr[-1]]
+        part: sp.csr_matrix = p.X
+        m, k = part.shape[0], part.nnz
+        indptr[row + 1 : row + m + 1] = part.indptr[1:] - part.indptr[0] + at
+        indices[at : at + k] = part.indices[part.indptr[0] : part.indptr[-1]]
+        data[at : at + k] = part.data[part.indptr[0] : part.indptr[-1]]
         row, at = row + m, at + k
         p.X = None
     return sp.csr_matrix((data, indices, indptr), shape=(n, dim))
@@ -203,10 +215,22 @@ def _scalar(table: pa.Table, name: str, dtype, source: str) -> np.ndarray:
         ) from None
 
 
+def _out_of_range(values: np.ndarray) -> np.ndarray:
+    """Positions (into the flattened values) of NaN, infinite or too large values."""
+    return np.flatnonzero(~(np.abs(values) <= LARGEST_VALUE))
+
+
+def _range_error(value: float, what: str) -> str:
+    if not np.isfinite(value):
+        return f"{what} is NaN or infinite"
+    return f"{what} {value:.6g} is beyond raymix's limit of ±{LARGEST_VALUE:g}: rescale the column"
+
+
 def _finite(values: np.ndarray, name: str | None, source: str) -> None:
-    bad = np.flatnonzero(~np.isfinite(values))
+    bad = _out_of_range(values)
     if bad.size:
-        raise DataError("value is NaN or infinite", path=source, row=int(bad[0]), column=name)
+        message = _range_error(values[bad[0]], "value")
+        raise DataError(message, path=source, row=int(bad[0]), column=name)
 
 
 def _labels_fit_task(label: np.ndarray, schema: RowSchema, source: str) -> None:
@@ -285,10 +309,11 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
             row=row,
             column=name_i,
         )
-    bad = np.flatnonzero(~np.isfinite(flat_v))
+    bad = _out_of_range(flat_v)
     if bad.size:
         row = int(np.searchsorted(indptr, bad[0], side="right") - 1)
-        raise DataError("feature value is NaN or infinite", path=source, row=row, column=name_v)
+        message = _range_error(flat_v[bad[0]], "feature value")
+        raise DataError(message, path=source, row=row, column=name_v)
     if max(indptr[-1], schema.dim) < np.iinfo(np.int32).max:
         flat_i, indptr = flat_i.astype(np.int32, copy=False), indptr.astype(np.int32)
     X = sp.csr_matrix((flat_v, flat_i, indptr), shape=(n, schema.dim))
@@ -329,9 +354,8 @@ def _dense_bag(column, schema: RowSchema, source: str) -> np.ndarray:
             f"dense bag must have {schema.dim} values per row", path=source, column=schema.bag
         )
     dense = flat.reshape(n, schema.dim)
-    bad = np.argwhere(~np.isfinite(dense))
+    bad = _out_of_range(flat)
     if bad.size:
-        raise DataError(
-            "feature value is NaN or infinite", path=source, row=int(bad[0, 0]), column=schema.bag
-        )
+        message = _range_error(flat[bad[0]], "feature value")
+        raise DataError(message, path=source, row=int(bad[0]) // schema.dim, column=schema.bag)
     return dense

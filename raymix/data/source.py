@@ -9,14 +9,15 @@ row convention, whatever its format.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 
+from raymix import storage
 from raymix.data.in_memory import (
     MEMORY,
     arrow_schema,
@@ -33,7 +34,6 @@ from raymix.data.parquet import (
 )
 from raymix.data.rows import RowSchema
 from raymix.errors import DataError
-from raymix.files import existing_file
 
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.deflate", ".tfrecord.gz")
 #: Records of every TFRecord file checked against the metadata before anything starts.
@@ -76,10 +76,14 @@ class Source:
 
 
 def list_files(spec: str | tuple[str, ...], what: str) -> tuple[str, ...]:
-    """Data files of a directory (GDMix discovery rule), a glob or an explicit list."""
+    """Data files of a directory (GDMix discovery rule), a glob or an explicit list; local
+    paths or URIs (``s3://bucket/train/``, ``gs://bucket/part-*.parquet``)."""
     entries = [spec] if isinstance(spec, str) else list(spec)
     files: list[str] = []
     for entry in entries:
+        if storage.is_uri(entry):
+            files += _list_uri(storage.normal(entry), what)
+            continue
         if any(ch in entry for ch in "*?["):
             found = sorted(glob.glob(entry, recursive=True))
         elif os.path.isdir(entry):
@@ -98,8 +102,36 @@ def list_files(spec: str | tuple[str, ...], what: str) -> tuple[str, ...]:
         for f in found:
             if not os.path.exists(f):  # a link to nowhere
                 raise DataError(f"{what}: broken symbolic link to '{os.readlink(f)}'", path=f)
-        files += found
-    return tuple(os.path.abspath(f) for f in files)
+        files += [os.path.abspath(f) for f in found]
+    return tuple(files)
+
+
+def _list_uri(entry: str, what: str) -> list[str]:
+    """:func:`list_files` of one URI: a glob, a prefix (GDMix's discovery rule) or an object."""
+    if any(ch in entry for ch in "*?["):
+        found = storage.glob(entry)
+    elif storage.is_file(entry):
+        found = [entry]
+    elif storage.is_dir(entry):
+        found = _discover_in(storage.walk(entry), entry)
+    else:
+        storage.check_reachable(entry)  # no bucket, no credentials: say so rather than "no file"
+        raise DataError(f"{what}: no such file or directory", path=storage.shown(entry))
+    if not found:
+        raise DataError(
+            f"{what}: no data files (*.tfrecord[.gz|.deflate] or *.parquet)",
+            path=storage.shown(entry),
+        )
+    return found
+
+
+def _discover_in(files: list[str], directory: str) -> list[str]:
+    """GDMix's discovery rule over the files under ``directory`` (any depth)."""
+    for pattern in DATA_PATTERNS:
+        found = [f for f in files if fnmatch.fnmatch(f.rpartition("/")[2], pattern)]
+        if found:
+            return sorted(found)
+    return []
 
 
 def _discover(directory: str) -> list[str]:
@@ -200,9 +232,8 @@ def bag_shape(
     # one more than the largest index present (None here: found after the files are checked).
     schema = arrow_schema(files, tables)
     if bag not in schema.names and feature_lists:
-        path = Path(feature_lists)
-        file = path / bag if path.is_dir() else path
-        if file.is_file():
+        file = storage.join(feature_lists, bag) if storage.is_dir(feature_lists) else feature_lists
+        if storage.is_file(file):
             return len(load_feature_list(file)), False
     if bag in schema.names:
         kind = schema.field(bag).type
@@ -226,12 +257,30 @@ DATA_PATTERNS = ("*.tfrecord", "*.tfrecord.deflate", "*.tfrecord.gz", "*.parquet
 
 
 def list_data_files(dir_or_glob: str | os.PathLike) -> list[str]:
-    """The data files of a directory, a glob or a single file, sorted.
+    """The data files of a directory, a glob or a single file, sorted (paths or URIs).
 
     A directory follows GDMix: its ``*.tfrecord`` files, else ``*.tfrecord.deflate``, else
     ``*.tfrecord.gz``; failing those, its ``*.parquet`` files.
     """
     where = str(dir_or_glob)
+    if storage.is_uri(where):
+        where = storage.normal(where)
+        if storage.is_file(where):
+            return [where]
+        if storage.is_dir(where):
+            names = storage.list_dir(where)
+            for pattern in DATA_PATTERNS:
+                found = [storage.join(where, n) for n in names if fnmatch.fnmatch(n, pattern)]
+                found = [f for f in found if storage.is_file(f)]
+                if found:
+                    return sorted(found)
+            raise DataError(
+                f"no data files ({', '.join(DATA_PATTERNS)}) in the directory", storage.shown(where)
+            )
+        found = storage.glob(where)
+        if not found:
+            raise DataError("no data files match", storage.shown(where))
+        return found
     if os.path.isdir(where):
         for pattern in DATA_PATTERNS:
             found = sorted(p for p in glob.glob(os.path.join(where, pattern)) if os.path.isfile(p))
@@ -250,7 +299,7 @@ def read_data_file(
     path: str | os.PathLike, metadata: Metadata, columns: Sequence[str] | None = None
 ) -> pa.Table:
     """Read one per-record data file, TFRecord or Parquet (by suffix), into rows."""
-    path = existing_file(path)
+    path = storage.existing_file(path)
     if not path.endswith(".parquet"):
         from raymix.data.tfrecord.tables import read_tfrecord_file
 

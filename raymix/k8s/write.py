@@ -116,6 +116,45 @@ def render_for_recipe(
     )
 
 
+def recipe_paths(recipe) -> list[str]:
+    """Every path a recipe reads or writes: its output, data, metadata, feature lists,
+    warm starts, external scores and vocabularies."""
+    paths = [recipe.output]
+    for data in [recipe.data, *(c.data for c in recipe.coordinates if c.data is not None)]:
+        for value in (data.train, data.validation, data.metadata, data.feature_lists):
+            paths += [value] if isinstance(value, str) else list(value or ())
+    for c in recipe.coordinates:
+        for name in ("warm_start", "train_scores", "validation_scores", "vocab"):
+            value = getattr(c, name, None)
+            paths += [value] if value else []
+    return paths
+
+
+def needs_data_volume(
+    recipe_path: str, overrides: Sequence[str] = (), env: dict[str, str] | None = None
+) -> bool:
+    """Whether the job needs a shared volume: False when the recipe (read here with the
+    job's overrides and environment, if it is here to read) keeps every input and output in
+    an object store; True when any path is local, or the recipe cannot be read here."""
+    from raymix import storage
+    from raymix.errors import RaymixError
+    from raymix.recipe.load import load_recipe
+
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        recipe = load_recipe(recipe_path, overrides)
+    except RaymixError:
+        return True
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return not all(storage.is_uri(path) for path in recipe_paths(recipe))
+
+
 def example_manifests() -> dict[str, str]:
     """The text of the committed ``k8s/*.yaml``: ``recipes/movielens_lr.py``, 2 workers."""
     rendered = _render_pair(name_for_recipe(EXAMPLE_RECIPE), EXAMPLE_RECIPE, ClusterShape())

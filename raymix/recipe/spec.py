@@ -305,7 +305,9 @@ class DeepEffect(_Coordinate):
     (see :mod:`raymix.deep`). The text is tokenized with ``vocab`` (one token a line, with
     [PAD], [UNK], [CLS], [SEP]); ``feature_bag`` is the wide (linear) part. ``workers=0``
     trains in-process; otherwise data-parallel over ``backend``: TensorFlow collectives
-    (Ray Train) or Horovod (Gloo, on Ray actors; needs ``scripts/install_horovod.sh``).
+    (Ray Train) or Horovod (Gloo, on Ray actors; needs ``scripts/install_horovod.sh``). A
+    failed worker group is started again up to ``max_failures`` times (-1: always) and
+    re-runs the current fit from the state it started from.
     """
 
     kind: Literal["deep"] = "deep"
@@ -328,6 +330,7 @@ class DeepEffect(_Coordinate):
     seed: int = 1234
     workers: Annotated[int, Field(ge=0)] = 0
     backend: Literal["tensorflow", "horovod"] = "tensorflow"
+    max_failures: Annotated[int, Field(ge=-1)] = 3
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -389,6 +392,10 @@ class Resources(Spec):
     #: (the memory peak of one coordinate's reading, not of all), or ``auto``: one after the
     #: other when the input files total more than 256 MiB
     reading: Literal["auto", "together", "one_at_a_time"] = "auto"
+    #: an S3-compatible endpoint (MinIO, Ceph: ``http://host:9000``) for ``s3://`` paths;
+    #: default: ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else AWS. Credentials are never
+    #: a recipe field: they come from the environment or the instance role
+    s3_endpoint: Annotated[str, Field(pattern=r"^https?://[^/@\s]+/?$")] | None = None
 
 
 class EarlyStopping(Spec):

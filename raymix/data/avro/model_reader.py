@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymix import storage
 from raymix.data.avro.model_reader_kernels import (
     BAD_LONG,
     BAD_UNION,
@@ -82,7 +83,7 @@ def read_avro_model_table(path: str | Path, names: list[tuple[str, str]] | None)
 
 def _read_file(file: Path, names, lookup: _NameLookup) -> pa.Table:
     try:
-        raw = file.read_bytes()
+        raw = storage.read_bytes(file)
     except OSError as exc:
         raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
     schema, codec, sync, pos = _header(raw, file)
