@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 SCRIPT = '''
 import sys
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import raymix
@@ -61,6 +62,9 @@ print("AUC", model.final["per-movie"]["auc"])
 model.predict(validation).to_parquet(f"{predictions}/frame.parquet")
 loaded = raymix.load(out)
 loaded.predict(ray.data.from_pandas(validation)).to_parquet(f"{predictions}/dataset.parquet")
+loaded.predict(pa.Table.from_pandas(validation)).to_parquet(f"{predictions}/table.parquet")
+files = {n: f"{root}/{b}/validationData" for n, b in (("global", "global"), ("per-user", "per_user"), ("per-movie", "per_movie"))}
+loaded.predict(files).to_parquet(f"{predictions}/files.parquet")
 loaded.coefficients("per-user", entity=1).to_parquet(f"{predictions}/user-1.parquet")
 '''
 
@@ -111,7 +115,11 @@ def test_a_python_script_fits_dataframes_and_predicts_what_raymix_score_writes(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     uids, totals = read_scores_avro(scored / "scores" / "part-00000.avro")
-    for name in ("frame", "dataset"):
+    own_in_fit = {  # each coordinate's own validation scores as the fit wrote them (1 pass)
+        c: read_scores_avro(out / c / "validation_scores", score="predictionScorePerCoordinate")
+        for c in ("global", "per-user", "per-movie")
+    }
+    for name in ("frame", "dataset", "table", "files"):
         predicted = pd.read_parquet(predictions / f"{name}.parquet")
         assert list(predicted.columns) == [
             "uid", "user_id", "movie_id", "score", "score_global", "score_per-user",
@@ -120,6 +128,9 @@ def test_a_python_script_fits_dataframes_and_predicts_what_raymix_score_writes(
         np.testing.assert_array_equal(predicted["uid"].to_numpy(), uids)
         # score files hold float32 (as GDMix writes them): the same number, rounded once
         np.testing.assert_array_equal(predicted["score"].to_numpy(np.float32), totals)
+        for c, (fit_uids, fit_own) in own_in_fit.items():
+            np.testing.assert_array_equal(fit_uids, uids)
+            np.testing.assert_array_equal(predicted[f"score_{c}"].to_numpy(np.float32), fit_own)
         own = predicted[["score_global", "score_per-user", "score_per-movie"]].sum(axis=1)
         np.testing.assert_allclose(own, predicted["score"], rtol=0, atol=1e-12)
         np.testing.assert_allclose(
@@ -154,7 +165,7 @@ def shaped(ray_session, tmp_path_factory):
         data=Data(train=train, validation=validation),
         coordinates=[
             FixedEffect(name="global", feature_bag=["age", "price"]),
-            RandomEffect(name="per-user", entity="user"),
+            RandomEffect(name="per-user", entity="user", variance="simple"),
         ],
         output=str(out),
     )
@@ -169,6 +180,12 @@ def test_scalar_feature_columns_keep_their_names(shaped):
     assert age > 0.5 and price < -0.3  # the planted 0.8 and -0.5
     users = model.coefficients("per-user")
     assert set(users["entity"]) == {f"u{u}" for u in range(40)}
+    assert coefficients["variance"].isna().all()  # the fixed effect was fitted without
+    assert (users["variance"] > 0).all() and np.isfinite(users["variance"]).all()
+    one = model.coefficients("per-user", entity="u3")
+    assert list(one["name"]) == ["(INTERCEPT)"] and one["entity"].eq("u3").all()
+    with pytest.raises(raymix.RecipeError, match="no model for entity 'nobody'"):
+        model.coefficients("per-user", entity="nobody")
     assert model.final["per-user"]["auc"] > 0.7
     assert list(model.summary()["coordinate"]) == ["global", "per-user"]
 
