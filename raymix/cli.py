@@ -274,9 +274,8 @@ def _score(args) -> int:
 
 
 def _movielens(args) -> int:
-    from raymix.datasets.movielens import convert_movielens
+    from raymix.datasets.movielens import convert_movielens, describe_conversion
 
-    start = time.perf_counter()
     source = args.source
     if source is None:
         from raymix.datasets.download import movielens_source
@@ -289,7 +288,7 @@ def _movielens(args) -> int:
         fmt=args.format,
         overwrite=args.overwrite,
     )
-    print(f"wrote {args.dest} in {time.perf_counter() - start:.1f} s: {summary}")
+    print(describe_conversion(summary))
     return 0
 
 
@@ -396,7 +395,7 @@ def _synthetic(args) -> int:
 
 def _k8s_render(args) -> int:
     from raymix.k8s import ClusterShape, render_for_recipe
-    from raymix.k8s.write import needs_data_volume
+    from raymix.k8s.write import needs_data_volume, relative_paths, render_note
 
     env = {}
     for pair in args.env:
@@ -419,10 +418,11 @@ def _k8s_render(args) -> int:
     if args.fit_overwrite:
         fit_args.append("--overwrite")
     runtime_env = {"env_vars": env} if env else None
-    for path in render_for_recipe(
+    written = render_for_recipe(
         args.recipe, args.out, shape, fit_args, runtime_env=runtime_env, overwrite=args.overwrite
-    ):
-        print(path)
+    )
+    relative = relative_paths(args.recipe, args.overrides, env)
+    print(render_note(written, args.out, relative, shape.app_dir))
     return 0
 
 
