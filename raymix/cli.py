@@ -11,7 +11,6 @@ import atexit
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -202,13 +201,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _progress(quiet: bool):
-    start = time.perf_counter()
+    """Progress lines (:mod:`raymix.console`): live on a terminal, timestamped otherwise."""
+    from raymix.console import Progress
 
-    def say(message: str) -> None:
-        if not quiet:
-            print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    return say
+    return Progress(quiet=quiet)
 
 
 def _fit(args) -> int:
@@ -242,13 +238,14 @@ def _fit(args) -> int:
         return 0
     from raymix.report import table
 
-    result = fit(
-        recipe,
-        overwrite=args.overwrite,
-        resume=bool(args.resume),
-        address=args.address,
-        progress=_progress(args.quiet),
-    )
+    with _progress(args.quiet) as say:
+        result = fit(
+            recipe,
+            overwrite=args.overwrite,
+            resume=bool(args.resume),
+            address=args.address,
+            progress=say,
+        )
     print(table(result))
     from raymix.datasets.planted import planted_auc
 
@@ -262,14 +259,15 @@ def _fit(args) -> int:
 def _score(args) -> int:
     from raymix.scoring import score_command
 
-    score_command(
-        args.model_dir,
-        args.data,
-        args.out,
-        overwrite=args.overwrite,
-        address=args.address,
-        progress=_progress(False),
-    )
+    with _progress(False) as say:
+        score_command(
+            args.model_dir,
+            args.data,
+            args.out,
+            overwrite=args.overwrite,
+            address=args.address,
+            progress=say,
+        )
     return 0
 
 
@@ -317,15 +315,16 @@ def _tune(args) -> int:
     from raymix.recipe.load import load_recipe
     from raymix.tune import search
 
-    result = search(
-        load_recipe(args.recipe, args.overrides),
-        args.search,
-        out=args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        address=args.address,
-        progress=_progress(args.quiet),
-    )
+    with _progress(args.quiet) as say:
+        result = search(
+            load_recipe(args.recipe, args.overrides),
+            args.search,
+            out=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            address=args.address,
+            progress=say,
+        )
     print(result.table())
     print(f"best {result.metric}: {result.best_metric:.4f}; best recipe: {result.files['best']}")
     if result.interrupted:
@@ -364,25 +363,26 @@ def _synthetic_parser(data_sub) -> None:
 def _synthetic(args) -> int:
     from raymix.datasets.synthetic import generate_synthetic
 
-    s = generate_synthetic(
-        args.dest,
-        rows=args.rows,
-        users=args.users,
-        items=args.items,
-        global_features=args.global_features,
-        entity_features=args.entity_features,
-        fmt=args.format,
-        rows_per_file=args.rows_per_file,
-        seed=args.seed,
-        validation_fraction=args.validation_fraction,
-        intercept=args.intercept,
-        global_sigma=args.global_sigma,
-        user_sigma=args.user_sigma,
-        item_sigma=args.item_sigma,
-        skew=args.skew,
-        overwrite=args.overwrite,
-        progress=_progress(args.quiet),
-    )
+    with _progress(args.quiet) as say:
+        s = generate_synthetic(
+            args.dest,
+            rows=args.rows,
+            users=args.users,
+            items=args.items,
+            global_features=args.global_features,
+            entity_features=args.entity_features,
+            fmt=args.format,
+            rows_per_file=args.rows_per_file,
+            seed=args.seed,
+            validation_fraction=args.validation_fraction,
+            intercept=args.intercept,
+            global_sigma=args.global_sigma,
+            user_sigma=args.user_sigma,
+            item_sigma=args.item_sigma,
+            skew=args.skew,
+            overwrite=args.overwrite,
+            progress=say,
+        )
     auc = s["validation_true_auc"]
     print(
         f"wrote {args.dest} in {s['seconds']:.1f} s ({s['rows_per_second']:,.0f} rows/s): "

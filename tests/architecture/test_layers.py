@@ -31,6 +31,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "raymix.api",
         "raymix.tune",
         "raymix.k8s",
+        "raymix.console",
         "raymix.cli",
         "raymix.__main__",
         "raymix",  # the public surface (raymix/__init__.py)
