@@ -62,4 +62,18 @@ class Progress:
 
         self._console.print(f"[dim]{elapsed:6.1f}s[/dim] {escape(message)}")
         if self._status is not None:
-            self._status.update(f"{escape(message)} [dim](running {elapsed:.0f} s)[/dim]")
+            self._status.update(_Now(message, self.start))
+
+
+class _Now:
+    """The live status's text: the last message and the seconds since the start, drawn anew
+    at every refresh (so the clock runs between messages)."""
+
+    def __init__(self, message: str, start: float):
+        self.message, self.start = message, start
+
+    def __rich__(self):
+        from rich.text import Text
+
+        running = time.perf_counter() - self.start
+        return Text.assemble(self.message, (f"  (running {running:.0f} s)", "dim"))
