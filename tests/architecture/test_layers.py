@@ -27,6 +27,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "raymix.result",
         "raymix.outputs",
         "raymix.report",
+        "raymix.report_page",
         "raymix.scoring",
         "raymix.api",
         "raymix.tune",
