@@ -124,6 +124,11 @@ def summarize(
         calibration_curve=curve,
         coefficients=largest_coefficients(out, recipe),
         recipe_json=recipe_text(recipe),
+        written_pass=(
+            state.best_pass + 1
+            if recipe.early_stopping is not None
+            else max((s.pass_index + 1 for s in state.steps), default=1)
+        ),
     )
     write_text(out / "report.html", page)
     return FitResult(

@@ -19,10 +19,13 @@ from collections.abc import Sequence
 import numpy as np
 
 FINAL_MEANING = (
-    "The final metrics are those of the models written to the output (pass {best} of the "
-    "descent): each coordinate's value is the validation metric of the cumulative model, "
-    "that coordinate and every one before it in the recipe's order. The table below has the "
-    "same metric after every coordinate update of every pass."
+    "The final metrics (summary.json's final, each coordinate's metric/evalSummary.json) are "
+    "those of the models written to the output: the last pass, or with early stopping the "
+    "best pass: pass {written} here. Each coordinate's value is the validation metric of the "
+    "cumulative model: that coordinate and every one before it in the recipe's order. The "
+    "table below is the metric during the descent, after every coordinate update: of the "
+    "whole model at that moment (later coordinates still at their previous pass), so only "
+    "the last coordinate's final value equals its last row there."
 )
 
 
@@ -54,9 +57,11 @@ def render_html(
     calibration_curve: dict | None = None,
     coefficients: dict[str, list[dict]] | None = None,
     recipe_json: str = "",
+    written_pass: int | None = None,
 ) -> str:
     """The page; ``coefficients`` maps a fixed effect to its rows (name, term, value,
-    variance), the largest by magnitude first."""
+    variance), the largest by magnitude first; ``written_pass`` the pass whose models were
+    written (default: the best pass)."""
     figures = _Figures()
     steps = summary["steps"]
     names = metric_columns(steps)
@@ -79,7 +84,7 @@ def render_html(
         f"validation rows; metric {html.escape(summary['metric'])}; best pass "
         f"{summary['best_pass']}.</p>",
         "<h2>Final metrics</h2>",
-        f"<p class=note>{html.escape(FINAL_MEANING.format(best=summary['best_pass']))}</p>",
+        f"<p class=note>{html.escape(FINAL_MEANING.format(written=written_pass or summary['best_pass']))}</p>",
         "<table><tr><th>coordinate</th>"
         + "".join(f"<th>{html.escape(n)}</th>" for n in names)
         + f"</tr>{final_rows}</table>",

@@ -78,7 +78,7 @@ def test_the_page_holds_what_the_issue_lists():
         "Recipe (run.json)",
     ):
         assert f"{heading}" in text, heading
-    assert "pass 2 of the descent" in text  # what "final" means, said once
+    assert "best pass: pass 2 here" in text  # what "final" means, said once
     assert "<th>variance</th>" in text and "<td>Drama</td>" in text
     assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', text)) == 5
     assert "demo &lt;x&gt;" in text and "figures skipped" not in text
