@@ -167,6 +167,7 @@ def fit(
     resume: bool = False,
     address: str | None = None,
     progress: Callable[[str], None] | None = None,
+    mlflow: str | None = None,
     **overrides: Any,
 ) -> Model:
     """Fit ``recipe`` (a :class:`~raymix.Recipe`, or a recipe ``.py``, ``run.json`` or GDMix
@@ -176,6 +177,7 @@ def fit(
     ``passes=3``, ``output="out/x"``, ``**{"coordinates.per-user.l2": 0.5}`` (or
     ``coordinates__per_user__l2`` where a name allows it: ``__`` stands for a dot). A
     ``ray.data.Dataset`` in the recipe's data is read into memory first (on the driver).
+    ``mlflow``: a tracking URI to log the fit to (:mod:`raymix.tracking`).
     """
     from raymix.outputs import absolute_paths
     from raymix.recipe.load import load_recipe
@@ -189,6 +191,10 @@ def fit(
     result = run_fit(
         resolved, overwrite=overwrite, resume=resume, address=address, progress=progress
     )
+    if mlflow is not None:
+        from raymix.tracking import log_fit
+
+        log_fit(mlflow, resolved, result)
     return Model(
         output=result.output,
         recipe=resolved,

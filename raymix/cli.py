@@ -109,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--quiet", action="store_true", help="no progress lines")
     fit.add_argument("--verbose", action="store_true", help="show Ray's own log lines too")
     fit.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log the fit to MLflow (file:///path/mlruns, a path or a server; needs raymix[mlflow])",
+    )
+    fit.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     fit.set_defaults(handler=_fit)
@@ -253,6 +258,10 @@ def _fit(args) -> int:
     if planted is not None:
         print(f"planted model (the truth the data were drawn from): validation AUC {planted:.4f}")
     print(f"outputs in {result.output}")
+    if args.mlflow:
+        from raymix.tracking import log_fit
+
+        print(f"logged to MLflow at {args.mlflow}: run {log_fit(args.mlflow, recipe, result)}")
     return 0
 
 

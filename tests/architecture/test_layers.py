@@ -29,6 +29,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "raymix.report",
         "raymix.report_page",
         "raymix.scoring",
+        "raymix.tracking",
         "raymix.api",
         "raymix.tune",
         "raymix.k8s",
