@@ -81,6 +81,10 @@ def log_fit(uri: str, recipe, result) -> str:
         raise RecipeError(
             "--mlflow needs MLflow: pip install 'raymix[mlflow]'", field="mlflow"
         ) from None
+    import logging
+
+    for name in ("mlflow.store", "alembic"):  # its database set-up lines: not for the console
+        logging.getLogger(name).setLevel(logging.WARNING)
     if uri.startswith("file:") or "://" not in uri:  # MLflow 3 keeps its file store behind a flag
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     mlflow.set_tracking_uri(uri)
