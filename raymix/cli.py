@@ -80,10 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     fit = sub.add_parser(
-        "fit", help="train a recipe (recipe.py, run.json or a GDMix YAML/JSON config)"
+        "fit",
+        help="train a recipe (recipe.py, run.json or a GDMix YAML/JSON config); without one, "
+        "a synthetic example",
     )
     fit.add_argument(
-        "recipe", nargs="?", help="recipe .py file, resolved run.json, or GDMix config"
+        "recipe",
+        nargs="?",
+        help="recipe .py file, resolved run.json, or GDMix config (none: the synthetic example)",
     )
     fit.add_argument(
         "--resume",
@@ -92,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its output directory's last checkpoint",
     )
     _add_overrides(
-        fit, "override a recipe field, e.g. --set passes=3 --set coordinates.per_user.l2=0.5"
+        fit, "override a recipe field, e.g. --set passes=3 --set coordinates.per-user.l2=0.5"
     )
     fit.add_argument(
         "--dry-run", action="store_true", help="validate recipe, schema and paths; print the plan"
@@ -225,8 +229,14 @@ def _fit(args) -> int:
             )
         # OUT is the truth: a copied run resumes where it is, not where run.json says it was
         recipe = load_run(args.resume).model_copy(update={"output": str(args.resume)})
-    elif not args.recipe:
-        raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
+    elif not args.recipe:  # the example: synthetic data generated once, nothing to download
+        from raymix.example import example_data, example_recipe
+        from raymix.recipe.load import apply_override, validate_recipe
+
+        raw = example_recipe(example_data(_progress(args.quiet))).model_dump(mode="json")
+        for override in args.overrides:
+            raw = apply_override(raw, override)
+        recipe = validate_recipe(raw)
     else:
         recipe = load_recipe(args.recipe, args.overrides)
     # Absolute paths (a Ray job's driver and the actors on other nodes share no working

@@ -34,6 +34,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "raymix.tune",
         "raymix.k8s",
         "raymix.console",
+        "raymix.example",
         "raymix.cli",
         "raymix.__main__",
         "raymix",  # the public surface (raymix/__init__.py)
