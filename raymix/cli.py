@@ -10,6 +10,7 @@ import argparse
 import atexit
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except KeyboardInterrupt:
-        print("raymix: interrupted", file=sys.stderr)
+        print(interrupted(getattr(args, "resumable", None)), file=sys.stderr)
         return 130
     except BaseException as exc:  # one line, unless --debug
         cause = _unwrap(exc)
@@ -62,6 +63,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"raymix: error: {type(cause).__name__}: {cause}", file=sys.stderr)
         return 1
+
+
+def interrupted(output: str | None) -> str:
+    """What an interrupted command says: for a fit that saved a checkpoint, how to resume."""
+    if output:
+        from raymix.checkpoint import Checkpoint
+
+        try:
+            saved = Checkpoint(output).exists()
+        except Exception:  # an unreachable store: say no more than that it stopped
+            saved = False
+        if saved:
+            return (
+                "raymix: interrupted; continue from the last checkpoint with: "
+                f"raymix fit --resume {shlex.quote(str(output))}"
+            )
+    return "raymix: interrupted"
 
 
 def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
@@ -244,6 +262,8 @@ def _fit(args) -> int:
     recipe = absolute_paths(recipe)
     address = requested_address(args.address, recipe.resources)
     check_address(address, reach=True)
+    if recipe.checkpoint:
+        args.resumable = recipe.output  # what an interrupt names to resume
     if args.dry_run:
         from raymix.outputs import check_writable
 
