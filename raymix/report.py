@@ -33,6 +33,8 @@ def cumulative(state_split, names: list[str]) -> list[np.ndarray]:
 
 
 def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -> dict:
+    from raymix.report_page import entity_sizes
+
     names = [c.name for c in coordinates]
     files: dict = {}
     cum_train = cumulative(state.train, names)
@@ -73,6 +75,9 @@ def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -
                     M.exact_mean(per_entity) if per_entity.size else None
                 )
                 final[coordinate.name]["_per_entity_values"] = per_entity
+                final[coordinate.name]["_per_entity_sizes"] = entity_sizes(
+                    state.validation.label, codes
+                )
             write_json(base / "metric" / "evalSummary.json", {recipe.metric: value})
     files["_final"] = final
     task = getattr(recipe.coordinates[-1], "task", None) if recipe.coordinates else None
@@ -94,6 +99,9 @@ def summarize(
     curve = files.pop("_calibration", None)
     per_entity = {
         name: v.pop("_per_entity_values") for name, v in final.items() if "_per_entity_values" in v
+    }
+    sizes = {
+        name: v.pop("_per_entity_sizes") for name, v in final.items() if "_per_entity_sizes" in v
     }
     steps = [
         {
@@ -124,6 +132,7 @@ def summarize(
         calibration_curve=curve,
         coefficients=largest_coefficients(out, recipe),
         recipe_json=recipe_text(recipe),
+        sizes=sizes,
         written_pass=(
             state.best_pass + 1
             if recipe.early_stopping is not None

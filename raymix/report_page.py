@@ -45,6 +45,19 @@ def calibration(probability: np.ndarray, label: np.ndarray, bins: int = 10) -> d
     }
 
 
+def entity_sizes(labels: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Validation rows of every entity that has both classes, in the order of
+    :func:`raymix.metrics.per_entity_auc`'s values (ascending entity code)."""
+    keep = codes >= 0
+    codes, positive = codes[keep], np.asarray(labels)[keep] > 0.5
+    if codes.size == 0:
+        return np.zeros(0, np.int64)
+    rows = np.bincount(codes)
+    positives = np.bincount(codes, weights=positive).astype(np.int64)
+    both = (positives > 0) & (rows - positives > 0)
+    return rows[both]
+
+
 def metric_columns(steps: Sequence[dict]) -> list[str]:
     """Every metric name of the steps, in the order they first appear."""
     return list(dict.fromkeys(name for s in steps for name in s["metrics"]))
@@ -58,10 +71,12 @@ def render_html(
     coefficients: dict[str, list[dict]] | None = None,
     recipe_json: str = "",
     written_pass: int | None = None,
+    sizes: dict[str, np.ndarray] | None = None,
 ) -> str:
     """The page; ``coefficients`` maps a fixed effect to its rows (name, term, value,
     variance), the largest by magnitude first; ``written_pass`` the pass whose models were
-    written (default: the best pass)."""
+    written (default: the best pass); ``sizes`` each random effect's validation rows per
+    entity, aligned with ``per_entity`` (a scatter of AUC against size)."""
     figures = _Figures()
     steps = summary["steps"]
     names = metric_columns(steps)
@@ -74,8 +89,9 @@ def render_html(
         for s in steps
     )
     final = summary["final"]
+    final_names = list(dict.fromkeys(n for v in final.values() for n in v))
     final_rows = "".join(
-        f"<tr><td>{html.escape(c)}</td>" + "".join(_cell(v.get(n)) for n in names) + "</tr>"
+        f"<tr><td>{html.escape(c)}</td>" + "".join(_cell(v.get(n)) for n in final_names) + "</tr>"
         for c, v in final.items()
     )
     parts = [
@@ -86,15 +102,35 @@ def render_html(
         "<h2>Final metrics</h2>",
         f"<p class=note>{html.escape(FINAL_MEANING.format(written=written_pass or summary['best_pass']))}</p>",
         "<table><tr><th>coordinate</th>"
-        + "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        + "".join(f"<th>{html.escape(n)}</th>" for n in final_names)
         + f"</tr>{final_rows}</table>",
         "<h2>Validation metric per coordinate and pass</h2>",
         figures.metric_lines(steps, summary["metric"]),
         f"<table><tr>{head}</tr>{body}</table>",
         "<h2>Per-entity AUC</h2>",
-        "".join(figures.histogram(n, v) for n, v in per_entity.items() if v.size)
+        "".join(
+            figures.histogram(n, v) + figures.against_size(n, v, (sizes or {}).get(n))
+            for n, v in per_entity.items()
+            if v.size
+        )
         or "<p>no random effect with validation data and an AUC metric</p>",
     ]
+    estimated = [s for s in steps if "l2" in s]
+    if estimated:
+        parts += [
+            '<h2>Variance components (l2 = "auto")</h2>',
+            "<p class=note>Each random effect's prior precision, estimated by EM at every fit; "
+            "the prior variance of its coefficients is 1 / l2.</p>",
+            "<table><tr><th>pass</th><th>coordinate</th><th>l2</th><th>prior variance</th>"
+            "<th>EM iterations</th></tr>"
+            + "".join(
+                f"<tr><td>{s['pass']}</td><td>{html.escape(s['coordinate'])}</td>"
+                f"{_cell(float(s['l2']))}{_cell(1.0 / float(s['l2']) if s['l2'] else None)}"
+                f"{_cell(s.get('em_iterations'))}</tr>"
+                for s in estimated
+            )
+            + "</table>",
+        ]
     if calibration_curve is not None:
         parts += ["<h2>Calibration (the full model, validation)</h2>"]
         parts += [figures.calibration(calibration_curve)]
@@ -192,6 +228,16 @@ class _Figures:
         ax.set_xlabel(f"per-entity validation AUC ({name})")
         ax.set_ylabel("entities")
         return head + self._img(fig, f"per-entity AUC of {name}")
+
+    def against_size(self, name: str, values: np.ndarray, sizes) -> str:
+        if self.plt is None or sizes is None or len(sizes) != len(values):
+            return ""
+        fig, ax = self.plt.subplots(figsize=(6, 3))
+        ax.scatter(sizes, values, s=6, alpha=0.4, color="#4a7")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"validation rows of the entity ({name}, log scale)")
+        ax.set_ylabel("per-entity AUC")
+        return self._img(fig, f"per-entity AUC against entity size of {name}")
 
     def calibration(self, curve: dict) -> str:
         if self.plt is None:

@@ -9,7 +9,8 @@ import subprocess
 
 import numpy as np
 
-from raymix.report_page import calibration, metric_columns, render_html
+from raymix.metrics import per_entity_auc
+from raymix.report_page import calibration, entity_sizes, metric_columns, render_html
 
 STEPS = [
     {"pass": p, "coordinate": c, "metrics": m, "seconds": 0.25}
@@ -108,3 +109,29 @@ def test_headless_chromium_renders_the_page(tmp_path):
     assert len(colours) > 50
     green = np.all(np.abs(image.astype(int) - (0x44, 0xAA, 0x77)) < 12, axis=2)
     assert green.sum() > 500  # the per-entity AUC histogram's bars
+
+
+def test_entity_sizes_line_up_with_the_per_entity_aucs():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-1, 30, 2000)
+    codes[codes == 7] = 8  # an entity code with no rows
+    labels = (rng.uniform(size=2000) < 0.3).astype(float)
+    labels[codes == 3] = 1.0  # one class only: no AUC
+    sizes = entity_sizes(labels, codes)
+    aucs = per_entity_auc(rng.normal(size=2000), labels, codes)
+    assert sizes.shape == aucs.shape
+    expected = [np.sum(codes == c) for c in range(30) if c not in (3, 7)]
+    np.testing.assert_array_equal(sizes, expected)
+
+
+def test_auto_l2_and_entity_sizes_add_their_parts():
+    steps = [
+        {**s, "l2": 4.0, "em_iterations": 3} if s["coordinate"] == "per-user" else s for s in STEPS
+    ]
+    values = np.linspace(0.4, 0.9, 40)
+    text = render_html(
+        {**SUMMARY, "steps": steps}, {"per-user": values}, sizes={"per-user": np.arange(1, 41)}
+    )
+    assert 'Variance components (l2 = "auto")' in text
+    assert "<td>4.0000</td><td>0.2500</td><td>3</td>" in text
+    assert 'alt="per-entity AUC against entity size of per-user"' in text
