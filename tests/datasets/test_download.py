@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import re
 import socket
 import threading
 import zipfile
@@ -86,7 +87,7 @@ def test_raymix_data_movielens_downloads_when_no_source_is_given(
     assert code == 0
     assert (tmp_path / "cache" / "ml-100k" / "u.data").is_file()
     assert (dest / "global" / "trainingData" / "part-00000.tfrecord").is_file()
-    assert "100000" in capsys.readouterr().out
+    assert "100,000 ratings of 943 users on 1,682 movies" in capsys.readouterr().out
 
 
 def test_offline_is_one_line_that_names_source(tmp_path, monkeypatch, capsys):
@@ -106,7 +107,8 @@ def test_offline_is_one_line_that_names_source(tmp_path, monkeypatch, capsys):
     )
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    errors = [line for line in lines if not line.startswith("[")]  # "[  0.0s] ..." is progress
+    # "12:00:00 [   0.0s] ..." is progress (raymix.console)
+    errors = [line for line in lines if not re.match(r"\d\d:\d\d:\d\d \[", line)]
     assert len(errors) == 1 and errors[0].startswith("raymix: error: "), lines
     assert "cannot download MovieLens 100k" in errors[0] and "--source" in errors[0]
     assert not (tmp_path / "movielens").exists()
