@@ -49,8 +49,9 @@ def build_source(
     first records of TFRecord files against the metadata; data with no rows is refused.
     ``task`` (a coordinate's) makes the readers check labels (0/1 for logistic). ``bag`` is
     a bag's name or a tuple of scalar feature columns. Rows may be in memory (an
-    :class:`~raymix.recipe.memory.InMemory`); Parquet and in-memory data without the default
-    ``uid`` column are numbered, and without the default ``weight`` column weigh 1.
+    :class:`~raymix.recipe.memory.InMemory`); rows in memory without the default ``uid``
+    column are numbered, and Parquet or in-memory rows without the default ``weight`` column
+    weigh 1.
     """
     spec = data.train if split == "train" else data.validation
     if spec is None:
@@ -81,10 +82,11 @@ def build_source(
     elif bag:
         dim, dense = bag_shape(bag, metadata, data.metadata, data.feature_lists, files, tables)
     present = column_names(files, fmt, tables, metadata)
-    # the README's defaults: no uid column -> the row number, no weight column -> 1 (only for
-    # the default names: a column named in the recipe must be there)
+    # the README's defaults: rows in memory without a uid column -> the row number (files keep
+    # their uid: rows are matched across coordinates' files by it), no weight column -> 1
+    # (only for the default names: a column named in the recipe must be there)
     uid_from_row = (
-        fmt != "tfrecord" and "uid" not in columns.model_fields_set and columns.uid not in present
+        fmt == MEMORY and "uid" not in columns.model_fields_set and columns.uid not in present
     )
     weight = columns.weight
     if weight and "weight" not in columns.model_fields_set and weight not in present:

@@ -51,13 +51,13 @@ def test_no_uid_is_the_row_number_and_no_weight_is_one():
     assert source.schema.uid_from_row and source.schema.weight is None
 
 
-def test_uids_count_on_across_parquet_files(tmp_path):
+def test_parquet_files_keep_their_uid(tmp_path):
+    """Files are matched across coordinates by uid: a file without one is refused (the
+    row number is for rows in memory, and raymix.write_dataset writes it)."""
     df = frame().drop(columns=["user"])
-    for k, part in enumerate((df.iloc[:4], df.iloc[4:])):
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp_path / f"p{k}.parquet")
-    _, rows = rows_of(Data(train=str(tmp_path)), bag=("age",))
-    np.testing.assert_array_equal(rows.uid, np.arange(6))
-    np.testing.assert_array_equal(rows.X[:, 0], df["age"].to_numpy())
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp_path / "p0.parquet")
+    with pytest.raises(DataError, match="column 'uid': missing column"):
+        rows_of(Data(train=str(tmp_path)), bag=("age",))
 
 
 def test_a_column_named_in_the_recipe_must_be_there():
