@@ -149,17 +149,22 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
         if isinstance(spec, DeepEffect):
             from raymix.coordinates.deep import check_deep_inputs
 
+            if train.tables is not None:
+                raise RecipeError(
+                    "a deep coordinate reads files: write the rows with raymix.write_dataset",
+                    field=f"coordinates.{spec.name}.data",
+                )
+
             check_deep_inputs(spec, train, validation)
         match = None
         if spec.warm_start and spec.feature_bag and not isinstance(spec, DeepEffect):
             match = warm_start_match(spec.warm_start, names, train.schema.dim, spec.feature_bag)
         coordinates.append(CoordinatePlan(spec, train, validation, names, match))
     size = sum(
-        storage.size(path)
+        _input_bytes(source)
         for c in coordinates
         for source in (c.train, c.validation)
         if source is not None
-        for path in source.files
     )
     small = size <= SMALL_INPUT_BYTES
     cores = physical_cores()
@@ -178,6 +183,13 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     if reading == "auto":
         reading = "together" if small else "one_at_a_time"
     return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
+
+
+def _input_bytes(source: Source) -> int:
+    """Bytes of a source's files, or of its tables in memory."""
+    if source.tables is not None:
+        return sum(table.nbytes for table in source.tables)
+    return sum(storage.size(path) for path in source.files)
 
 
 def _check_entity_kinds(train: Source, validation: Source) -> None:
@@ -255,7 +267,7 @@ def fit(
             watch.lap("ray_start")
             coordinates = build_coordinates(the_plan)
             try:
-                say(f"reading data for {len(coordinates)} coordinates")
+                say(_reading_message(the_plan))
                 state = load(coordinates, the_plan.one_at_a_time)
                 watch.lap("read")
                 say(
@@ -270,12 +282,7 @@ def fit(
                         started = time.perf_counter()
                         checkpoint.save(state, coordinates, step)
                         watch.add("checkpoint", time.perf_counter() - started)
-                    shown = ", ".join(
-                        f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float)
-                    )
-                    say(
-                        f"pass {step.pass_index + 1} {step.coordinate}: {shown} ({step.seconds:.2f} s)"
-                    )
+                    say(step_message(step, recipe.passes))
 
                 stopping = recipe.early_stopping
                 descend(
@@ -299,6 +306,29 @@ def fit(
         result = summarize(out, recipe, state, {**watch.laps, **watch.extra}, files)
     result.output = outputs.final(out)
     return result
+
+
+def _reading_message(the_plan: Plan) -> str:
+    sources = [s for c in the_plan.coordinates for s in (c.train, c.validation) if s is not None]
+    files = sum(len(s.files) for s in sources if s.tables is None)
+    tables = sum(len(s.tables) for s in sources if s.tables is not None)
+    held = f"{files} files" + (f" and {tables} tables in memory" if tables else "")
+    return f"reading data for {len(the_plan.coordinates)} coordinates ({held})"
+
+
+def step_message(step, passes: int) -> str:
+    """The progress line of one coordinate update: its metrics, the entities it fitted (a
+    random effect's), the time it took."""
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float))
+    fitted = ""
+    if "entities" in step.info:
+        fitted = f"; {step.info['entities']:,} entities fitted"
+        if step.info.get("not_converged"):
+            fitted += f" ({step.info['not_converged']:,} not converged)"
+    where = f"pass {step.pass_index + 1} {step.coordinate}"
+    return (
+        f"{where}: {shown}{fitted} ({step.seconds:.2f} s; pass {step.pass_index + 1} of {passes})"
+    )
 
 
 #: what every fit imports after Ray is up; imported while Ray starts instead (and numba warmed)

@@ -10,7 +10,9 @@ coordinates alone.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +25,7 @@ from raymix.data.avro.scores import write_scores_avro
 from raymix.data.source import Source
 from raymix.errors import DataError, RecipeError
 from raymix.outputs import RUN_FILE
+from raymix.recipe.memory import InMemory
 from raymix.recipe.spec import Data, DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
 
@@ -31,30 +34,76 @@ def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Ta
 
     rows = rows_of_block(table, source)  # an error names the file and the row in it
     own = models.scores(rows.X, rows.entity)
-    return pa.table({"uid": rows.uid, "score": own, "offset": rows.offset, "label": rows.label})
+    columns = {"uid": rows.uid, "score": own, "offset": rows.offset, "label": rows.label}
+    if rows.entity is not None:
+        columns["entity"] = rows.entity
+    return pa.table(columns)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A fit's model applied to rows, in uid order: ``total`` (the logit: the data's
+    ``offset`` plus every coordinate's own score, summed in the recipe's order, as the fit
+    sums them), each coordinate's ``own`` score, the ``entity`` ids of each random effect's
+    column, and the ``label`` (None when the rows have none)."""
+
+    uid: np.ndarray
+    total: np.ndarray
+    offset: np.ndarray
+    own: dict[str, np.ndarray]
+    entity: dict[str, np.ndarray]
+    label: np.ndarray | None
 
 
 def score_command(
     model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
 ) -> Path:
-    from raymix.outputs import (
-        SCORE_FILE,
-        check_apart,
-        check_complete,
-        load_run,
-        output_location,
-        output_transaction,
-    )
+    from raymix.outputs import SCORE_FILE, check_apart, output_transaction
 
     say = progress or (lambda message: None)
-    model_dir = output_location(model_dir, field="model_dir")
-    if not storage.is_file(model_dir / RUN_FILE):
-        raise RecipeError(f"'{model_dir}' is not a raymix fit output (no {RUN_FILE})")
-    check_complete(model_dir, "fit output")
-    check_apart(out, model_dir)
-    recipe: Recipe = load_run(model_dir)
+    model_dir, recipe = fit_output(model_dir, before_loading=lambda where: check_apart(out, where))
+    plans = _plans(model_dir, recipe, _inputs(recipe, data))
+    with output_transaction(out, overwrite, marker=SCORE_FILE) as out_dir:
+        scores = _scores(recipe, plans, address, say)
+        path = write_scores_avro(
+            out_dir / "scores" / "part-00000.avro",
+            scores.uid,
+            scores.total,
+            scores.total - scores.offset,
+            scores.label,
+            None,
+            names=("uid", recipe.columns.label, None),
+        )
+        say(f"wrote {path}")
+        what = {"model_dir": str(storage.shown(model_dir)), "data": list(data)}
+        storage.write_text(storage.join(out_dir, SCORE_FILE), json.dumps(what, indent=2) + "\n")
+        return path
+
+
+def fit_output(model_dir, before_loading=None) -> tuple[Any, Recipe]:
+    """A finished fit's output directory (a local path or a :class:`~raymix.storage.Location`)
+    and its recipe (its ``run.json``); ``before_loading`` checks the directory first."""
+    from raymix.outputs import check_complete, load_run, output_location
+
+    where = output_location(model_dir, field="model_dir")
+    if not storage.is_file(where / RUN_FILE):
+        raise RecipeError(f"'{where}' is not a raymix fit output (no {RUN_FILE})")
+    check_complete(where, "fit output")
+    if before_loading is not None:
+        before_loading(where)
+    recipe: Recipe = load_run(where)
     storage.use_endpoint(recipe.resources.s3_endpoint)
-    inputs = _inputs(recipe, data)
+    return where, recipe
+
+
+def score(model_dir, recipe: Recipe, inputs: dict[str, Data], *, address=None, progress=None):
+    """:class:`Scores` of the rows of ``inputs`` (a Data per coordinate name, its ``train``
+    the rows to score) under the fit in ``model_dir``: what ``raymix score`` writes."""
+    plans = _plans(model_dir, recipe, inputs)
+    return _scores(recipe, plans, address, progress or (lambda message: None))
+
+
+def _plans(model_dir, recipe: Recipe, inputs: dict[str, Data]) -> list[tuple]:
     plans: list[tuple] = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
@@ -83,14 +132,10 @@ def score_command(
                 "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
             )
         plans.append((spec, source, models))
-    with output_transaction(out, overwrite, marker=SCORE_FILE) as out_dir:
-        path = _score_into(out_dir, recipe, plans, address, say)
-        what = {"model_dir": str(storage.shown(model_dir)), "data": list(data)}
-        storage.write_text(storage.join(out_dir, SCORE_FILE), json.dumps(what, indent=2) + "\n")
-        return path
+    return plans
 
 
-def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
+def _scores(recipe: Recipe, plans: list, address, say) -> Scores:
     from raymix.engine.cluster import ray_session
     from raymix.engine.reading import read_dataset
 
@@ -123,6 +168,7 @@ def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
     base[pos] = first.column("offset").to_numpy()
     label[pos] = first.column("label").to_numpy()
     total += base
+    owns, entities = {}, {}
     for (spec, _, _), table in zip(plans, per_coordinate, strict=True):
         uid = table.column("uid").to_numpy()
         p = index.positions(uid, f"coordinate '{spec.name}'")
@@ -130,18 +176,13 @@ def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
         own = np.zeros(len(index))
         own[p] = table.column("score").to_numpy()
         total = total + own
+        owns[spec.name] = own
+        if "entity" in table.column_names and spec.entity not in entities:
+            ids = table.column("entity").to_numpy(zero_copy_only=False)
+            entities[spec.entity] = np.empty(len(index), ids.dtype)
+            entities[spec.entity][p] = ids
     has_label = not np.all(np.isnan(label))
-    path = write_scores_avro(
-        out_dir / "scores" / "part-00000.avro",
-        index.uid,
-        total,
-        total - base,
-        label if has_label else None,
-        None,
-        names=("uid", recipe.columns.label, None),
-    )
-    say(f"wrote {path}")
-    return path
+    return Scores(index.uid, total, base, owns, entities, label if has_label else None)
 
 
 def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:
@@ -153,7 +194,9 @@ def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:
         raise RecipeError("give one data path for every coordinate, or name=path per coordinate")
     for spec in recipe.coordinates:
         base = recipe.data_for(spec)
-        path: str | tuple[str, ...] | None = named.get(spec.name) or (plain[0] if plain else None)
+        path: str | tuple[str, ...] | InMemory | None = named.get(spec.name) or (
+            plain[0] if plain else None
+        )
         if path is None:
             if base.validation is None:
                 raise RecipeError(

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from raymix.recipe.memory import InMemory, wrap_rows
 
 
 class Spec(BaseModel):
@@ -61,7 +70,9 @@ def _solver_from_string(value, choices: dict):
 
 
 class Data(Spec):
-    """Where the rows are. ``train``/``validation`` are directories, globs or lists of files.
+    """Where the rows are. ``train``/``validation`` are directories, globs or lists of files,
+    or (in Python) rows in memory: a pandas DataFrame, a pyarrow Table or a ray.data.Dataset,
+    of which ``run.json`` records a description (:mod:`raymix.recipe.memory`).
 
     TFRecord data (GDMix's layout) needs ``metadata`` (``tensor_metadata.json``); Parquet data
     follows raymix's row convention (see README) and may omit it. ``feature_lists`` is GDMix's
@@ -71,12 +82,17 @@ class Data(Spec):
     ``SequenceExample`` per entity of this column, TFRecord only), one row per record.
     """
 
-    train: str | tuple[str, ...]
-    validation: str | tuple[str, ...] | None = None
+    train: str | tuple[str, ...] | InMemory
+    validation: str | tuple[str, ...] | InMemory | None = None
     format: Literal["auto", "tfrecord", "parquet"] = "auto"
     metadata: str | None = None
     feature_lists: str | None = None
     grouped_by: str | None = None
+
+    @field_validator("train", "validation", mode="before")
+    @classmethod
+    def _rows_in_memory(cls, value):
+        return wrap_rows(value)
 
 
 class Columns(Spec):
@@ -86,6 +102,17 @@ class Columns(Spec):
     label: str = "response"
     weight: str | None = "weight"
     offset: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _defaults_stay_defaults(self, handler):
+        """``uid`` and ``weight`` left at their defaults are not written: they mean "this
+        column when the data have it, else the row number (weight 1)", and must mean that
+        again when a run.json (or an overridden recipe) is read back."""
+        raw = handler(self)
+        for name in ("uid", "weight"):
+            if name not in self.model_fields_set:
+                raw.pop(name, None)
+        return raw
 
 
 class _Coordinate(Spec):
@@ -122,7 +149,9 @@ class Prior(Spec):
 
 
 class _LinearCoordinate(_Coordinate):
-    feature_bag: str | None = None
+    #: a bag's name (its ``B_indices``/``B_values`` or dense ``B`` columns), or a list of
+    #: scalar columns, one feature each, named after them in the models
+    feature_bag: str | tuple[str, ...] | None = None
     task: Task = "logistic"
     l2: NonNegative | Literal["auto"] = 1.0  # a number for a fixed effect (its own l2 below)
     l1: NonNegative = 0.0
@@ -149,6 +178,17 @@ class _LinearCoordinate(_Coordinate):
         if self.prior is not None and self.l2 == "auto":
             raise ValueError("a prior replaces the ridge: give l2 a number, not 'auto'")
         return self
+
+    @field_validator("feature_bag")
+    @classmethod
+    def _bag_columns(cls, value):
+        if isinstance(value, tuple):
+            if not value:
+                raise ValueError("a list of feature columns must name at least one column")
+            repeated = sorted({c for c in value if value.count(c) > 1})
+            if repeated:
+                raise ValueError(f"feature columns repeated: {repeated}")
+        return value
 
     @model_validator(mode="after")
     def _intercept_rules(self):

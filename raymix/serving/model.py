@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raymix.coordinates.inputs import build_source, feature_names
+from raymix.coordinates.inputs import bag_label, build_source, feature_names
 from raymix.coordinates.linear_models import LinearModels, load_linear_models
 from raymix.errors import DataError, RecipeError
 from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
@@ -43,6 +43,8 @@ class Bag:
     dim: int
     dense: bool
     features: dict[str, int] | None = None
+    #: a bag of scalar columns: a request gives each as its own field (one feature each)
+    columns: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,14 +198,16 @@ def load_run(output: str | Path) -> ServedRun:
             label_optional=True,
         )
         directory = output / spec.name / "models"
-        bag = spec.feature_bag
-        if bag:
-            names = feature_names(data, bag, source.schema.dim)
+        given = spec.feature_bag
+        bag = bag_label(given) if given else None
+        if given and bag:
+            names = feature_names(data, given, source.schema.dim)
             found = Bag(
                 bag,
                 source.schema.dim,
                 source.schema.dense_bag,
                 feature_keys(names) if names is not None else None,
+                given if isinstance(given, tuple) else None,
             )
             if bags.setdefault(bag, found) != found:
                 raise DataError(
@@ -220,7 +224,7 @@ def load_run(output: str | Path) -> ServedRun:
                 ServedCoordinate(spec.name, "deep", bag, text=text, deep_model=model)
             )
             continue
-        names = feature_names(data, bag, source.schema.dim)
+        names = feature_names(data, given, source.schema.dim)
         models = load_linear_models(directory, names, source.schema.dim)
         if isinstance(spec, FixedEffect) and models.n_models != 1:
             raise DataError("a fixed effect has exactly one model", path=str(directory))

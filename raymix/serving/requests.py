@@ -80,7 +80,8 @@ def parse_body(body: bytes | str) -> list:
 
 def parse_rows(rows: list, layout: Layout) -> Batch:
     """Check ``rows`` (JSON values) against ``layout`` and build a :class:`Batch`."""
-    known = set(layout.bags) | set(layout.entities) | set(layout.texts) | set(RESERVED)
+    columns = {c for bag in layout.bags.values() for c in bag.columns or ()}
+    known = set(layout.bags) | columns | set(layout.entities) | set(layout.texts) | set(RESERVED)
     n = len(rows)
     uid: list = [None] * n
     offset = np.zeros(n)
@@ -113,6 +114,9 @@ def parse_rows(rows: list, layout: Layout) -> Batch:
                 raise RequestError(f"expected a string, got {_show(value)}", f"{where}.{column}")
             values[r] = value
         for name, builder in builders.items():
+            if builder.bag.columns:  # scalar columns, one feature each
+                builder.add(r, [_column(row, c, where) for c in builder.bag.columns], where)
+                continue
             if name not in row:
                 raise RequestError("missing bag (give {} for no features)", f"{where}.{name}")
             builder.add(r, row[name], f"{where}.{name}")
@@ -124,6 +128,13 @@ def parse_rows(rows: list, layout: Layout) -> Batch:
         entities={c: np.asarray(ids, dtype=object) for c, ids in entities.items()},
         texts=texts,
     )
+
+
+def _column(row: dict, column: str, where: str):
+    """A scalar feature column's value in ``row``."""
+    if column not in row:
+        raise RequestError("missing feature column", f"{where}.{column}")
+    return _number(row[column], f"{where}.{column}")
 
 
 def concat_batches(batches: list[Batch]) -> Batch:
@@ -255,7 +266,8 @@ def _entity(row: dict, column: str, where: str):
 
 
 def _expected(layout: Layout) -> str:
-    names = [*layout.entities, *layout.bags, *layout.texts, *RESERVED]
+    bags = [c for name, bag in layout.bags.items() for c in bag.columns or (name,)]
+    names = [*layout.entities, *bags, *layout.texts, *RESERVED]
     return ", ".join(names)
 
 

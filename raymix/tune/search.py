@@ -29,6 +29,7 @@ from raymix.storage import Location
 from raymix.tune.space import (
     SearchSpace,
     apply_config,
+    check_searcher,
     check_space,
     describe,
     load_space,
@@ -127,6 +128,7 @@ def search(
     if recipe.metric != metric:
         recipe = recipe.model_copy(update={"metric": metric})
     check_space(recipe, space)
+    check_searcher(space)
     from raymix.run import plan
 
     plan(recipe)  # the data's files and schemas, before anything starts
