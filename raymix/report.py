@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from raymix import metrics as M
+from raymix.coordinates.random_effect import RandomEffectCoordinate
 from raymix.data.avro.scores import write_scores_avro
 from raymix.descent import DescentState
 from raymix.recipe.spec import Recipe
@@ -80,6 +81,9 @@ def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -
                 )
             write_json(base / "metric" / "evalSummary.json", {recipe.metric: value})
     files["_final"] = final
+    files["_entities"] = {
+        c.name: c.sample_entities() for c in coordinates if isinstance(c, RandomEffectCoordinate)
+    }
     task = getattr(recipe.coordinates[-1], "task", None) if recipe.coordinates else None
     if len(state.validation.index) and task == "logistic" and cum_val:
         from raymix.report_page import calibration
@@ -97,6 +101,7 @@ def summarize(
 
     final = files.pop("_final", {})
     curve = files.pop("_calibration", None)
+    entities = files.pop("_entities", {})
     per_entity = {
         name: v.pop("_per_entity_values") for name, v in final.items() if "_per_entity_values" in v
     }
@@ -133,6 +138,7 @@ def summarize(
         coefficients=largest_coefficients(out, recipe),
         recipe_json=recipe_text(recipe),
         sizes=sizes,
+        entities=entities,
         written_pass=(
             state.best_pass + 1
             if recipe.early_stopping is not None

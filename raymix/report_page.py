@@ -72,11 +72,13 @@ def render_html(
     recipe_json: str = "",
     written_pass: int | None = None,
     sizes: dict[str, np.ndarray] | None = None,
+    entities: dict | None = None,
 ) -> str:
     """The page; ``coefficients`` maps a fixed effect to its rows (name, term, value,
     variance), the largest by magnitude first; ``written_pass`` the pass whose models were
     written (default: the best pass); ``sizes`` each random effect's validation rows per
-    entity, aligned with ``per_entity`` (a scatter of AUC against size)."""
+    entity, aligned with ``per_entity`` (a scatter of AUC against size); ``entities`` each random
+    effect's :class:`~raymix.coordinates.entity_sample.EntitySample`."""
     figures = _Figures()
     steps = summary["steps"]
     names = metric_columns(steps)
@@ -130,6 +132,16 @@ def render_html(
                 for s in estimated
             )
             + "</table>",
+        ]
+    if entities:
+        parts += [
+            "<h2>Random-effect coefficients and shrinkage</h2>",
+            "<p class=note>The penalty pulls an entity's coefficients towards zero (the other "
+            "coordinates' prediction) the harder the fewer rows it has: small entities sit near "
+            "0, large ones spread out. The intercept shrinks too only where the recipe says "
+            "<code>regularize_intercept</code>: unpenalized, the intercept of a small entity "
+            "whose rows all have one label runs off to a large value.</p>",
+            *(figures.random_effect(n, sample) for n, sample in entities.items()),
         ]
     if calibration_curve is not None:
         parts += ["<h2>Calibration (the full model, validation)</h2>"]
@@ -238,6 +250,34 @@ class _Figures:
         ax.set_xlabel(f"validation rows of the entity ({name}, log scale)")
         ax.set_ylabel("per-entity AUC")
         return self._img(fig, f"per-entity AUC against entity size of {name}")
+
+    def random_effect(self, name: str, sample) -> str:
+        """The distribution of a random effect's coefficients (intercepts, other
+        coefficients) and their shrinkage: each against its entity's training rows."""
+        head = (
+            f"<h3>{html.escape(name)}: {sample.entities:,} entities fitted"
+            + (f", {sample.n:,} sampled" if sample.n < sample.entities else "")
+            + "</h3>"
+        )
+        if self.plt is None or sample.n == 0:
+            return head
+        fig, axes = self.plt.subplots(1, 3, figsize=(11, 3.2))
+        axes[0].hist(sample.intercept, bins=40, color="#47a")
+        axes[0].set_xlabel("intercept")
+        axes[0].set_ylabel("entities")
+        axes[1].hist(sample.slopes, bins=40, color="#a74")
+        axes[1].set_xlabel("other coefficients")
+        axes[1].set_ylabel("coefficients")
+        axes[2].scatter(sample.rows, np.abs(sample.intercept), s=5, alpha=0.4, label="|intercept|")
+        if sample.slopes.size:
+            axes[2].scatter(
+                sample.rows, sample.slope_norm, s=5, alpha=0.4, label="norm of the others"
+            )
+        axes[2].set_xscale("log")
+        axes[2].set_xlabel("training rows of the entity (log scale)")
+        axes[2].set_ylabel("size of the model")
+        axes[2].legend()
+        return head + self._img(fig, f"coefficients and shrinkage of {name}")
 
     def calibration(self, curve: dict) -> str:
         if self.plt is None:

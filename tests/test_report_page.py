@@ -9,6 +9,7 @@ import subprocess
 
 import numpy as np
 
+from raymix.coordinates.entity_sample import EntitySample
 from raymix.metrics import per_entity_auc
 from raymix.report_page import calibration, entity_sizes, metric_columns, render_html
 
@@ -38,6 +39,16 @@ COEFFICIENTS = {
 }
 
 
+_rows = np.random.default_rng(2).integers(1, 300, 60)
+SAMPLE = EntitySample(
+    rows=_rows,
+    intercept=np.random.default_rng(3).normal(size=60) * _rows / (_rows + 20.0),
+    slope_norm=np.abs(np.random.default_rng(4).normal(size=60)),
+    slopes=np.random.default_rng(5).normal(size=180),
+    entities=900,
+)
+
+
 def page() -> str:
     rng = np.random.default_rng(0)
     probability = rng.uniform(size=500)
@@ -47,6 +58,7 @@ def page() -> str:
         calibration_curve=calibration(probability, rng.uniform(size=500) < probability),
         coefficients=COEFFICIENTS,
         recipe_json='{"name": "demo"}',
+        entities={"per-user": SAMPLE},
     )
 
 
@@ -75,13 +87,16 @@ def test_the_page_holds_what_the_issue_lists():
         "Per-entity AUC",
         "Calibration",
         "Largest coefficients of global",
+        "Random-effect coefficients and shrinkage",
         "Timings",
         "Recipe (run.json)",
     ):
         assert f"{heading}" in text, heading
     assert "best pass: pass 2 here" in text  # what "final" means, said once
+    assert "per-user: 900 entities fitted, 60 sampled" in text
+    assert 'alt="coefficients and shrinkage of per-user"' in text
     assert "<th>variance</th>" in text and "<td>Drama</td>" in text
-    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', text)) == 5
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', text)) == 6
     assert "demo &lt;x&gt;" in text and "figures skipped" not in text
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from raymix import storage
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, gather, scatter
 from raymix.coordinates.buckets import BucketFit, FitCommand, LoadedBucket
+from raymix.coordinates.entity_sample import EntitySample
 from raymix.data.source import Source
 from raymix.recipe.spec import RandomEffect
 from raymix.solvers.variance_components import next_l2, solve_l2
@@ -47,6 +48,9 @@ class BucketHolders(Protocol):
 
     def loaded(self, name: str) -> list[LoadedBucket]:
         """Wait for the load and report every holder's rows."""
+
+    def sample_entities(self, name: str, k: int, seed: int) -> EntitySample:
+        """Up to ``k`` fitted entities over the holders (:mod:`.entity_sample`)."""
 
     def warm_start(self, name: str) -> None:
         """Load the spec's ``warm_start`` models into the holders."""
@@ -190,6 +194,10 @@ class RandomEffectCoordinate:
         else:
             written = self.pool.write_models(self.name, where, self.names)
         return [storage.as_path(p) for p in sorted(written)]
+
+    def sample_entities(self, k: int = 2000) -> EntitySample:
+        """Up to ``k`` of the entities fitted (seeded by the run), for the report."""
+        return self.pool.sample_entities(self.name, k, self.seed)
 
     def snapshot(self):
         return self.pool.snapshot(self.name)

@@ -33,6 +33,7 @@ from raymix.coordinates.buckets import (
     with_validation,
     write_bucket_models,
 )
+from raymix.coordinates.entity_sample import EntitySample, concatenate_samples, sample_entities
 from raymix.data.routing import rows_of_parts
 from raymix.data.source import Source
 from raymix.engine.cluster import spread_actor_options
@@ -155,6 +156,11 @@ class BucketActor:
         state = self._state(name)
         state.spec, state.models = spec, None
 
+    def sample_entities(self, name: str, k: int, seed: int) -> EntitySample:
+        """Up to ``k`` of this actor's fitted entities, for the report."""
+        state = self._state(name)
+        return sample_entities(state.rows.train, state.models, k, seed)
+
     def drop(self, name: str) -> None:
         self.coordinates.pop(name, None)
 
@@ -172,6 +178,10 @@ def _fit_call(name: str, offsets: object, command: FitCommand) -> _Call:
 
 def _save_call(name: str, directory: str, part: int) -> _Call:
     return lambda actor: actor.save_models.remote(name, directory, part)
+
+
+def _sample_call(name: str, k: int, seed: int) -> _Call:
+    return lambda actor: actor.sample_entities.remote(name, k, seed)
 
 
 def _set_models_call(name: str, models: EntityModels | None) -> _Call:
@@ -283,6 +293,12 @@ class BucketPool:
     def save_models(self, name: str, directory: str) -> list[str]:
         calls = [_save_call(name, directory, part) for part in range(len(self.actors))]
         return [path for paths in self._on_each(calls) for path in paths]
+
+    def sample_entities(self, name: str, k: int, seed: int) -> EntitySample:
+        """Up to ``k`` fitted entities over the actors (each draws its share)."""
+        share = -(-k // len(self.actors))
+        calls = [_sample_call(name, share, seed + part) for part in range(len(self.actors))]
+        return concatenate_samples(self._on_each(calls))
 
     def snapshot(self, name: str) -> list:
         return list(self.models.get(name, []))
