@@ -366,6 +366,11 @@ def _tune_parser(sub) -> None:
     tune.add_argument("--overwrite", action="store_true", help="replace a previous search")
     _add_overrides(tune, "override a field of the recipe before searching")
     tune.add_argument("--address", default=None, help="join a Ray cluster (as for fit)")
+    tune.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log every trial to MLflow (Ray Tune's MLflow callback; needs raymix[mlflow])",
+    )
     tune.add_argument("--quiet", action="store_true", help="no progress lines")
     tune.add_argument("--verbose", action="store_true", help="show Ray's own log lines too")
     tune.add_argument(
@@ -387,6 +392,7 @@ def _tune(args) -> int:
             overwrite=args.overwrite,
             address=args.address,
             progress=say,
+            mlflow=args.mlflow,
         )
     print(result.table())
     print(f"best {result.metric}: {result.best_metric:.4f}; best recipe: {result.files['best']}")

@@ -1,5 +1,6 @@
 """Experiment tracking: a finished fit logged to MLflow (``raymix fit --mlflow URI``,
-``raymix.fit(..., mlflow=URI)``), the optional ``mlflow`` extra.
+``raymix.fit(..., mlflow=URI)``) and a search's trials (``raymix tune --mlflow URI``: Ray
+Tune's MLflow callback, :func:`tune_callback`), the optional ``mlflow`` extra.
 
 One MLflow run per fit, in the experiment named after the recipe: the params are the
 flattened recipe (``coordinates.per-user.l2``, ...), the metrics every coordinate update's
@@ -68,11 +69,7 @@ def _experiment(mlflow, name: str, uri: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def log_fit(uri: str, recipe, result) -> str:
-    """Log a finished fit (``result``: its :class:`~raymix.result.FitResult`) to the MLflow
-    tracking store at ``uri``; returns the MLflow run id."""
-    import json
-
+def _mlflow():
     try:
         import mlflow
     except ImportError:
@@ -85,9 +82,36 @@ def log_fit(uri: str, recipe, result) -> str:
 
     for name in ("mlflow.store", "alembic"):  # its database set-up lines: not for the console
         logging.getLogger(name).setLevel(logging.WARNING)
+    return mlflow
+
+
+def _connect(uri: str):
+    mlflow = _mlflow()
     if uri.startswith("file:") or "://" not in uri:  # MLflow 3 keeps its file store behind a flag
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+def tune_callback(uri: str, experiment: str):
+    """Ray Tune's MLflow callback for a search (``raymix tune --mlflow URI``): one MLflow run
+    per trial in the experiment ``experiment``, its params the trial's sampled fields and
+    its metrics every reported step (each coordinate update's metrics, the trial's
+    objective). The experiment is created here, with a local store's artifacts beside its
+    database, before Tune's callback looks it up."""
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    mlflow = _connect(uri)
+    _experiment(mlflow, experiment, uri)
+    return MLflowLoggerCallback(tracking_uri=uri, experiment_name=experiment, save_artifact=False)
+
+
+def log_fit(uri: str, recipe, result) -> str:
+    """Log a finished fit (``result``: its :class:`~raymix.result.FitResult`) to the MLflow
+    tracking store at ``uri``; returns the MLflow run id."""
+    import json
+
+    mlflow = _connect(uri)
     mlflow.set_experiment(experiment_id=_experiment(mlflow, recipe.name, uri))
     out = Path(result.output)
     with mlflow.start_run(run_name=f"{recipe.name}: {out.name}") as run:

@@ -19,13 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ray.tune import Callback
-
 from raymix import storage
 from raymix.errors import RecipeError
 from raymix.outputs import output_location
 from raymix.recipe.spec import Recipe
 from raymix.storage import Location
+from raymix.tune.progress import SESSION, Progress
 from raymix.tune.space import (
     SearchSpace,
     apply_config,
@@ -103,13 +102,15 @@ def search(
     address: str | None = None,
     progress=None,
     stop_after: int | None = None,
+    mlflow: str | None = None,
 ) -> TuneResult:
     """Search ``space`` (dotted recipe paths -> Tune domains) for the best validation metric.
 
     ``recipe`` is a Recipe or a recipe file; ``space`` a :class:`SearchSpace`, a plain dict
     (default settings) or a space file. With ``resume`` an interrupted search in ``out``
     continues from Tune's experiment state. ``stop_after`` interrupts the search (as Ctrl+C
-    does) once that many trials have finished in this call: for tests.
+    does) once that many trials have finished in this call: for tests. ``mlflow``, a
+    tracking URI, logs every trial as an MLflow run (:func:`raymix.tracking.tune_callback`).
     """
     from raymix.engine.cluster import physical_cores, ray_session
     from raymix.outputs import absolute_paths
@@ -140,9 +141,14 @@ def search(
     # from the driver); raymix never changes directories, and the paths are absolute anyway
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # its banner ignores verbose=0
-    _SESSION.update(say=say, stop_after=stop_after, completed=0)
+    SESSION.update(say=say, stop_after=stop_after, completed=0)
     with ray_session(recipe.resources, address) as ray:
-        tuner = _tuner(ray, recipe, space, out, metric, mode, concurrent, resume)
+        callbacks = [Progress(metric, space.num_samples)]
+        if mlflow:
+            from raymix.tracking import tune_callback
+
+            callbacks.append(tune_callback(mlflow, f"{recipe.name}-tune"))
+        tuner = _tuner(ray, recipe, space, out, metric, mode, concurrent, resume, callbacks)
         say(
             f"searching {len(space.space)} field(s) of '{recipe.name}' with {space.searcher}"
             f"{' + ' + space.scheduler if space.scheduler else ''}: {space.num_samples} trial(s), "
@@ -231,7 +237,7 @@ def _experiment_storage(out) -> dict:
     return {"storage_path": inner, "storage_filesystem": fs}
 
 
-def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
+def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume, callbacks):
     from ray import tune
 
     from raymix.engine.reading import READ_TASK_CPUS
@@ -255,11 +261,11 @@ def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
         name=EXPERIMENT,
         **where,
         verbose=0,
-        callbacks=[_Progress(metric, space.num_samples)],
+        callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False),
     )
     if resume:
-        _SESSION["say"](f"resuming the search in {out}")
+        SESSION["say"](f"resuming the search in {out}")
         return tune.Tuner.restore(
             f"{where['storage_path']}/{EXPERIMENT}",
             trainable,
@@ -276,7 +282,8 @@ def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
             num_samples=space.num_samples,
             search_alg=_searcher(space, metric, mode, recipe.seed, concurrent),
             scheduler=_scheduler(space, recipe),
-            max_concurrent_trials=concurrent,
+            # a generator has its own limit (given both, Tune warns and ignores this one)
+            max_concurrent_trials=concurrent if space.searcher == "optuna" else None,
             reuse_actors=True,
         ),
         run_config=run_config,
@@ -345,58 +352,6 @@ def _scheduler(space: SearchSpace, recipe: Recipe):
     )
 
 
-# Where the progress callback prints and when it interrupts the search: set by every call of
-# search(), not pickled with the callback into Tune's experiment state.
-_SESSION: dict = {"say": lambda message: None, "stop_after": None, "completed": 0}
-
-
-class _Progress(Callback):
-    """One line per finished trial; after ``stop_after`` trials in this session, interrupt
-    the search as Ctrl+C does (Tune saves its state and ends; ``resume`` continues it)."""
-
-    def __init__(self, metric: str, total: int):
-        self.metric, self.total, self.session_done = metric, total, 0
-
-    def say(self, message: str) -> None:
-        _SESSION["say"](message)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.session_done += 1
-        _SESSION["completed"] += 1
-        done = 1 + sum(1 for t in trials if t.status == "TERMINATED" and t is not trial)
-        result = trial.last_result or {}
-        value = result.get(self.metric)
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
-        where = "reused data" if result.get("reused_data") else "loaded data"
-        self.say(
-            f"trial {done}/{self.total}: {self.metric}={_short(value)} after "
-            f"{result.get('passes_run', 0)} pass(es), {where}: {shown}"
-        )
-        stop_after = _SESSION["stop_after"]
-        if stop_after is not None and self.session_done == stop_after:
-            _interrupt(self.say)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.say(f"trial {trial.trial_id} failed: {trial.error_file}")
-
-
-def _interrupt(say) -> None:
-    """Send this process the signal Tune's own handler turns into a saved, resumable stop."""
-    import signal
-
-    if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
-        say("cannot interrupt the search here (Tune's signal handler is not installed)")
-        return
-    say("interrupting the search")
-    os.kill(os.getpid(), signal.SIGUSR1)
-
-
-def _short(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
     from raymix.tune.report import plot_search, trials_csv
 
@@ -446,7 +401,7 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
         "best": storage.write_text(out / "best.json", best_recipe.model_dump_json(indent=2) + "\n"),
         "plot": plot_search(out / "search.png", trials, keys, metric, best, space),
     }
-    stats = _stats(trials, seconds, _SESSION["completed"])
+    stats = _stats(trials, seconds, SESSION["completed"])
     expected = space.num_samples * math.prod(
         len(v["grid_search"]) for v in _param_space(space).values() if _is_grid(v)
     )
