@@ -401,6 +401,8 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
         "best": storage.write_text(out / "best.json", best_recipe.model_dump_json(indent=2) + "\n"),
         "plot": plot_search(out / "search.png", trials, keys, metric, best, space),
     }
+    if files["plot"] is None:
+        SESSION["say"]("search.png skipped: matplotlib is not installed (pip install matplotlib)")
     stats = _stats(trials, seconds, SESSION["completed"])
     expected = space.num_samples * math.prod(
         len(v["grid_search"]) for v in _param_space(space).values() if _is_grid(v)
