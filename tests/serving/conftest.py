@@ -108,15 +108,15 @@ def serve_port(ray_session):
 
 @pytest.fixture(scope="session")
 def deploy(serve_port):
-    """``deploy(output, app)``: the URL of ``output`` served as application ``app`` (under
+    """``deploy(output, app, replicas)``: the URL of ``output`` served as application ``app`` (under
     ``/app``); every application is deleted at the end."""
     import raymix.serving
 
     apps: list[str] = []
 
-    def deploy(output: Path, app: str) -> str:
+    def deploy(output: Path, app: str, replicas: int = 1) -> str:
         url = raymix.serving.serve(
-            output, port=serve_port, app=app, route_prefix=f"/{app}", timeout=300
+            output, port=serve_port, app=app, route_prefix=f"/{app}", replicas=replicas, timeout=300
         )
         apps.append(app)
         return url
