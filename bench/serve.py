@@ -206,7 +206,8 @@ def main() -> None:
     from raymix.serving.app import Constant
 
     args.work.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    # address="local": its own Ray, never a cluster another process started on this machine
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
     results: dict = {"users": args.users, "items": args.items, "cores": psutil.cpu_count()}
     fitted = fit_small(args.work)
     one, two = (args.work / "run-1").resolve(), (args.work / "run-2").resolve()
