@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import sys
@@ -207,7 +208,7 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     # address="local": its own Ray, never a cluster another process started on this machine
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
     results: dict = {"users": args.users, "items": args.items, "cores": psutil.cpu_count()}
     fitted = fit_small(args.work)
     one, two = (args.work / "run-1").resolve(), (args.work / "run-2").resolve()
