@@ -78,14 +78,15 @@ class LinearModels:
         pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
         return np.where(self.keys[pos] == keys, pos, -1).astype(np.int64)
 
-    def scores(self, X, entity: np.ndarray | None) -> np.ndarray:
+    def scores(self, X, entity: np.ndarray | None, *, threads: int | None = None) -> np.ndarray:
         """Per-row scores (float64, no offset) of rows ``X`` (CSR or dense, n x dim) with
-        entity ids ``entity`` (None for a fixed effect)."""
+        entity ids ``entity`` (None for a fixed effect). ``threads``: the fixed effect's
+        kernel threads (default: all; 1 for a few rows, where waking threads costs more)."""
         n = X.shape[0]
         if entity is None:  # a fixed effect: the fit's own scoring, X @ coef + b
             coef = np.zeros(X.shape[1])
             coef[self.coef_index] = self.coef_value
-            return linear_predictor(X, coef, float(self.intercepts[0]))
+            return linear_predictor(X, coef, float(self.intercepts[0]), n_threads=threads)
         which = self.rows_of(entity)
         order = np.argsort(which, kind="stable")
         grouped = which[order]
@@ -93,9 +94,32 @@ class LinearModels:
             np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else np.zeros(0, np.int64)
         )
         ptr = np.r_[starts, n].astype(np.int64)
+        models, model_index = self._models_of(grouped[starts])
         out = np.empty(n)
-        out[order] = score_entities(self._entity_models, X[order], ptr, model_index=grouped[starts])
+        out[order] = score_entities(models, X[order], ptr, model_index=model_index)
         return out
+
+    def _models_of(self, wanted: np.ndarray) -> tuple[EntityModels, np.ndarray]:
+        """The models ``wanted`` (distinct rows, -1: none) alone, and each one's row among
+        them: a request of a few rows checks and scores a few models, not a million."""
+        if wanted.size * 4 > self.keys.size:  # most of them: all, as they are
+            return self._entity_models, wanted
+        keep = wanted[wanted >= 0]
+        lo = self.coef_ptr[keep]
+        counts = self.coef_ptr[keep + 1] - lo
+        ptr = np.zeros(keep.size + 1, np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        gather = np.repeat(lo - ptr[:-1], counts) + np.arange(ptr[-1])
+        models = EntityModels(
+            self.intercepts[keep],
+            ptr,
+            self.coef_index[gather],
+            self.coef_value[gather],
+            np.ones(keep.size, bool),
+            np.zeros(keep.size, np.int32),
+        )
+        index = np.where(wanted >= 0, np.cumsum(wanted >= 0) - 1, -1).astype(np.int64)
+        return models, index
 
 
 def entity_key(value) -> str:

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 
+import orjson
 import ray
 from ray import serve
 
@@ -150,7 +151,7 @@ class Scorer:
         return out
 
     async def __call__(self, request):
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
 
         path = request.url.path
         if self.prefix and path.startswith(self.prefix):  # Serve leaves the prefix in the path
@@ -167,7 +168,7 @@ class Scorer:
             if isinstance(result, tuple):
                 status, message = result
                 return JSONResponse({"error": message}, status_code=status)
-            return JSONResponse(result)
+            return Response(orjson.dumps(result), media_type="application/json")
         if request.method != "GET":
             return JSONResponse({"error": f"{request.method} {path}: no such route"}, 405)
         if path == "/healthz":

@@ -117,9 +117,12 @@ def _serve(args) -> int:
     say = _say(args.quiet)
     _quiet_serve_logs()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with ray_session(recipe.resources, args.address):
         from ray import serve as ray_serve
+
+        # after Ray has started: its core worker installs a failure handler on SIGTERM that
+        # aborts the process (exit -6, its local Ray left behind); ours stops cleanly
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
         say(f"loading {output} on {replicas} replica(s)")
         try:

@@ -68,8 +68,8 @@ class ServedCoordinate:
 
     def scores(self, X, entity: np.ndarray | None, texts: list[str] | None) -> np.ndarray:
         """This coordinate's own per-row scores (float64, no offset)."""
-        if self.linear is not None:
-            return self.linear.scores(X, entity)
+        if self.linear is not None:  # one thread: a request is small, a replica has one core
+            return self.linear.scores(X, entity, threads=1)
         from raymix.deep.export import score_rows
         from raymix.deep.inputs import pad_sparse
 

@@ -23,10 +23,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import scipy.sparse as sp
 
 from raymix.errors import RaymixError
 from raymix.serving.model import Bag, Layout
+from raymix.serving.vectorised import batch_fields
 
 MAX_ROWS = 10_000
 RESERVED = ("uid", "offset")
@@ -60,11 +62,9 @@ class Batch:
 def parse_body(body: bytes | str) -> list:
     """The ``rows`` of a JSON body."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"not valid JSON ({_line(str(exc))})", "body") from None
-    except RecursionError:
-        raise RequestError("not valid JSON (nested too deeply)", "body") from None
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:  # json.loads says why, or reads what orjson does not
+        data = _json_loads(body)
     if not isinstance(data, dict) or "rows" not in data:
         raise RequestError('expected a JSON object {"rows": [...]}', "body")
     unknown = sorted(set(data) - {"rows"})
@@ -79,7 +79,16 @@ def parse_body(body: bytes | str) -> list:
 
 
 def parse_rows(rows: list, layout: Layout) -> Batch:
-    """Check ``rows`` (JSON values) against ``layout`` and build a :class:`Batch`."""
+    """Check ``rows`` (JSON values) against ``layout`` and build a :class:`Batch`: column by
+    column when the request is regular (:mod:`raymix.serving.vectorised`), else row by row."""
+    fields = batch_fields(rows, layout, RESERVED)
+    if fields is not None:
+        return Batch(**fields)
+    return checked_rows(rows, layout)
+
+
+def checked_rows(rows: list, layout: Layout) -> Batch:
+    """:func:`parse_rows` value by value: the first bad value raises, naming its field."""
     columns = {c for bag in layout.bags.values() for c in bag.columns or ()}
     known = set(layout.bags) | columns | set(layout.entities) | set(layout.texts) | set(RESERVED)
     n = len(rows)
@@ -135,6 +144,15 @@ def _column(row: dict, column: str, where: str):
     if column not in row:
         raise RequestError("missing feature column", f"{where}.{column}")
     return _number(row[column], f"{where}.{column}")
+
+
+def _json_loads(body: bytes | str):
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"not valid JSON ({_line(str(exc))})", "body") from None
+    except RecursionError:
+        raise RequestError("not valid JSON (nested too deeply)", "body") from None
 
 
 def concat_batches(batches: list[Batch]) -> Batch:

@@ -108,15 +108,15 @@ def serve_port(ray_session):
 
 @pytest.fixture(scope="session")
 def deploy(serve_port):
-    """``deploy(output, app)``: the URL of ``output`` served as application ``app`` (under
+    """``deploy(output, app, replicas)``: the URL of ``output`` served as application ``app`` (under
     ``/app``); every application is deleted at the end."""
     import raymix.serving
 
     apps: list[str] = []
 
-    def deploy(output: Path, app: str) -> str:
+    def deploy(output: Path, app: str, replicas: int = 1) -> str:
         url = raymix.serving.serve(
-            output, port=serve_port, app=app, route_prefix=f"/{app}", timeout=300
+            output, port=serve_port, app=app, route_prefix=f"/{app}", replicas=replicas, timeout=300
         )
         apps.append(app)
         return url
@@ -131,3 +131,42 @@ def deploy(serve_port):
             if "Can't find actor" not in str(exc):
                 raise
             return
+
+
+@pytest.fixture(scope="session")
+def columns_run(ray_session, tmp_path_factory) -> Run:
+    """Parquet files with scalar feature columns: a fixed effect on the bag ("age", "price")
+    (each column a request field), an intercept per user (string ids)."""
+    import pandas as pd
+
+    from raymix.recipe.spec import Data, FixedEffect, RandomEffect, Recipe
+
+    rng = np.random.default_rng(5)
+    n, users = 3000, 60
+    user = rng.integers(0, users, n)
+    age, price = rng.normal(size=n), rng.normal(size=n)
+    logit = 0.8 * age - 0.5 * price + rng.normal(scale=0.8, size=users)[user]
+    df = pd.DataFrame(
+        {
+            "uid": np.arange(n, dtype=np.int64),
+            "age": age,
+            "price": price,
+            "user": [f"u{u}" for u in user],
+            "response": (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(np.int64),
+        }
+    )
+    root = tmp_path_factory.mktemp("serve-columns")
+    for split, part in (("train", df.iloc[:2400]), ("validation", df.iloc[2400:])):
+        (root / split).mkdir()
+        part.to_parquet(root / split / "part-0.parquet", index=False)
+    recipe = Recipe(
+        name="columns",
+        data=Data(train=str(root / "train"), validation=str(root / "validation")),
+        coordinates=[
+            FixedEffect(name="global", feature_bag=("age", "price")),
+            RandomEffect(name="per-user", entity="user"),
+        ],
+        output=str(root / "fit"),
+    )
+    fit(recipe)
+    return Run(root / "fit", root / "scores")

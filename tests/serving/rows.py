@@ -52,7 +52,10 @@ def validation_rows(output: Path, dense_as_dict: bool = False) -> tuple[np.ndarr
                     order.append(uid)
                     by_uid[uid] = {"uid": uid, "offset": float(rows.offset[r])}
                 row = by_uid[uid]
-                if spec.feature_bag:
+                if isinstance(spec.feature_bag, tuple):  # scalar columns: a field each
+                    for j, column in enumerate(spec.feature_bag):
+                        row[column] = float(X[r, j])
+                elif spec.feature_bag:
                     if sp.issparse(X):
                         lo, hi = X.indptr[r], X.indptr[r + 1]
                         row[spec.feature_bag] = {

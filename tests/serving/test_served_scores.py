@@ -180,3 +180,17 @@ def test_synthetic_served_scores_equal_raymix_score(synthetic_run, deploy):
         )
     assert response.status_code == 400
     assert response.json()["error"] == "rows[0].global: expected 8 values, got 7"
+
+
+def test_a_bag_of_scalar_columns_is_served_a_field_per_column(columns_run, deploy):
+    url = deploy(columns_run.output, "columns")
+    check_equal_to_batch_scoring(columns_run, url)
+    _, rows = validation_rows(columns_run.output)
+    assert {"age", "price", "user"} <= rows[0].keys() and "age+price" not in rows[0]
+    without_price = {k: v for k, v in rows[0].items() if k != "price"}
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
+        missing = client.post(f"{url}/predict", json={"rows": [without_price]})
+        text = client.post(f"{url}/predict", json={"rows": [{**rows[0], "age": "old"}]})
+    assert missing.status_code == 400 and text.status_code == 400
+    assert missing.json()["error"] == "rows[0].price: missing feature column"
+    assert text.json()["error"] == 'rows[0].age: expected a finite number, got "old"'
