@@ -157,7 +157,7 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-SKIPPED = {"report.html", "saved_model.pb", "fingerprint.pb", "run.json"}
+SKIPPED = {"report.html", "saved_model.pb", "fingerprint.pb", "run.json", "_SUCCESS"}
 
 
 def output_digests(out: Path) -> dict[str, str]:

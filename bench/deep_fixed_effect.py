@@ -41,12 +41,11 @@ RESULTS = REPO / "bench" / "results" / "deep_fixed_effect.json"
 def measure(recipe, backend: str, workers: int, steps: int, batch: int, sparse: bool) -> dict:
     from dataclasses import replace
 
-    import ray
-
     from raymix import metrics as M
-    from raymix.coordinates.base import RowIndex, gather
+    from raymix.coordinates.base import RowIndex
     from raymix.coordinates.deep import DeepCoordinate
     from raymix.coordinates.inputs import build_source
+    from raymix.engine.deep_service import DeepService
 
     spec = recipe.coordinates[0].model_copy(
         update={"workers": workers, "backend": backend, "steps": steps, "batch_size": batch}
@@ -55,9 +54,9 @@ def measure(recipe, backend: str, workers: int, steps: int, batch: int, sparse: 
     train = build_source(data, recipe.columns, split="train", bag=spec.feature_bag)
     validation = build_source(data, recipe.columns, split="validation", bag=spec.feature_bag)
     started = time.perf_counter()
-    coordinate = DeepCoordinate(spec, train, validation)
-    plan = coordinate.service.plan
-    coordinate.service.plan = replace(
+    coordinate = DeepCoordinate(spec, train, validation, DeepService())
+    plan = coordinate.plan
+    coordinate.plan = replace(
         plan, train_config=replace(plan.train_config, sparse_gradients=sparse)
     )
     coordinate.start()
@@ -75,10 +74,7 @@ def measure(recipe, backend: str, workers: int, steps: int, batch: int, sparse: 
         first = coordinate.fit(zeros, np.zeros(len(val_index)))
         fit_seconds = time.perf_counter() - t0
         auc = M.evaluate("auc", first.validation, label, np.ones(label.size))
-        refs = [ray.put(p) for p in gather(zeros, coordinate._train_pos)]
-        second = coordinate.service.request(
-            {"kind": "fit", "fit": True, "train_offsets": refs, "steps": steps}
-        )[0]
+        second = coordinate.fit(zeros, np.zeros(len(val_index))).info
     finally:
         coordinate.close()
     return {

@@ -1,79 +1,119 @@
 """Driver checkpoints: the state after every coordinate update, for ``raymix fit --resume``.
 
-``<output>/checkpoint/`` holds ``scores.npz`` (every coordinate's per-row scores on both
-splits, in the global uid order), ``models/<coordinate>/`` (each coordinate's current
-model: Avro, or a random effect's Arrow tables, ~6x faster to write) and
-``state.json`` (the steps done so far), written in that order and each atomically, so
-``state.json`` only ever names a step whose scores and models are on disk. Resuming
-rebuilds the coordinates with these models as warm starts and the score vectors as they
-were, so the run ends exactly as an uninterrupted one.
+A checkpoint is one generation per step, switched by one pointer. Step ``(pass, k)`` writes
+``<output>/checkpoint/scores.<pass>-<k>.npz`` (every coordinate's per-row scores on both
+splits, in the global uid order) and ``models/<coordinate>.<pass>-<k>/`` (the updated
+coordinate's model: Avro, or a random effect's Arrow tables, ~6x faster to write), both under
+names no earlier step used, and only then ``state.json`` (atomically): the steps done, the
+scores file and every coordinate's models directory of this generation. An interrupt at any
+moment leaves ``state.json`` naming a complete earlier generation (it once named scores
+newer than itself, and a resume then differed from the uninterrupted run by ~1e-9). The
+files the new ``state.json`` no longer names are deleted after it is written. Local disks
+and object stores (which cannot rename a directory) use the same layout.
+
+Resuming rebuilds the coordinates with these models as warm starts and the score vectors as
+they were, so the run ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from raymix import storage
 from raymix.descent import DescentState, Step
 from raymix.errors import RecipeError
-from raymix.files import atomic_path, write_json
 
 DIRECTORY = "checkpoint"
 
 
 class Checkpoint:
-    def __init__(self, output: Path):
-        self.root = Path(output) / DIRECTORY
+    def __init__(self, output: Path | str):
+        where = storage.normal(output)
+        self.remote = storage.is_uri(where)
+        self.root: Path | storage.Location = (
+            storage.Location(where) / DIRECTORY if self.remote else Path(where) / DIRECTORY
+        )
+        self._dirs: dict[str, str] = {}  # coordinate -> its models' directory, this generation
+        self._scores: str | None = None  # this generation's scores file
 
     @property
-    def models(self) -> Path:
+    def models(self) -> Path | storage.Location:
         return self.root / "models"
 
     def save(self, state: DescentState, coordinates, step: Step) -> None:
-        arrays = {}
+        arrays: dict[str, Any] = {}  # savez names them; Any: its keyword allow_pickle is a bool
         for prefix, split in (("train", state.train), ("validation", state.validation)):
             for name, scores in split.scores.items():
                 arrays[f"{prefix}/{name}"] = scores
             arrays[f"{prefix}/__uid__"] = split.index.uid
-        with atomic_path(self.root / "scores.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
         coordinate = next(c for c in coordinates if c.name == step.coordinate)
-        target = self.models / coordinate.name
-        staging = self.models / f".{coordinate.name}.new"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        coordinate.write_models(staging, checkpoint=True)  # read back once, if ever
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        write_json(
-            self.root / "state.json",
-            {
-                "completed": [step.pass_index, _index_of(coordinates, step.coordinate)],
-                "best_pass": state.best_pass,
-                "steps": [asdict(s) for s in state.steps],
-            },
-        )
+        index = _index_of(coordinates, step.coordinate)
+        generation = f"{step.pass_index}-{index}"
+        scores_file = f"scores.{generation}.npz"
+        with storage.staged(self.root / scores_file) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        replaced = (self._scores, self._dirs.get(coordinate.name))
+        self._dirs[coordinate.name] = f"{coordinate.name}.{generation}"
+        target = self.models / self._dirs[coordinate.name]
+        storage.delete_tree(target)  # a leftover of an interrupted run, named by nothing
+        coordinate.write_models(target, checkpoint=True)  # read back once, if ever
+        self._scores = scores_file
+        saved = {
+            "completed": [step.pass_index, index],
+            "best_pass": state.best_pass,
+            "steps": [asdict(s) for s in state.steps],
+            "scores": scores_file,
+            "models": dict(self._dirs),
+        }
+        storage.write_json(self.root / "state.json", saved)  # the switch to this generation
+        old_scores, old_models = replaced
+        if old_scores is not None and old_scores != scores_file:
+            storage.delete_file(self.root / old_scores)
+        if old_models is not None and old_models != self._dirs[coordinate.name]:
+            storage.delete_tree(self.models / old_models)
 
     def discard(self) -> None:
         """Remove the checkpoint once the run's outputs are complete."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        storage.delete_tree(self.root)
 
     def exists(self) -> bool:
-        return (self.root / "state.json").is_file()
+        return storage.is_file(self.root / "state.json")
 
     def load(self) -> dict:
         if not self.exists():
-            raise RecipeError(f"nothing to resume: no {self.root / 'state.json'}")
-        return json.loads((self.root / "state.json").read_text())
+            raise RecipeError(f"nothing to resume: no {self.root / 'state.json'}{self._aside()}")
+        saved = json.loads(storage.read_text(self.root / "state.json"))
+        self._dirs = dict(saved.get("models", {}))
+        self._scores = saved.get("scores", "scores.npz")
+        return saved
+
+    def _aside(self) -> str:
+        """Where an interrupted ``--overwrite`` run's checkpoint went (moved aside with its
+        partial outputs when the previous run was put back), if anywhere."""
+        if self.remote:
+            return ""
+        from raymix.lock import leftovers
+
+        found = [p for p in leftovers(Path(self.root).parent) if (p / DIRECTORY).is_dir()]
+        if not found:
+            return ""
+        return (
+            f" (the checkpoint of an interrupted run is in '{found[-1]}': move that directory "
+            "to the output to resume it)"
+        )
 
     def restore(self, state: DescentState) -> tuple[int, int]:
         """Put the saved scores and steps into ``state``; return where to continue."""
         saved = self.load()
-        with np.load(self.root / "scores.npz") as arrays:
+        scores = self.root / str(self._scores)
+        source = io.BytesIO(storage.read_bytes(scores)) if self.remote else scores
+        with np.load(source) as arrays:
             for prefix, split in (("train", state.train), ("validation", state.validation)):
                 if not np.array_equal(arrays[f"{prefix}/__uid__"], split.index.uid):
                     raise RecipeError(
@@ -85,9 +125,14 @@ class Checkpoint:
         state.best_pass = saved["best_pass"]
         return saved["completed"][0], saved["completed"][1] + 1
 
-    def model_dir(self, name: str) -> Path | None:
-        path = self.models / name
-        return path if path.is_dir() and any(path.iterdir()) else None
+    def model_dir(self, name: str) -> Path | storage.Location | None:
+        """The directory of coordinate ``name``'s checkpointed models (None: none saved)."""
+        if not self._dirs and self.exists():
+            self.load()
+        if name not in self._dirs:
+            return None
+        path = self.models / self._dirs[name]
+        return path if storage.list_dir(path) else None
 
 
 def _index_of(coordinates, name: str) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from raymix import metrics as M
 from raymix.coordinates.base import Coordinate, RowIndex, scatter
+from raymix.errors import DataError
 
 
 @dataclass
@@ -101,6 +102,8 @@ def load(coordinates: list[Coordinate], one_at_a_time: bool = False) -> DescentS
                 len(index),
             ),
         )
+        if len(index) and not split.weight.any():
+            raise DataError(f"every {what} row has weight 0: there is nothing to fit or measure")
         splits.append(split)
     for coordinate, (_, val) in zip(coordinates, reports, strict=True):
         coordinate.bind(splits[0].index, splits[1].index)
@@ -110,7 +113,8 @@ def load(coordinates: list[Coordinate], one_at_a_time: bool = False) -> DescentS
             pos = [splits[1].index.positions(h.uid, coordinate.name) for h in val]
             codes = np.full(len(splits[1].index), -1, np.int64)
             for h, p in zip(val, pos, strict=True):
-                codes[p] = h.entity_code
+                if h.entity_code is not None:
+                    codes[p] = h.entity_code
             splits[1].entity_codes[coordinate.name] = codes
     return DescentState(
         train=splits[0], validation=splits[1], load_seconds=time.perf_counter() - started
@@ -145,6 +149,8 @@ def descend(
         best, best_pass, stale = _track(
             _last_metric(state, p, metric), p, best, best_pass, stale, higher, min_delta
         )
+    # judged again: a checkpoint is saved after each step, before its pass is judged
+    state.best_pass = best_pass
     if patience is not None and stale >= patience:
         return state
     kept, last = None, first_pass - 1

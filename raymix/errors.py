@@ -63,6 +63,20 @@ class DataError(RaymixError):
         return (type(self), (self.reason, self.path, self.row, self.column))
 
 
+class StorageError(RaymixError):
+    """A file or object could not be reached, read or written: no bucket, no such key, no
+    or rejected credentials, access denied, an unknown scheme, the server gone. ``uri`` is
+    the location as shown (without credentials); ``reason`` the message without it."""
+
+    def __init__(self, message: str, uri: str | None = None):
+        super().__init__(f"{uri}: {message}" if uri else message)
+        self.uri = uri
+        self.reason = message
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.uri))
+
+
 class FitError(RaymixError):
     """A coordinate could not be fitted. ``entities`` lists the failing entity ids, if any."""
 

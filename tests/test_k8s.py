@@ -380,3 +380,51 @@ def test_render_command_refuses_an_env_without_a_name(tmp_path, capsys):
     assert cli.main(argv) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_render_mounts_no_volume_for_object_store_data_and_outputs(tmp_path):
+    def render(out, *extra):
+        argv = ["k8s", "render", "recipes/movielens_lr.py", "--out", str(out), *extra]
+        assert cli.main(argv) == 0
+        cluster = yaml.safe_load((out / "raycluster.yaml").read_text())
+        pods = [cluster["spec"]["headGroupSpec"]] + cluster["spec"]["workerGroupSpecs"]
+        return [sorted(v["name"] for v in pod["template"]["spec"]["volumes"]) for pod in pods]
+
+    in_bucket = ["--env", "RAYMIX_MOVIELENS=s3://team-data/movielens"]
+    bucket_out = ["--set", "output=s3://team-runs/movielens-lr"]
+    assert render(tmp_path / "a", *in_bucket, *bucket_out) == [["dshm"], ["dshm"]]
+    # any local path (here the recipe's default output) needs the shared volume
+    assert render(tmp_path / "b", *in_bucket) == [["data", "dshm"], ["data", "dshm"]]
+    assert render(tmp_path / "c") == [["data", "dshm"], ["data", "dshm"]]
+    # an explicit claim wins
+    mounted = render(tmp_path / "d", *in_bucket, *bucket_out, "--data-pvc", "mine")
+    assert mounted == [["data", "dshm"], ["data", "dshm"]]
+
+
+def test_render_says_what_it_wrote_and_warns_about_relative_paths(tmp_path, capsys):
+    out = tmp_path / "manifests"
+    argv = ["k8s", "render", "recipes/movielens_lr.py", "--out", str(out)]
+    assert cli.main([*argv, "--set", "output=out/relative"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == f"wrote 2 manifests to {out}:"
+    assert sorted(line.strip() for line in said[1:3]) == [
+        str(out / "raycluster.yaml"),
+        str(out / "rayjob.yaml"),
+    ]
+    assert said[3] == f"run the job: kubectl apply -f {out / 'rayjob.yaml'}"
+    assert said[4].startswith("warning: the recipe's relative paths (out/relative")
+    assert "/opt/raymix" in said[4]
+    absolute = ["--env", "RAYMIX_MOVIELENS=s3://d/ml", "--set", "output=s3://r/x", "--overwrite"]
+    assert cli.main([*argv, *absolute]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_render_note_shortens_a_long_list_of_relative_paths():
+    note = k8s.write.render_note([Path("m/raycluster.yaml")], "m", list("abcde"), "/app")
+    assert note.splitlines() == [
+        "wrote 1 manifest to m:",
+        "  m/raycluster.yaml",
+        "warning: the recipe's relative paths (a, b, c and 2 more) are resolved inside the pods "
+        "(from /app in the image), not here: make them exist there, or give absolute paths on "
+        "the shared volume or object-store URIs",
+    ]

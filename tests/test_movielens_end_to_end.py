@@ -4,6 +4,7 @@ Bands: GDMix's README (0.6237 / 0.7058 / 0.7599) within the spread of random 80/
 (gdmix-reference.md §6.5).
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from raymix.data.avro.models import read_models
 from raymix.data.avro.scores import read_scores_avro
+from raymix.errors import RecipeError
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
 from raymix.scoring import score_command
@@ -128,3 +130,24 @@ def test_cli_fit_in_a_fresh_process_never_imports_tensorflow(movielens, tmp_path
     assert report == {"code": 0, "tensorflow": False}
     summary = json.loads((out / "summary.json").read_text())
     assert abs(summary["final"]["per-movie"]["auc"] - 0.7543) < 5e-4
+
+
+def test_score_refuses_an_output_that_overlaps_the_fit_and_replaces_its_own(
+    movielens_run, tmp_path
+):
+    """``raymix score OUT --out OUT --overwrite`` once deleted the models (exit 0); a score
+    output could never be replaced ("not a raymix output")."""
+    out = movielens_run[1]
+    before = models_of(out, "per-user")
+    for target in (out, out / "scores", out / "per-user", out.parent):
+        with pytest.raises(RecipeError, match="overlaps the fit output"):
+            score_command(out, [], target, overwrite=True)
+    assert models_of(out, "per-user") == before
+    first = score_command(out, [], tmp_path / "scores")
+    again = score_command(out, [], tmp_path / "scores", overwrite=True)
+    assert first == again and read_scores_avro(again)[0].size > 0
+    assert json.loads((tmp_path / "scores" / "score.json").read_text())["model_dir"] == str(out)
+    with pytest.raises(RecipeError, match="not a raymix score output"):
+        (tmp_path / "fit-copy").mkdir()
+        (tmp_path / "fit-copy" / "run.json").write_text("{}")
+        score_command(out, [], tmp_path / "fit-copy", overwrite=True)

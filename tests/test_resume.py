@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,12 +62,20 @@ def test_killed_driver_resumes_to_identical_models_and_metrics(movielens, ray_se
     assert completed < [2, 2], "the run had finished; nothing to resume"
     assert not (killed / "summary.json").exists()
 
+    # resumed from a copy: OUT is the truth, not the output its run.json names (a copied run
+    # once resumed into the original directory)
+    copy = tmp_path / "copy"
+    shutil.copytree(killed, copy)
+    original = {p: p.stat().st_mtime_ns for p in killed.rglob("*")}
     code = subprocess.call(
-        [sys.executable, "-m", "raymix.cli", "fit", "--resume", str(killed), "--quiet"],
+        [sys.executable, "-m", "raymix.cli", "fit", "--resume", str(copy), "--quiet"],
         env=env,
         stdout=subprocess.DEVNULL,
     )
     assert code == 0
+    assert {p: p.stat().st_mtime_ns for p in killed.rglob("*")} == original
+    assert json.loads((copy / "run.json").read_text())["output"] == str(copy)
+    killed = copy
 
     whole = tmp_path / "whole"
     monkey = pytest.MonkeyPatch()

@@ -30,6 +30,16 @@ class HolderRows:
 
 
 @dataclass
+class WorkerRows:
+    """What a worker of a group reports once its shard is resident: its rows of either split,
+    and its process id (for tests that kill it)."""
+
+    train: HolderRows
+    validation: HolderRows
+    pid: int = 0
+
+
+@dataclass
 class Outcome:
     """A coordinate's own scores after a fit (global order) and what happened."""
 

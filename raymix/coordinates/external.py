@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from raymix import storage
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex
 from raymix.data.avro.scores import read_scores_avro
 from raymix.errors import DataError
@@ -15,15 +16,20 @@ from raymix.recipe.spec import ExternalEffect
 
 def read_scores(path: str, score_column: str, uid: str = "uid") -> tuple[np.ndarray, np.ndarray]:
     """(uid, score) from Avro score files or Parquet files (a file or a directory)."""
-    p = Path(path)
-    parquet = (
-        sorted(p.rglob("*.parquet")) if p.is_dir() else ([p] if p.suffix == ".parquet" else [])
-    )
+    if storage.is_uri(path):
+        files = storage.walk(path) if storage.is_dir(path) else [storage.normal(path)]
+        parquet = [f for f in files if f.endswith(".parquet")]
+    else:
+        p = Path(path)
+        found = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+        parquet = [str(f) for f in found if f.suffix == ".parquet"]
     if not parquet:
         return read_scores_avro(path, uid=uid, score=score_column)
     uids, scores = [], []
     for file in parquet:
-        table = pq.read_table(file)
+        fs, inner = storage.filesystem(file)
+        with storage.errors(file, "cannot read"):
+            table = pq.read_table(inner, filesystem=fs)
         for name in (uid, score_column):
             if name not in table.column_names:
                 raise DataError("missing column", path=str(file), column=name)

@@ -1,16 +1,49 @@
-"""The fixed-effect coordinate: one global GLM, trained by :mod:`raymix.engine.fixed_effect`."""
+"""The fixed-effect coordinate: one global GLM on rows sharded across a worker group.
+
+The workers (``raymix.engine.fixed_effect.FixedEffectService``, a Ray Train worker group)
+are handed in by ``raymix.run.build_coordinates``; the coordinate sees them only through
+:class:`FixedEffectWorkers`, and what a worker does with its rows, and the messages it
+exchanges, are :mod:`raymix.coordinates.fixed_effect_fit`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from raymix.coordinates.base import HolderRows, Outcome, RowIndex, scatter
+from raymix.coordinates.base import HolderRows, Outcome, RowIndex, WorkerRows, scatter
+from raymix.coordinates.fixed_effect_fit import FitCommand, FitReply
 from raymix.data.avro.models import coefficients_by_index, model_record, read_models, write_models
+from raymix.data.avro.priors import prior_models_dir, read_prior_models
 from raymix.data.source import Source
 from raymix.errors import DataError
 from raymix.recipe.spec import FixedEffect
+from raymix.solvers.prior import Prior
+
+
+class FixedEffectWorkers(Protocol):
+    """The worker group holding a fixed effect's rows, one shard per worker."""
+
+    def start(self, spec: FixedEffect, train: Source, validation: Source | None) -> None:
+        """Start reading the rows and the workers."""
+
+    def loaded(self) -> list[WorkerRows]:
+        """Wait for the workers and report their rows, one entry per worker."""
+
+    def share(self, value: Any) -> Any:
+        """``value`` placed where the workers read it."""
+
+    def request(self, command: FitCommand) -> list[FitReply]:
+        """Every worker's reply to ``command`` (re-run by a restarted group)."""
+
+    def restarts(self) -> int:
+        """How many times the group was started again after a failure."""
+
+    def stop(self) -> None:
+        """End the workers."""
 
 
 class FixedEffectCoordinate:
@@ -22,78 +55,67 @@ class FixedEffectCoordinate:
         train: Source,
         validation: Source | None,
         names: list[tuple[str, str]] | None,
+        workers: FixedEffectWorkers,
     ):
-        from raymix.engine.fixed_effect import FixedEffectService
-
         self.spec, self.name, self.names = spec, spec.name, names
         self.dim = train.schema.dim
-        self.service = FixedEffectService(spec, train, validation, spec.name)
+        self.train, self.validation = train, validation
+        self.service = workers
         self.theta: np.ndarray | None = None
         self.variances: np.ndarray | None = None
-        self._index: tuple = ()
+        self._index: tuple[Any, Any] = (None, None)
         self._sizes = (0, 0)
         self.worker_pids: list[int] = []
         self._uids: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
         self.rows_per_worker: list[int] = []
         if spec.warm_start:
             self.theta = self._load_warm_start(spec.warm_start)
+        self.prior = read_fixed_effect_prior(spec, names, self.dim)
 
     def start(self) -> None:
-        self.service.start()
+        self.service.start(self.spec, self.train, self.validation)
 
     def holders(self) -> tuple[list[HolderRows], list[HolderRows]]:
         replies = self.service.loaded()
-        train = [
-            HolderRows(r.train_uid, r.train_label, r.train_weight, r.train_offset) for r in replies
-        ]
-        val = [
-            HolderRows(r.val_uid, r.val_label, np.ones(r.val_uid.size), r.val_offset)
-            for r in replies
-        ]
+        train, val = [r.train for r in replies], [r.validation for r in replies]
         self.rows_per_worker = [h.uid.size for h in train]
         self.worker_pids = [r.pid for r in replies]
         self._uids = ([h.uid for h in train], [h.uid for h in val])
         return train, val
 
     def bind(self, train: RowIndex, validation: RowIndex) -> None:
-        import ray
-
         who = f"coordinate '{self.name}'"
         train.check_covered([train.positions(u, who) for u in self._uids[0]], who)
         validation.check_covered([validation.positions(u, who) for u in self._uids[1]], who)
-        self._index = (ray.put(train.uid), ray.put(validation.uid))
+        self._index = (self.service.share(train.uid), self.service.share(validation.uid))
         self._sizes = (len(train), len(validation))
 
     def fit(
         self, train_offsets: np.ndarray, val_offsets: np.ndarray, refit: bool = True
     ) -> Outcome:
-        import ray
-
-        replies = self.service.request(
-            {
-                "kind": "fit",
-                "fit": refit,
-                "train_offsets": ray.put(train_offsets),
-                "train_index": self._index[0],
-                "val_index": self._index[1],
-                "theta": self.theta,
-                "spec": self.spec,
-            }
+        command = FitCommand(
+            refit=refit,
+            spec=self.spec,
+            theta=self.theta,
+            train_offsets=self.service.share(train_offsets),
+            train_index=self._index[0],
+            val_index=self._index[1],
+            prior=self.prior,
         )
+        replies = self.service.request(command)
+        first = replies[0]
         if refit:
-            self.theta = replies[0]["theta"]
-            self.variances = replies[0].get("variances")
-        train = scatter(
-            [r["train"] for r in replies], [r["train_pos"] for r in replies], self._sizes[0]
-        )
+            self.theta, self.variances = first.theta, first.variances
+        train = scatter([r.train for r in replies], [r.train_pos for r in replies], self._sizes[0])
         val = np.zeros(self._sizes[1])
         if self._sizes[1]:
             val = scatter(
-                [r["val"] for r in replies], [r["val_pos"] for r in replies], self._sizes[1]
+                [_present(r.val) for r in replies],
+                [_present(r.val_pos) for r in replies],
+                self._sizes[1],
             )
-        skip = ("theta", "train", "val", "train_pos", "val_pos", "variances")
-        info = {k: v for k, v in replies[0].items() if k not in skip}
-        info["rows_per_worker"] = [r["train_pos"].size for r in replies]
+        info: dict = {} if first.summary is None else dataclasses.asdict(first.summary)
+        info["rows_per_worker"] = [r.train_pos.size for r in replies]
         info["worker_restarts"] = self.service.restarts()
         return Outcome(train=train, validation=val, info=info)
 
@@ -154,3 +176,25 @@ class FixedEffectCoordinate:
             )
         coef[index] = value
         return np.concatenate([coef, [intercept]]) if self.spec.fit_intercept else coef
+
+
+def read_fixed_effect_prior(
+    spec: FixedEffect, names: list[tuple[str, str]] | None, dim: int
+) -> Prior | None:
+    """The spec's prior (its one model, features matched by name), or None without one."""
+    if spec.prior is None:
+        return None
+    where = prior_models_dir(spec.prior.models, spec.name, "fixed_effect")
+    models = read_prior_models(where, names, spec.task, dim)
+    if models.models.n_entities != 1:
+        raise DataError(
+            f"a fixed effect's prior has one model; found {models.models.n_entities}",
+            path=str(where),
+        )
+    return models.fixed_effect_prior(spec.prior.weight, spec.prior.forgetting)
+
+
+def _present(value: np.ndarray | None) -> np.ndarray:
+    if value is None:
+        raise ValueError("a worker holding validation rows sent no validation scores")
+    return value

@@ -34,6 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from raymix import storage
 from raymix.errors import DataError
 from raymix.files import write_text
 
@@ -235,8 +236,16 @@ class Metadata:
         return cls(tuple(sections["features"]), tuple(sections["labels"]))
 
 
-def _read_text(path: Path, missing: str, unreadable: str) -> str:
-    """The UTF-8 text of ``path``; DataError "<missing> not found" / "cannot read <unreadable>"."""
+def _read_text(path: Path | str, missing: str, unreadable: str) -> str:
+    """The UTF-8 text of ``path`` (a local path or a URI); DataError "<missing> not found" /
+    "cannot read <unreadable>"."""
+    if isinstance(path, str):  # a URI (see _where)
+        if not storage.is_file(path):
+            raise DataError(f"{missing} not found", storage.shown(path))
+        try:
+            return storage.read_text(path)
+        except UnicodeDecodeError as e:
+            raise DataError(f"cannot read {unreadable}: {e}", storage.shown(path)) from None
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -245,9 +254,14 @@ def _read_text(path: Path, missing: str, unreadable: str) -> str:
         raise DataError(f"cannot read {unreadable}: {e}", str(path)) from None
 
 
+def _where(path: str | os.PathLike) -> Path | str:
+    """A local path as a :class:`~pathlib.Path` (as before), a URI as a normal string."""
+    return storage.normal(path) if storage.is_uri(path) else Path(path)
+
+
 def load_metadata(path: str | os.PathLike) -> Metadata:
     """Read and validate a GDMix ``tensor_metadata.json``."""
-    path = Path(path)
+    path = _where(path)
     text = _read_text(path, "metadata file", "metadata")
     try:
         obj = json.loads(text)
@@ -262,7 +276,7 @@ def load_feature_list(path: str | os.PathLike) -> list[tuple[str, str]]:
     The 0-based line number is the feature index in the bag. Every row must have exactly two
     CSV fields; the last line may lack its newline.
     """
-    path = Path(path)
+    path = _where(path)
     text = _read_text(path, "feature list", "feature list")
     out: list[tuple[str, str]] = []
     reader = csv.reader(io.StringIO(text, newline=""))

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raymix.files import atomic_path
+from raymix import storage
 from raymix.solvers.entity import EntityModels
 
 SUFFIX = ".arrow"
@@ -44,24 +44,34 @@ def write_model_table(path: str | Path, entity_ids, models: EntityModels) -> Pat
     """Write ``models`` (entity ``k`` has id ``entity_ids[k]``) to ``path``, atomically."""
     table = models_table(entity_ids, models)
     with (
-        atomic_path(path) as tmp,
+        storage.staged(path) as tmp,
         pa.OSFile(str(tmp), "wb") as sink,
         pa.ipc.new_file(sink, table.schema) as writer,
     ):
         writer.write_table(table)
-    return Path(path)
+    return storage.as_path(path)
+
+
+def _tables(directory: str | Path) -> list[str]:
+    if storage.is_uri(directory):
+        names = storage.list_dir(directory)
+        return [storage.join(directory, n) for n in names if n.endswith(SUFFIX)]
+    return [str(p) for p in sorted(Path(directory).glob(f"*{SUFFIX}"))]
 
 
 def has_model_tables(directory: str | Path) -> bool:
-    directory = Path(directory)
-    return directory.is_dir() and any(directory.glob(f"*{SUFFIX}"))
+    return storage.is_dir(directory) and bool(_tables(directory))
 
 
 def read_model_tables(directory: str | Path) -> pa.Table:
-    """Every model table under ``directory``, as one table (memory-mapped)."""
+    """Every model table under ``directory``, as one table (memory-mapped; read whole from
+    an object store)."""
     tables = []
-    for path in sorted(Path(directory).glob(f"*{SUFFIX}")):
-        with pa.memory_map(str(path)) as source:
+    for path in _tables(directory):
+        if storage.is_uri(path):
+            tables.append(pa.ipc.open_file(pa.py_buffer(storage.read_bytes(path))).read_all())
+            continue
+        with pa.memory_map(path) as source:
             tables.append(pa.ipc.open_file(source).read_all())
     if not tables:
         raise FileNotFoundError(f"no {SUFFIX} model tables in {directory}")

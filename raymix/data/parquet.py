@@ -12,10 +12,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from raymix import storage
 from raymix.data.metadata import TensorSpec
 from raymix.data.rows import RowSchema
 from raymix.data.tfrecord import example_codec as codec
 from raymix.errors import DataError
+
+
+def _args(path: str) -> tuple:
+    """``(where, memory_map, decryption_properties, filesystem)``, the first arguments of
+    ``pyarrow.parquet``'s readers, for ``path``: a local path as it is (no filesystem), a URI
+    as the path in its pyarrow filesystem (see :mod:`raymix.storage`)."""
+    if not storage.is_uri(path):
+        return path, False, None, None
+    fs, inner = storage.filesystem(path)
+    return inner, False, None, fs
 
 
 def parquet_schema(path: str) -> pa.Schema:
@@ -24,7 +35,7 @@ def parquet_schema(path: str) -> pa.Schema:
 
 def parquet_metadata(path: str):
     try:
-        return pq.read_metadata(path)
+        return pq.read_metadata(*_args(path))
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"not a readable Parquet file: {one_line(exc)}", path=path) from None
 
@@ -34,27 +45,38 @@ def check_parquet_files(files, schema: RowSchema) -> int:
     rows, entity_type = 0, None
     for path in files:
         footer = parquet_metadata(path)
-        arrow = footer.schema.to_arrow_schema()
-        for name in schema.columns():
-            if name not in arrow.names:
-                raise DataError(f"missing column (has {arrow.names})", path=path, column=name)
-            kind = arrow.field(name).type
-            expected, ok = _expected_type(name, schema)
-            if not ok(kind):
-                raise DataError(f"has type {kind}; expected {expected}", path=path, column=name)
-        if schema.entity:
-            kind = arrow.field(schema.entity).type
-            if entity_type is None:
-                entity_type = (kind, path)
-            elif pa.types.is_integer(kind) != pa.types.is_integer(entity_type[0]):
-                raise DataError(
-                    f"entity ids are {kind} here but {entity_type[0]} in {entity_type[1]}; "
-                    "every file must use one type",
-                    path=path,
-                    column=schema.entity,
-                )
+        entity_type = check_columns(footer.schema.to_arrow_schema(), schema, path, entity_type)
         rows += footer.num_rows
     return rows
+
+
+def check_columns(arrow: pa.Schema, schema: RowSchema, path: str, entity_type=None):
+    """The columns of one file's (or table's) ``arrow`` schema against the row convention;
+    ``entity_type`` is (type, path) of the entity ids seen before, returned updated."""
+    for name in schema.columns():
+        if name not in arrow.names:
+            raise DataError(f"missing column (has {arrow.names})", path=path, column=name)
+        kind = arrow.field(name).type
+        expected, ok = _expected_type(name, schema)
+        if not ok(kind):
+            raise DataError(f"has type {kind}; expected {expected}", path=path, column=name)
+    if schema.entity:
+        kind = _decoded(arrow.field(schema.entity).type)
+        if entity_type is None:
+            entity_type = (kind, path)
+        elif pa.types.is_integer(kind) != pa.types.is_integer(entity_type[0]):
+            raise DataError(
+                f"entity ids are {kind} here but {entity_type[0]} in {entity_type[1]}; "
+                "every file must use one type",
+                path=path,
+                column=schema.entity,
+            )
+    return entity_type
+
+
+def _decoded(kind: pa.DataType) -> pa.DataType:
+    """A dictionary (categorical) column's value type; any other type as it is."""
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
 
 
 def _expected_type(name: str, schema: RowSchema):
@@ -82,7 +104,12 @@ def _expected_type(name: str, schema: RowSchema):
         )
 
     if name == schema.entity:
-        return "integers or strings", lambda k: pa.types.is_integer(k) or text(k)
+        return (
+            "integers or strings",
+            lambda k: pa.types.is_integer(_decoded(k)) or text(_decoded(k)),
+        )
+    if name in schema.bag_columns:
+        return "numbers, one per row (a feature column)", lambda k: leaf(k, number, (0,))
     if name == schema.uid:
         return "integers", lambda k: leaf(k, pa.types.is_integer)
     if name == f"{schema.bag}_indices":
@@ -92,10 +119,20 @@ def _expected_type(name: str, schema: RowSchema):
     return "numbers (integer or floating point)", lambda k: leaf(k, number)
 
 
+def first_row_group_column(path: str, name: str):
+    """Column ``name`` of the first row group of a Parquet file (path or URI); None without
+    row groups."""
+    where, _, _, fs = _args(path)
+    reader = pq.ParquetFile(where, filesystem=fs)
+    return reader.read_row_group(0, columns=[name]).column(0) if reader.num_row_groups else None
+
+
 def largest_index(bag: str, files) -> int:
     top = -1
     for file in files:
-        column = pq.read_table(file, columns=[f"{bag}_indices"]).column(0)
+        column = pq.read_table(
+            _args(file)[0], columns=[f"{bag}_indices"], filesystem=_args(file)[3]
+        ).column(0)
         flat = pc.list_flatten(column)
         if len(flat):
             top = max(top, pc.max(flat).as_py())
@@ -107,16 +144,18 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def read_parquet_rows(path: str, schema: RowSchema) -> pa.Table:
-    """The row-convention columns of ``schema`` from one file (the label too when it is
-    optional and present)."""
+def read_parquet_rows(path: str, schema: RowSchema, extra: tuple[str, ...] = ()) -> pa.Table:
+    """The row-convention columns of ``schema`` and the ``extra`` ones from one file (the
+    label too when it is optional and present)."""
     try:
-        columns = schema.columns()
-        if schema.label_optional and schema.label in pq.read_schema(path).names:
+        columns = schema.columns() + list(extra)
+        if schema.label_optional and schema.label in pq.read_schema(*_args(path)).names:
             columns.append(schema.label)
         # one thread: a reading task is one of a pool of tasks, one per core (Arrow's own
         # threads made a 1M-row file of 50 dense floats read in 0.9 s instead of 0.5 s)
-        return pq.read_table(path, columns=columns, use_threads=False)
+        return pq.read_table(
+            _args(path)[0], columns=columns, use_threads=False, filesystem=_args(path)[3]
+        )
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"cannot read Parquet file: {one_line(exc)}", path=path) from None
 
@@ -125,8 +164,8 @@ def read_parquet_with_metadata(path: str, specs: list[TensorSpec]) -> pa.Table:
     """The columns of ``specs`` from one file, cast to the metadata's types; bags checked."""
     names = [c for s in specs for c in s.columns]
     try:
-        target = _parquet_target(path, pq.read_schema(path), specs)
-        table = pq.read_table(path, columns=names)
+        target = _parquet_target(path, pq.read_schema(*_args(path)), specs)
+        table = pq.read_table(_args(path)[0], columns=names, filesystem=_args(path)[3])
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"cannot read Parquet: {e}", path) from None
     if not table.schema.equals(target):
@@ -143,7 +182,7 @@ def read_parquet_with_metadata(path: str, specs: list[TensorSpec]) -> pa.Table:
 def check_parquet_against_metadata(path: str, specs: list[TensorSpec]) -> int:
     """The file's footer holds every column of ``specs`` with a castable type; its row count."""
     try:
-        footer = pq.read_metadata(path)
+        footer = pq.read_metadata(*_args(path))
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"cannot read Parquet: {e}", path) from None
     _parquet_target(path, footer.schema.to_arrow_schema(), specs)

@@ -8,6 +8,11 @@ list<float>``, or dense, as ``B: fixed_size_list<float>[k]``.
 (float64), an optional ``entity`` column (int64 or str objects) and ``X``, the coordinate's
 feature bag as a CSR matrix (sparse bags) or a float64 array (dense bags), shape (n_rows, dim),
 dim 0 for an intercept-only coordinate.
+
+Every label, weight, offset and feature value is finite and at most :data:`LARGEST_VALUE` in
+magnitude (docs/bad-inputs.md, "Limits"): beyond it a weighted sum of losses, a squared
+feature or a standardized column overflows or swamps every other row in float64 — a silent
+collapse (AUC 0.5) rather than an error — so such a value is refused, naming its row.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import scipy.sparse as sp
 
 from raymix.errors import DataError
 from raymix.solvers.loss import check_labels
+
+#: the largest magnitude of a label, weight, offset or feature value raymix accepts
+LARGEST_VALUE = 1e12
 
 
 @dataclass
@@ -71,14 +79,21 @@ class RowSchema:
     entity: str | None = None
     label_optional: bool = False
     task: str | None = None  # the coordinate's task: 'logistic' labels must be 0 or 1
+    #: the bag is these scalar columns, one feature each (then ``dense_bag``, ``dim`` = their
+    #: number and ``bag`` a name for them)
+    bag_columns: tuple[str, ...] = ()
+    #: the data has no uid column: the reader numbers the rows (``uid`` names the column it adds)
+    uid_from_row: bool = False
 
     def columns(self) -> list[str]:
         """Arrow column names to read."""
-        names = [self.uid]
+        names = [] if self.uid_from_row else [self.uid]
         if not self.label_optional:
             names.append(self.label)
         names += [c for c in (self.weight, self.offset, self.entity) if c]
-        if self.bag:
+        if self.bag_columns:
+            names += self.bag_columns
+        elif self.bag:
             names += [self.bag] if self.dense_bag else [f"{self.bag}_indices", f"{self.bag}_values"]
         return names
 
@@ -96,7 +111,8 @@ def rows_from_table(table: pa.Table, schema: RowSchema, source: str = "table") -
         label = np.full(n, np.nan)
     weight = _scalar(table, schema.weight, np.float64, source) if schema.weight else np.ones(n)
     offset = _scalar(table, schema.offset, np.float64, source) if schema.offset else np.zeros(n)
-    _finite(label[~np.isnan(label)] if schema.label_optional else label, schema.label, source)
+    given = np.where(np.isnan(label), 0.0, label) if schema.label_optional else label
+    _finite(given, schema.label, source)
     _labels_fit_task(label, schema, source)
     _unique(uid, schema.uid, source)
     _finite(weight, schema.weight, source)
@@ -109,6 +125,8 @@ def rows_from_table(table: pa.Table, schema: RowSchema, source: str = "table") -
         entity = _entity(table.column(schema.entity), schema.entity, source)
     if not schema.bag:
         X = sp.csr_matrix((n, 0), dtype=np.float64)
+    elif schema.bag_columns:
+        X = _column_bag(table, schema, source)
     elif schema.dense_bag:
         X = _dense_bag(table.column(schema.bag), schema, source)
     else:
@@ -197,10 +215,22 @@ def _scalar(table: pa.Table, name: str, dtype, source: str) -> np.ndarray:
         ) from None
 
 
+def _out_of_range(values: np.ndarray) -> np.ndarray:
+    """Positions (into the flattened values) of NaN, infinite or too large values."""
+    return np.flatnonzero(~(np.abs(values) <= LARGEST_VALUE))
+
+
+def _range_error(value: float, what: str) -> str:
+    if not np.isfinite(value):
+        return f"{what} is NaN or infinite"
+    return f"{what} {value:.6g} is beyond raymix's limit of ±{LARGEST_VALUE:g}: rescale the column"
+
+
 def _finite(values: np.ndarray, name: str | None, source: str) -> None:
-    bad = np.flatnonzero(~np.isfinite(values))
+    bad = _out_of_range(values)
     if bad.size:
-        raise DataError("value is NaN or infinite", path=source, row=int(bad[0]), column=name)
+        message = _range_error(values[bad[0]], "value")
+        raise DataError(message, path=source, row=int(bad[0]), column=name)
 
 
 def _labels_fit_task(label: np.ndarray, schema: RowSchema, source: str) -> None:
@@ -231,6 +261,9 @@ def _entity(column, name: str, source: str) -> np.ndarray:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
         raise DataError("missing entity id", path=source, row=row, column=name)
     kind = column.type
+    if pa.types.is_dictionary(kind):  # categorical ids (a pandas Categorical): their values
+        column = column.cast(kind.value_type)
+        kind = column.type
     if pa.types.is_integer(kind):
         return column.to_numpy(zero_copy_only=False).astype(np.int64)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
@@ -276,10 +309,11 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
             row=row,
             column=name_i,
         )
-    bad = np.flatnonzero(~np.isfinite(flat_v))
+    bad = _out_of_range(flat_v)
     if bad.size:
         row = int(np.searchsorted(indptr, bad[0], side="right") - 1)
-        raise DataError("feature value is NaN or infinite", path=source, row=row, column=name_v)
+        message = _range_error(flat_v[bad[0]], "feature value")
+        raise DataError(message, path=source, row=row, column=name_v)
     if max(indptr[-1], schema.dim) < np.iinfo(np.int32).max:
         flat_i, indptr = flat_i.astype(np.int32, copy=False), indptr.astype(np.int32)
     X = sp.csr_matrix((flat_v, flat_i, indptr), shape=(n, schema.dim))
@@ -289,7 +323,28 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
     return X
 
 
+def _column_bag(table: pa.Table, schema: RowSchema, source: str) -> np.ndarray:
+    """A bag of scalar columns, one feature each, as a dense (n, k) float64 array."""
+    X = np.empty((table.num_rows, len(schema.bag_columns)))
+    for j, name in enumerate(schema.bag_columns):
+        X[:, j] = _scalar(table, name, np.float64, source)
+        _finite(X[:, j], name, source)
+    return X
+
+
 def _dense_bag(column, schema: RowSchema, source: str) -> np.ndarray:
+    if not pa.types.is_fixed_size_list(column.type):  # list<float>: every row of one length
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        lengths = np.nan_to_num(lengths.astype(float), nan=-1)  # a missing list: no length
+        bad = np.flatnonzero(lengths != schema.dim)
+        if bad.size:
+            raise DataError(
+                f"a dense bag's lists must all hold {schema.dim} values; this one holds "
+                f"{int(lengths[bad[0]]) if lengths[bad[0]] >= 0 else 'none (missing)'}",
+                path=source,
+                row=int(bad[0]),
+                column=schema.bag,
+            )
     flat = pc.list_flatten(column.combine_chunks()).to_numpy(zero_copy_only=False)
     # float32 values stay float32 (half the memory; solvers accumulate in float64)
     flat = flat.astype(np.float32 if flat.dtype == np.float32 else np.float64, copy=False)
@@ -299,9 +354,8 @@ def _dense_bag(column, schema: RowSchema, source: str) -> np.ndarray:
             f"dense bag must have {schema.dim} values per row", path=source, column=schema.bag
         )
     dense = flat.reshape(n, schema.dim)
-    bad = np.argwhere(~np.isfinite(dense))
+    bad = _out_of_range(flat)
     if bad.size:
-        raise DataError(
-            "feature value is NaN or infinite", path=source, row=int(bad[0, 0]), column=schema.bag
-        )
+        message = _range_error(flat[bad[0]], "feature value")
+        raise DataError(message, path=source, row=int(bad[0]) // schema.dim, column=schema.bag)
     return dense

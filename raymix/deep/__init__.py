@@ -1,8 +1,9 @@
-"""The deep fixed effect: a DeText-style wide-and-deep network, trained data-parallel.
+"""The deep fixed effect: a DeText-style wide-and-deep network, in pure TensorFlow.
 
-``text`` tokenizes, ``inputs`` reads and shards rows with Ray Data, ``model`` is the network,
-``optim`` its optimizers, ``train`` the per-worker loop, ``collective`` the gradient
-all-reduce (local, TensorFlow collectives, Horovod), ``service`` runs the workers on Ray and
-``export`` writes and reads the SavedModel. :mod:`raymix.coordinates.deep` plugs it into
-coordinate descent.
+``text`` tokenizes, ``inputs`` turns rows into a resident ``Shard``, ``model`` is the
+network, ``optim`` its optimizers, ``train`` the per-worker loop (given a ``Collective``),
+and ``export`` writes and reads the SavedModel. Nothing here knows of Ray: the workers that
+read the rows and run the loop are :mod:`raymix.engine.deep_service`, the all-reduce
+:mod:`raymix.engine.collective`; :mod:`raymix.coordinates.deep` plugs it into coordinate
+descent.
 """

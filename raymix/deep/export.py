@@ -10,7 +10,8 @@
     -> logit     float32 [batch]          the coordinate's own score (no offset)
 
 ``score_ids`` takes already tokenized rows (``tokens``, ``lengths``, ``wide_ids``,
-``wide_values``), as training does.
+``wide_values``), as training does. A checkpoint's copy also holds ``trainer_state.npz``
+(the optimizer's slots and counters, the number of fits done), which a resumed run restores.
 """
 
 from __future__ import annotations
@@ -21,15 +22,20 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from raymix import storage
 from raymix.deep.model import Architecture, build_model
 from raymix.deep.text import CLS, PAD, SEP, UNK, Framing, Vocabulary, tf_tokenize
+from raymix.deep.train import TrainerState
 from raymix.errors import DataError
+from raymix.files import atomic_path
 
 META = "raymix_deep.json"
 FORMAT = 1
+TRAINER_STATE = "trainer_state.npz"
 
 
 def export_saved_model(
@@ -77,7 +83,7 @@ def export_saved_model(
 
 
 def read_meta(directory: str | Path) -> dict:
-    path = Path(directory) / META
+    path = Path(storage.local_tree(directory)) / META
     if not path.is_file():
         raise DataError(f"not a raymix deep model (no {META})", path=str(directory))
     meta = json.loads(path.read_text())
@@ -103,6 +109,29 @@ def load_weights(directory: str | Path) -> tuple[Architecture, dict[str, np.ndar
     return arch, dict(zip(meta["variables"], values, strict=True))
 
 
+def save_trainer_state(directory: str | Path, state: TrainerState) -> Path:
+    """Write what a trainer carries besides its weights (optimizer slots and counters, the
+    fit number) beside an exported model."""
+    arrays: dict[str, Any] = {f"optimizer/{k}": v for k, v in (state.optimizer or {}).items()}
+    arrays["fits"] = np.int64(state.fits)
+    path = Path(directory) / TRAINER_STATE
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+def load_trainer_state(directory: str | Path, weights: dict[str, np.ndarray]) -> TrainerState:
+    """``weights`` with the optimizer state and fit number saved beside the model, if any
+    (a checkpoint's copy; otherwise a fresh optimizer and no fit done)."""
+    path = Path(storage.local_tree(directory)) / TRAINER_STATE
+    if not path.is_file():
+        return TrainerState(weights)
+    with np.load(path) as saved:
+        prefix = "optimizer/"
+        optimizer = {k[len(prefix) :]: saved[k] for k in saved.files if k.startswith(prefix)}
+        return TrainerState(weights, optimizer, int(saved["fits"]))
+
+
 _LOADED: dict[str, object] = {}
 
 
@@ -110,7 +139,7 @@ def load_saved_model(directory: str | Path):
     """``tf.saved_model.load`` once per process and directory."""
     import tensorflow as tf
 
-    key = os.path.abspath(directory)
+    key = os.path.abspath(storage.local_tree(directory))
     if key not in _LOADED:
         if not (Path(key) / "saved_model.pb").is_file():
             raise DataError("no SavedModel here (saved_model.pb is missing)", path=key)
@@ -167,7 +196,7 @@ def _serving_module(model, vocab: Vocabulary, framing: Framing):
 def check_deep_model(directory: str | Path, source) -> str:
     """Check an exported model against the data it will score; return its directory."""
     meta = read_meta(directory)
-    if not (Path(directory) / "saved_model.pb").is_file():
+    if not (Path(storage.local_tree(directory)) / "saved_model.pb").is_file():
         raise DataError("no SavedModel here (saved_model.pb is missing)", path=str(directory))
     arch, _ = architecture_of(meta)
     dim = source.schema.dim if source.schema.bag else 0
@@ -179,46 +208,9 @@ def check_deep_model(directory: str | Path, source) -> str:
     from raymix.deep.inputs import check_text_column
 
     check_text_column(source, meta["text_column"])
-    return str(Path(directory).resolve())
-
-
-def deep_score_dataset(source, directory: str):
-    """A Ray Dataset of ``uid, score, offset, label`` (one read task per file) scored by the
-    SavedModel's ``serving_default`` signature, i.e. from raw text, tokenizer included."""
-    import ray.data
-
-    from raymix.engine.reading import READ_TASK_CPUS
-
-    meta = read_meta(directory)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    items = [{"path": path} for path in source.files]
-    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _score_files,
-        fn_kwargs={"source": source, "text_column": meta["text_column"], "directory": directory},
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=READ_TASK_CPUS,
+    return (
+        storage.normal(directory) if storage.is_uri(directory) else str(Path(directory).resolve())
     )
-
-
-def _score_files(batch, source, text_column: str, directory: str):
-    import pyarrow as pa
-
-    from raymix.data.rows import rows_from_table
-    from raymix.deep.inputs import pad_sparse, read_text_table, texts_of
-
-    tables = []
-    for path in batch.column("path").to_pylist():
-        table = read_text_table(source, text_column, path)
-        rows = rows_from_table(table, source.schema, source=path)
-        texts = texts_of(table.column(text_column))
-        ids, values = pad_sparse(rows.X)
-        scores = score_rows(directory, texts, ids, values)
-        tables.append(
-            pa.table({"uid": rows.uid, "score": scores, "offset": rows.offset, "label": rows.label})
-        )
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 def score_rows(

@@ -1,11 +1,11 @@
-"""The deep coordinate's input pipeline: Ray Data read tasks that tokenize, row-exact shards.
+"""The deep coordinate's inputs: text columns tokenized, rows held as a :class:`Shard`.
 
-Read tasks (one per file, as :mod:`raymix.engine.reading`) parse the rows and turn the text
-column into fixed-width token ids right there, so workers receive numbers only. The
-dataset is then materialised once and cut into ``world`` contiguous, row-exact pieces
-(``split_at_indices``: deterministic, no row dropped, whatever the number of files), each
-handed to one worker as a list of Arrow block references. A worker turns its blocks into a
-:class:`Shard`, sorted by uid, and keeps it resident across coordinate-descent passes.
+A file's rows become a table whose text column is fixed-width token ids
+(:func:`tokenized_table`), so that workers receive numbers only; a worker turns its blocks
+into a :class:`Shard` (:func:`shard_of`), sorted by uid, and keeps it resident across
+coordinate-descent passes. Where the files are read (one Ray Data task per file) and how the
+rows are cut between workers is the engine's (:mod:`raymix.engine.reading`);
+:func:`read_local_shard` reads every row in this process.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from raymix.data.rows import Rows, concat_rows, rows_from_table
 from raymix.data.source import Source
 from raymix.deep.text import Framing, Vocabulary, tokenize
-from raymix.engine.reading import FILE, READ_TASK_CPUS, ROW
 from raymix.errors import DataError
 
 TOKENS, LENGTH = "__raymix_tokens", "__raymix_length"
@@ -93,15 +91,13 @@ def pad_sparse(X) -> tuple[np.ndarray, np.ndarray]:
 def read_text_table(source: Source, column: str, path: str) -> pa.Table:
     """One file of ``source`` with the text ``column`` as well (row convention)."""
     if source.format == "parquet":
-        try:
-            columns = source.schema.columns() + [column]
-            if source.schema.label_optional and source.schema.label in pq.read_schema(path).names:
-                columns.append(source.schema.label)
-            return pq.read_table(path, columns=columns)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise DataError(f"cannot read Parquet file: {exc}", path=path) from None
+        from raymix.data.parquet import read_parquet_rows
+
+        return read_parquet_rows(path, source.schema, extra=(column,))
     from raymix.data.tfrecord.tables import read_tfrecord_file
 
+    if source.metadata is None:
+        raise DataError("TFRecord input needs its tensor metadata", path=path)
     return read_tfrecord_file(path, source.metadata, source.tensors() + [column])
 
 
@@ -117,81 +113,34 @@ def texts_of(column) -> list[str]:
     return out
 
 
-def read_deep_dataset(source: Source, text: TextInput):
-    """A Ray Dataset of ``source``'s rows with token ids: one read task per file, in order."""
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    items = [{"path": path} for path in source.files]
-    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _read_files,
-        fn_kwargs={"source": source, "text": text},
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=READ_TASK_CPUS,
+def tokenized_table(path: str, source: Source, text: TextInput) -> pa.Table:
+    """One file of ``source`` in the row convention, its text turned into token ids
+    (columns ``TOKENS``: fixed-width lists, ``LENGTH``) so that workers receive numbers only."""
+    table = read_text_table(source, text.column, path)
+    ids, lengths = tokenize(texts_of(table.column(text.column)), text.vocab, text.framing)
+    table = table.drop_columns([text.column])
+    table = table.append_column(
+        TOKENS, pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), ids.shape[1])
     )
+    return table.append_column(LENGTH, pa.array(lengths))
 
 
-def _read_files(batch: pa.Table, source: Source, text: TextInput) -> pa.Table:
-    tables = []
-    for path in batch.column("path").to_pylist():
-        table = read_text_table(source, text.column, path)
-        ids, lengths = tokenize(texts_of(table.column(text.column)), text.vocab, text.framing)
-        n = table.num_rows
-        table = table.drop_columns([text.column])
-        table = table.append_column(
-            TOKENS, pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), ids.shape[1])
-        )
-        table = table.append_column(LENGTH, pa.array(lengths))
-        files = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([path]))
-        table = table.append_column(FILE, files).append_column(
-            ROW, pa.array(np.arange(n, dtype=np.int64))
-        )
-        tables.append(table)
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+def tokens_of(table: pa.Table, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The token ids ``[n, width]`` and lengths ``[n]`` of a :func:`tokenized_table`."""
+    flat = pc.list_flatten(table.column(TOKENS)).to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, width), table.column(LENGTH).to_numpy(zero_copy_only=False)
 
 
-def split_rows(dataset, world: int) -> list[list]:
-    """Materialise ``dataset`` and cut it into ``world`` contiguous row ranges of blocks."""
-    materialized = dataset.materialize()
-    if world <= 1:
-        return [materialized.to_arrow_refs()]
-    n = materialized.count()
-    cuts = [n * k // world for k in range(1, world)]
-    return [part.to_arrow_refs() for part in materialized.split_at_indices(cuts)]
-
-
-def load_shard(refs: list, source: Source, width: int) -> Shard:
-    """A worker's blocks -> :class:`Shard` sorted by uid (sums independent of block order)."""
-    import ray
-
-    tables = [t for t in ray.get(list(refs)) if t.num_rows]
-    parts, tokens, lengths = [], [], []
-    for table in tables:
-        parts.append(_rows(table, source))
-        flat = pc.list_flatten(table.column(TOKENS)).to_numpy(zero_copy_only=False)
-        tokens.append(flat.reshape(-1, width))
-        lengths.append(table.column(LENGTH).to_numpy(zero_copy_only=False))
-    rows = concat_rows(parts, source.schema.dim)
+def shard_of(
+    parts: list[Rows], tokens: list[np.ndarray], lengths: list[np.ndarray], dim: int, width: int
+) -> Shard:
+    """Blocks of rows and their tokens -> one :class:`Shard`, sorted by uid (so that every
+    sum over it is independent of the order the blocks came in)."""
+    rows = concat_rows(parts, dim)
     ids = np.concatenate(tokens) if tokens else np.zeros((0, width), np.int32)
     length = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
     order = np.argsort(rows.uid, kind="stable")
     return Shard.from_rows(rows.take(order), ids[order], length[order])
-
-
-def _rows(table: pa.Table, source: Source) -> Rows:
-    """Convert a block; an error names the file and the row within that file."""
-    try:
-        return rows_from_table(table, source.schema, source="input")
-    except DataError as exc:
-        if exc.row is None:
-            raise DataError(exc.reason, path=source.files[0], column=exc.column) from None
-        path = table.column(FILE)[exc.row].as_py()
-        row = table.column(ROW)[exc.row].as_py()
-        raise DataError(exc.reason, path=path, row=row, column=exc.column) from None
 
 
 def check_text_column(source: Source, column: str) -> None:
@@ -210,7 +159,9 @@ def check_text_column(source: Source, column: str) -> None:
                 column=column,
             )
         return
-    schema = pq.read_schema(source.files[0])
+    from raymix.data.parquet import parquet_schema
+
+    schema = parquet_schema(source.files[0])
     if column not in schema.names:
         raise DataError(
             f"missing text column (has {schema.names})", path=source.files[0], column=column
@@ -236,8 +187,4 @@ def read_local_shard(source: Source, text: TextInput) -> Shard:
         ids, length = tokenize(texts_of(table.column(text.column)), text.vocab, text.framing)
         tokens.append(ids)
         lengths.append(length)
-    rows = concat_rows(parts, source.schema.dim)
-    order = np.argsort(rows.uid, kind="stable")
-    return Shard.from_rows(
-        rows.take(order), np.concatenate(tokens)[order], np.concatenate(lengths)[order]
-    )
+    return shard_of(parts, tokens, lengths, source.schema.dim, text.framing.width)

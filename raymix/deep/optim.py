@@ -11,7 +11,8 @@ bias correction; ``sgd`` is ``p <- p - lr_t g``: deterministic and stateless, wh
 data-parallel equivalence tests rely on.
 
 Every worker applies the same update to the same all-reduced gradient, so replicas stay
-bit-identical without exchanging weights.
+bit-identical without exchanging weights. :meth:`Optimizer.state` and
+:meth:`Optimizer.restore` carry the slots and counters across a checkpoint or a restart.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Optimizer:
         import tensorflow as tf
 
         self.config = config
-        self.variables = variables
+        self.variables, self.names = variables, list(names)
         self.decay = [config.weight_decay > 0 and not name.endswith("bias") for name in names]
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
@@ -55,6 +56,29 @@ class Optimizer:
         else:
             raise ValueError(f"unknown optimizer kind {config.kind!r}")
         self.apply = tf.function(self._apply)
+
+    def _slots(self) -> dict:
+        """Every variable of the optimizer's own, by name."""
+        slots = {"step": self.step, "updates": self.updates, "total_steps": self.total}
+        for prefix, values in (("m", self.m), ("v", self.v)):
+            if values:  # SGD without momentum has no slots
+                slots.update(zip([f"{prefix}/{n}" for n in self.names], values, strict=True))
+        return slots
+
+    def state(self) -> dict:
+        """The slots and counters, as numpy arrays by name."""
+        return {name: variable.numpy() for name, variable in self._slots().items()}
+
+    def restore(self, state: dict | None) -> None:
+        """Put back what :meth:`state` gave (None: a fresh optimizer, every slot zero)."""
+        import tensorflow as tf
+
+        slots = self._slots()
+        if state is not None and set(state) != set(slots):
+            raise ValueError(f"optimizer state has {sorted(state)}, expected {sorted(slots)}")
+        for name, variable in slots.items():
+            fresh = 1 if name == "total_steps" else tf.zeros_like(variable)
+            variable.assign(fresh if state is None else state[name])
 
     def begin(self, total_steps: int) -> None:
         """Restart the learning-rate schedule for a fit of ``total_steps`` steps."""

@@ -15,11 +15,13 @@ A test holds them equal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from raymix import storage
 from raymix.errors import DataError
 
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
@@ -51,17 +53,18 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
+            lines = storage.read_text(path).splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read the vocabulary: {exc}", path=str(path)) from None
         tokens = tuple(line.strip() for line in lines if line.strip())
         missing = [t for t in (PAD, UNK, CLS, SEP) if t not in tokens]
         if missing:
             raise DataError(f"the vocabulary lacks the special tokens {missing}", path=str(path))
-        if len(set(tokens)) != len(tokens):
-            seen: set[str] = set()
-            repeated = next(t for t in tokens if t in seen or seen.add(t))
-            raise DataError(f"token {repeated!r} appears twice in the vocabulary", path=str(path))
+        seen: set[str] = set()
+        for token in tokens:
+            if token in seen:
+                raise DataError(f"token {token!r} appears twice in the vocabulary", path=str(path))
+            seen.add(token)
         return cls(tokens)
 
     def __len__(self) -> int:
@@ -72,7 +75,7 @@ class Vocabulary:
 
 
 def tokenize(
-    texts: list[str | None], vocab: Vocabulary, framing: Framing
+    texts: Sequence[str | None], vocab: Vocabulary, framing: Framing
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token ids ``int32 [n, framing.width]`` and lengths ``int32 [n]`` of ``texts``."""
     index = {token: k for k, token in enumerate(vocab.tokens)}

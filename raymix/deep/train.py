@@ -11,13 +11,20 @@ draws ``B // N (+1 for r < B % N)`` rows of its own shard per step, the per-work
 (each already divided by the global ``B``) are summed by the collective, and every worker
 applies the same optimizer step: one step on the union of the workers' batches, exactly.
 
-Shuffling is seeded by (seed, rank, fit number): a run is repeatable.
+Shuffling is seeded by (seed, rank, fit number): a run is repeatable. Everything a worker
+carries from one fit to the next (weights, optimizer slots and counters, the fit number) is
+a :class:`TrainerState`: a checkpoint saves it, a resumed run or a restarted worker group
+restores it, and the next fit is then the one an uninterrupted run would take.
+
+The trainer knows nothing of Ray: a worker hands it a :class:`Collective`
+(:mod:`raymix.engine.collective`: in-process, TensorFlow's, Horovod's).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -38,6 +45,47 @@ class TrainConfig:
     #: collectives instead of one, and measured 2x slower on one 2-core machine (latency
     #: bound); it may pay with a large vocabulary across nodes
     sparse_gradients: bool = False
+
+
+class Collective(Protocol):
+    """What the workers of a group need to act as one (module docstring of
+    :mod:`raymix.engine.collective`, which implements it)."""
+
+    name: str
+    rank: int
+    world: int
+
+    def tape(self, tape, sparse_as_dense: bool = False): ...
+
+    def reduce(self, grads): ...
+
+    def sum(self, x: np.ndarray) -> np.ndarray: ...
+
+    def broadcast(self, variables) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """What a trainer carries from one fit to the next.
+
+    ``optimizer`` holds the optimizer's slots and counters by name (None: a fresh optimizer,
+    all zeros); ``fits`` is the number of fits done, which seeds the next fit's shuffling.
+    """
+
+    weights: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray] | None = None
+    fits: int = 0
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """What one fit did: steps, examples seen, the mean training loss, how fast."""
+
+    steps: int
+    examples: int
+    train_loss: float
+    train_seconds: float
+    examples_per_second: float
 
 
 def local_batch_size(batch_size: int, rank: int, world: int) -> int:
@@ -72,7 +120,7 @@ class DeepTrainer:
         self,
         arch: Architecture,
         config: TrainConfig,
-        collective,
+        collective: Collective,
         train: Shard,
         validation: Shard | None = None,
         weights: dict[str, np.ndarray] | None = None,
@@ -121,7 +169,7 @@ class DeepTrainer:
 
         self._gradients, self._logits = gradients, logits
 
-    def fit(self, offsets: np.ndarray, steps: int | None = None) -> dict:
+    def fit(self, offsets: np.ndarray, steps: int | None = None) -> FitSummary:
         """Run ``steps`` (default: the configured number) optimizer steps with these offsets."""
         steps = self.config.steps if steps is None else steps
         shard = self.train
@@ -155,13 +203,13 @@ class DeepTrainer:
         seconds = time.perf_counter() - started
         self.fits += 1
         total_loss = self.collective.sum(np.array([loss_sum]))[0]
-        return {
-            "steps": steps,
-            "examples": steps * self.config.batch_size,
-            "train_loss": float(total_loss / max(steps, 1)),
-            "train_seconds": seconds,
-            "examples_per_second": steps * self.config.batch_size / seconds if seconds else 0.0,
-        }
+        return FitSummary(
+            steps=steps,
+            examples=steps * self.config.batch_size,
+            train_loss=float(total_loss / max(steps, 1)),
+            train_seconds=seconds,
+            examples_per_second=steps * self.config.batch_size / seconds if seconds else 0.0,
+        )
 
     def score(self, shard: Shard | None) -> np.ndarray:
         """The model's logits (without offsets) for every row of ``shard``, float64."""
@@ -185,3 +233,12 @@ class DeepTrainer:
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         self.model.assign(weights)
+
+    def state(self) -> TrainerState:
+        return TrainerState(self.weights(), self.optimizer.state(), self.fits)
+
+    def restore(self, state: TrainerState) -> None:
+        """Become the trainer that ``state`` was taken from (weights, optimizer, fit number)."""
+        self.model.assign(state.weights)
+        self.optimizer.restore(state.optimizer)
+        self.fits = state.fits

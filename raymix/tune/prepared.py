@@ -65,7 +65,7 @@ class PreparedRecipe:
             for coordinate, spec in zip(self.coordinates, recipe.coordinates, strict=True):
                 if hasattr(coordinate, "reconfigure"):
                     coordinate.reconfigure(spec)
-            self.state.reset()
+            self._loaded().reset()
             self.recipe = recipe
             return None
         self._load(recipe)
@@ -74,7 +74,7 @@ class PreparedRecipe:
     def run_pass(self, p: int) -> tuple[dict, bool]:
         """Run pass ``p`` (0-based); return its last coordinate's metrics and whether the
         descent is finished (last pass, or early stopping)."""
-        recipe, state = self.recipe, self.state
+        recipe, state = self.recipe, self._loaded()
         stopping = recipe.early_stopping
         descend(
             self.coordinates,
@@ -93,6 +93,11 @@ class PreparedRecipe:
         metrics["per_coordinate"] = {s.coordinate: s.metrics.get(recipe.metric) for s in steps}
         stale = stopping is not None and p - state.best_pass >= stopping.patience
         return metrics, p + 1 >= recipe.passes or stale
+
+    def _loaded(self) -> DescentState:
+        if self.state is None:
+            raise RuntimeError("PreparedRecipe: no recipe is loaded (closed)")
+        return self.state
 
     def close(self) -> None:
         for coordinate in self.coordinates:

@@ -21,11 +21,15 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from raymix import storage
 from raymix.errors import RecipeError
+from raymix.outputs import output_location
 from raymix.recipe.spec import Recipe
+from raymix.storage import Location
 from raymix.tune.space import (
     SearchSpace,
     apply_config,
+    check_searcher,
     check_space,
     describe,
     load_space,
@@ -41,7 +45,7 @@ MARKER = "search.json"
 class TuneResult:
     """What a search produced. ``trials`` are dicts (one per trial, the CSV's rows)."""
 
-    out: Path
+    out: Path | Location
     metric: str
     mode: str
     keys: list[str]
@@ -72,8 +76,8 @@ class TuneResult:
         """The result of a finished search, from its ``result.json`` and ``best.json``."""
         from raymix.recipe.load import load_recipe
 
-        out = Path(out)
-        saved = json.loads((out / "result.json").read_text())
+        out = output_location(out, field="out")
+        saved = json.loads(storage.read_text(out / "result.json"))
         return cls(
             out=out,
             metric=saved["metric"],
@@ -84,7 +88,7 @@ class TuneResult:
             best_recipe=load_recipe(out / "best.json"),
             seconds=saved["seconds"],
             stats=saved["stats"],
-            files={k: Path(v) for k, v in saved["files"].items()},
+            files={k: output_location(v) for k, v in saved["files"].items()},
             expected=saved["expected_trials"],
         )
 
@@ -124,10 +128,11 @@ def search(
     if recipe.metric != metric:
         recipe = recipe.model_copy(update={"metric": metric})
     check_space(recipe, space)
+    check_searcher(space)
     from raymix.run import plan
 
     plan(recipe)  # the data's files and schemas, before anything starts
-    out = Path(out or f"{recipe.output}-tune").absolute()
+    out = output_location(out or f"{recipe.output}-tune", field="out")
     _prepare_out(out, recipe, space, resume, overwrite)
 
     concurrent = space.max_concurrent or physical_cores()
@@ -171,11 +176,7 @@ def absolute_data(recipe: Recipe) -> Recipe:
     return recipe.model_copy(update={"data": fix(recipe.data), "coordinates": coordinates})
 
 
-def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, overwrite: bool):
-    import shutil
-
-    from raymix.files import write_json
-
+def _prepare_out(out, recipe: Recipe, space: SearchSpace, resume: bool, overwrite: bool):
     marker = out / MARKER
     described = {
         "recipe": json.loads(recipe.model_dump_json()),
@@ -190,10 +191,10 @@ def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, ov
         },
     }
     if resume:
-        if not (out / EXPERIMENT).is_dir():
+        if not storage.is_dir(out / EXPERIMENT):
             raise RecipeError(f"--resume: no search to resume in {out} (no {EXPERIMENT}/)")
-        if marker.is_file():
-            before = json.loads(marker.read_text())
+        if storage.is_file(marker):
+            before = json.loads(storage.read_text(marker))
             for part in ("recipe", "space"):
                 if before.get(part) != described[part]:
                     raise RecipeError(
@@ -201,22 +202,33 @@ def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, ov
                         "resume with the same recipe and space, or start a new search"
                     )
         return
-    if out.exists() and any(out.iterdir()):
+    if storage.is_file(out):
+        raise RecipeError(f"output {out} exists and is not a directory")
+    if storage.list_dir(out):
         if not overwrite:
             raise RecipeError(
                 f"output directory {out} is not empty: pass --overwrite to replace a previous "
                 "search, or --resume to continue it"
             )
-        if not marker.is_file():
+        if not storage.is_file(marker):
             raise RecipeError(
                 f"--overwrite only replaces a previous search (a directory with {MARKER}): {out}"
             )
         for name in (EXPERIMENT, "best"):
-            shutil.rmtree(out / name, ignore_errors=True)
+            storage.delete_tree(out / name)
         for name in ("trials.csv", "best.json", "search.png", "result.json", MARKER):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(marker, described)
+            storage.delete_file(out / name)
+    storage.make_dirs(out)
+    storage.write_json(marker, described)
+
+
+def _experiment_storage(out) -> dict:
+    """Ray Tune's ``storage_path`` (and ``storage_filesystem`` for an object store: raymix's,
+    which knows the endpoint) for the experiment under ``out``."""
+    if not storage.is_uri(out):
+        return {"storage_path": str(out)}
+    fs, inner = storage.filesystem(out)
+    return {"storage_path": inner, "storage_filesystem": fs}
 
 
 def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
@@ -238,9 +250,10 @@ def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
         ),
         {"cpu": per_trial},
     )
+    where = _experiment_storage(out)
     run_config = tune.RunConfig(
         name=EXPERIMENT,
-        storage_path=str(out),
+        **where,
         verbose=0,
         callbacks=[_Progress(metric, space.num_samples)],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False),
@@ -248,7 +261,11 @@ def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
     if resume:
         _SESSION["say"](f"resuming the search in {out}")
         return tune.Tuner.restore(
-            str(out / EXPERIMENT), trainable, resume_unfinished=True, resume_errored=True
+            f"{where['storage_path']}/{EXPERIMENT}",
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=where.get("storage_filesystem"),
         )
     return tune.Tuner(
         trainable,
@@ -381,7 +398,6 @@ def _short(value) -> str:
 
 
 def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
-    from raymix.files import write_json, write_text
     from raymix.tune.report import plot_search, trials_csv
 
     keys = list(space.space)
@@ -427,7 +443,7 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
     best_recipe = apply_config(recipe, best_config).model_copy(update={"output": str(out / "best")})
     files = {
         "csv": trials_csv(out / "trials.csv", trials),
-        "best": write_text(out / "best.json", best_recipe.model_dump_json(indent=2) + "\n"),
+        "best": storage.write_text(out / "best.json", best_recipe.model_dump_json(indent=2) + "\n"),
         "plot": plot_search(out / "search.png", trials, keys, metric, best, space),
     }
     stats = _stats(trials, seconds, _SESSION["completed"])
@@ -437,7 +453,7 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
     result = TuneResult(
         out, metric, mode, keys, trials, best, best_recipe, seconds, stats, files, expected
     )
-    write_json(
+    storage.write_json(
         out / "result.json",
         {
             "metric": metric,

@@ -21,7 +21,13 @@ from raymix.tune.space import apply_config
 class RecipeTrainable(tune.Trainable):
     """``config`` maps dotted recipe paths to this trial's values."""
 
-    def setup(self, config: dict, recipe_json: str, actors: int | None, threads: int | None):
+    def setup(
+        self,
+        config: dict,
+        recipe_json: str = "",
+        actors: int | None = None,
+        threads: int | None = None,
+    ):
         from raymix.engine.cluster import quiet_environment
         from raymix.tune.prepared import PreparedRecipe
 

@@ -447,7 +447,7 @@ def output_user_directory(w, where):
     mine.mkdir()
     (mine / "chapter1.tex").write_text("precious")
     recipe = w.recipe(w.root / "good" / "train").model_copy(update={"output": str(mine)})
-    return recipe, [str(mine), "refusing to overwrite", "not a raymix output"]
+    return recipe, [str(mine), "refusing to overwrite", "not a raymix fit output"]
 
 
 @case("plan", "output path is a file", RecipeError)
@@ -503,6 +503,44 @@ def negative_weight(w, where):
     return w.recipe(where / "train"), [str(path), "row 7", "column 'weight'", "negative weight"]
 
 
+@case("read", "weight beyond the limit (1e300 made AUC 0.5 silently)", cli=True)
+def huge_weight(w, where):
+    weight = np.ones(20)  # float64: in the float32 column of rows(), 1e300 is inf
+    weight[6] = 1e300
+    path = parquet(where / "train" / "part-0.parquet", replace(rows(), "weight", weight))
+    return w.recipe(where / "train"), [str(path), "row 6", "column 'weight'", "1e+300", "limit"]
+
+
+@case("read", "feature value beyond the limit (3e38 wiped out the coefficients)")
+def huge_feature_value(w, where):
+    path = parquet(
+        where / "train" / "part-0.parquet",
+        set_value(rows(), "global_values", 12, [3e38, 1.0]),
+    )
+    return w.recipe(where / "train"), [
+        str(path),
+        "row 12",
+        "column 'global_values'",
+        "3e+38",
+        "limit",
+    ]
+
+
+@case("read", "offset beyond the limit")
+def huge_offset(w, where):
+    table = replace(rows(), "offset", pa.array(np.zeros(20)))
+    path = parquet(where / "train" / "part-0.parquet", set_value(table, "offset", 2, -1e20))
+    recipe = w.recipe(where / "train", columns=Columns(offset="offset"))
+    return recipe, [str(path), "row 2", "column 'offset'", "-1e+20", "limit"]
+
+
+@case("read", "every training weight zero (AUC 0.5 silently)")
+def all_weights_zero(w, where):
+    table = replace(rows(), "weight", pa.array(np.zeros(20), pa.float32()))
+    parquet(where / "train" / "part-0.parquet", table)
+    return w.recipe(where / "train"), ["every training row has weight 0"]
+
+
 @case("read", "NaN in the offset column")
 def nan_offset(w, where):
     table = replace(rows(), "offset", pa.array(np.zeros(20)))
@@ -532,7 +570,7 @@ def duplicate_uid_across_files(w, where):
     return w.recipe(where / "train"), ["coordinate 'per-user'", "duplicate uid 3", "training"]
 
 
-@case("read", "TFRecord file truncated after its first records (fixed effect)")
+@case("read", "TFRecord file truncated after its first records (fixed effect)", cli=True)
 def tfrecord_truncated_late(w, where):
     path = tfrecord(where / "train" / "part-0.tfrecord", rows(30))
     path.write_bytes(path.read_bytes()[:-30])
@@ -614,6 +652,7 @@ def test_cli_prints_one_error_line_and_exits_2(world, c, ray_session):
     assert done.returncode == 2, done.stderr
     assert len(errors) == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines() == errors, done.stderr  # no line from Ray either
     for fragment in fragments:
         assert fragment in errors[0], f"{fragment!r} not in {errors[0]!r}"
     assert files_of(world.out) == world.previous
@@ -642,6 +681,13 @@ def table_of_messages():
         "the rows, after which the previous run is moved back into the output directory and the",
         "failed run's partial outputs are kept in a hidden `.NAME.failed-PID` sibling.",
         "`<tmp>` stands for the test's temporary directory.",
+        "",
+        "**Limits.** Every label, weight, offset and feature value must be finite and at most",
+        "1e12 in magnitude (`raymix.data.rows.LARGEST_VALUE`); weights are >= 0 and not all",
+        "zero in a split. Beyond that a weighted sum of losses or a squared feature overflows",
+        "float64, or one row swamps all others: the fit collapses (an AUC of 0.5) instead of",
+        "failing, so such values are refused, naming the file, row and column. Rescale the",
+        "column (a weight's scale does not matter, only the ratios between rows do).",
         "",
         "| # | Case | Stage | Message (`raymix: error: ...`) |",
         "|---|------|-------|--------------------------------|",

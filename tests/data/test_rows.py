@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
-from raymix.data.rows import Rows, RowSchema, concat_rows, rows_from_table
+from raymix.data.rows import LARGEST_VALUE, Rows, RowSchema, concat_rows, rows_from_table
 from raymix.errors import DataError
 
 
@@ -67,3 +67,35 @@ def test_any_label_fits_a_linear_task_and_missing_optional_labels_pass():
     )
     got = rows_from_table(label_table([1.0, np.nan, 0.0]), optional)
     assert np.isnan(got.label[1])
+
+
+def dense_table(values):
+    values = np.asarray(values, np.float64)
+    bag = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1])
+    return pa.table({"uid": np.arange(len(values)), "response": np.zeros(len(values)), "x": bag})
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (1e13, "feature value 1e+13 is beyond raymix's limit of ±1e+12: rescale the column"),
+        (-3e38, "feature value -3e+38 is beyond raymix's limit of ±1e+12: rescale the column"),
+        (np.nan, "feature value is NaN or infinite"),
+    ],
+)
+def test_a_dense_feature_value_beyond_the_limit_names_its_row(value, message):
+    schema = RowSchema("uid", "response", None, None, "x", 3, dense_bag=True)
+    values = np.ones((4, 3))
+    values[2, 1] = value
+    with pytest.raises(DataError) as info:
+        rows_from_table(dense_table(values), schema, "part-0.parquet")
+    assert str(info.value) == f"part-0.parquet, row 2, column 'x': {message}"
+    values[2, 1] = LARGEST_VALUE  # the limit itself is accepted
+    assert rows_from_table(dense_table(values), schema).X[2, 1] == LARGEST_VALUE
+
+
+def test_an_optional_label_beyond_the_limit_names_its_own_row():
+    optional = RowSchema("uid", "response", None, None, None, 0, label_optional=True)
+    with pytest.raises(DataError) as info:
+        rows_from_table(label_table([np.nan, 1.0, np.inf]), optional, "part-0.parquet")
+    assert str(info.value) == "part-0.parquet, row 2, column 'response': value is NaN or infinite"

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from raymix.coordinates.base import RowIndex
-from raymix.coordinates.deep import DeepCoordinate, optimizer_config
+from raymix.coordinates.deep import DeepCoordinate, Weights, optimizer_config
 from raymix.coordinates.inputs import build_source
-from raymix.deep.collective import LocalCollective
 from raymix.deep.inputs import read_local_shard
 from raymix.deep.train import DeepTrainer, TrainConfig
+from raymix.engine.collective import LocalCollective
+from raymix.engine.deep_service import DeepService
 from raymix.errors import DataError
 from raymix.recipe.spec import Columns, Data, DeepEffect
 
@@ -63,7 +64,7 @@ def sources(text_data):
 
 
 def started(spec, train, validation):
-    coordinate = DeepCoordinate(spec, train, validation)
+    coordinate = DeepCoordinate(spec, train, validation, DeepService())
     coordinate.start()
     train_rows, val_rows = coordinate.holders()
     coordinate.bind(
@@ -81,7 +82,7 @@ def test_two_workers_sum_gradients_of_their_different_shards(text_data, ray_sess
     coordinate, holders = started(spec, train, validation)
     try:
         outcome = coordinate.fit(np.zeros(400), np.zeros(200))
-        per_rank = coordinate.service.request({"kind": "weights"})
+        per_rank = coordinate.service.request(Weights())
     finally:
         coordinate.close()
     assert outcome.info["workers"] == 2 and outcome.info["backend"] == backend
@@ -91,7 +92,7 @@ def test_two_workers_sum_gradients_of_their_different_shards(text_data, ray_sess
         np.testing.assert_array_equal(per_rank[1][name], value, err_msg=name)
 
     # One worker on the union of the shards, and on the first shard alone, in-process.
-    union = read_local_shard(train, coordinate.service.text)
+    union = read_local_shard(train, coordinate.text)
     config = TrainConfig(spec.steps, spec.batch_size, spec.seed, optimizer_config(spec))
 
     def trained(shard):
@@ -119,7 +120,7 @@ def test_in_process_run_is_the_single_worker_reference(text_data, ray_session):
     finally:
         coordinate.close()
     assert len(holders) == 1
-    union = read_local_shard(train, coordinate.service.text)
+    union = read_local_shard(train, coordinate.text)
     config = TrainConfig(spec.steps, spec.batch_size, spec.seed, optimizer_config(spec))
     trainer = DeepTrainer(coordinate.arch, config, LocalCollective(), union)
     trainer.fit(np.zeros(len(union)))
@@ -138,7 +139,7 @@ def test_a_bad_row_is_reported_with_its_file_and_row(text_data, ray_session, tmp
     pq.write_table(bad, tmp_path / "train" / "part-00000.parquet")
     data = Data(train=str(tmp_path / "train"))
     train = build_source(data, Columns(), split="train", bag="wide")
-    coordinate = DeepCoordinate(deep_spec(text_data), train, None)
+    coordinate = DeepCoordinate(deep_spec(text_data), train, None, DeepService())
     coordinate.start()
     try:
         with pytest.raises(DataError, match=r"part-00000.parquet, row 17, column 'response'"):

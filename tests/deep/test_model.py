@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from raymix.deep.collective import LocalCollective
 from raymix.deep.inputs import Shard
 from raymix.deep.model import Architecture, build_model, initial_weights
 from raymix.deep.optim import Optimizer, OptimizerConfig
 from raymix.deep.train import DeepTrainer, Sampler, TrainConfig, local_batch_size
+from raymix.engine.collective import LocalCollective
 
 ARCH = Architecture(
     vocab_size=12,
@@ -145,8 +145,8 @@ def test_training_reduces_the_loss_and_repeats_exactly():
     adamw = OptimizerConfig("adamw", learning_rate=0.01, weight_decay=0.01)
     config = TrainConfig(steps=60, batch_size=32, seed=11, optimizer=adamw)
     first = DeepTrainer(ARCH, config, LocalCollective(), shard)
-    early = first.fit(np.zeros(len(shard)), steps=5)["train_loss"]
-    late = first.fit(np.zeros(len(shard)))["train_loss"]
+    early = first.fit(np.zeros(len(shard)), steps=5).train_loss
+    late = first.fit(np.zeros(len(shard))).train_loss
     assert late < early
     again = DeepTrainer(ARCH, config, LocalCollective(), shard)
     again.fit(np.zeros(len(shard)), steps=5)
@@ -161,3 +161,54 @@ def test_global_batch_is_split_across_ranks():
     seen = np.concatenate([sampler.next() for _ in range(2)])
     assert len(set(seen.tolist())) == 8  # one epoch without repeats (its ragged end skipped)
     assert Sampler(3, 4, np.random.default_rng(0)).next().tolist() == [0, 1, 2]
+
+
+def test_optimizer_state_round_trips_and_a_fresh_one_is_zero():
+    import tensorflow as tf
+
+    variables = [tf.Variable(np.ones(3, np.float32)), tf.Variable(np.ones(2, np.float32))]
+    adam = Optimizer(OptimizerConfig("adam", learning_rate=0.1), variables, ["a", "b_bias"])
+    adam.begin(10)
+    for _ in range(3):
+        adam.apply([tf.constant([1.0, -2.0, 3.0]), tf.constant([0.5, 0.5])])
+    state = adam.state()
+    assert sorted(state) == ["m/a", "m/b_bias", "step", "total_steps", "updates", "v/a", "v/b_bias"]
+    assert state["updates"] == 3 and np.abs(state["m/a"]).min() > 0
+    other = Optimizer(OptimizerConfig("adam", learning_rate=0.1), variables, ["a", "b_bias"])
+    other.restore(state)
+    for name, value in other.state().items():
+        np.testing.assert_array_equal(value, state[name], err_msg=name)
+    other.restore(None)
+    assert all(not np.any(v) for k, v in other.state().items() if k != "total_steps")
+    with pytest.raises(ValueError, match="optimizer state has"):
+        other.restore({"step": 0})
+
+
+def test_a_trainer_restored_from_its_state_goes_on_as_the_uninterrupted_one(tmp_path):
+    from raymix.deep.export import load_trainer_state, save_trainer_state
+
+    shard = random_shard(200, seed=3)
+    adamw = OptimizerConfig("adamw", learning_rate=0.01, weight_decay=0.01)
+    config = TrainConfig(steps=20, batch_size=32, seed=5, optimizer=adamw)
+    offsets = np.zeros(len(shard))
+    whole = DeepTrainer(ARCH, config, LocalCollective(), shard)
+    whole.fit(offsets)
+    whole.fit(offsets)
+
+    first = DeepTrainer(ARCH, config, LocalCollective(), shard)
+    first.fit(offsets)
+    save_trainer_state(tmp_path, first.state())
+    saved = load_trainer_state(tmp_path, first.weights())  # what a resumed run reads back
+    assert saved.fits == 1
+    resumed = DeepTrainer(ARCH, config, LocalCollective(), shard, weights=saved.weights)
+    resumed.restore(saved)
+    resumed.fit(offsets)
+    for name, value in whole.weights().items():
+        np.testing.assert_array_equal(resumed.weights()[name], value, err_msg=name)
+
+    # the weights alone (a fresh optimizer, fit number 0) do not give the same second fit
+    weights_only = DeepTrainer(ARCH, config, LocalCollective(), shard, weights=first.weights())
+    weights_only.fit(offsets)
+    gap = max(np.abs(weights_only.weights()[n] - whole.weights()[n]).max() for n in whole.weights())
+    assert gap > 1e-4
+    assert load_trainer_state(tmp_path / "nothing", first.weights()).optimizer is None

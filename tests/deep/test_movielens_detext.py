@@ -16,6 +16,7 @@ from raymix.coordinates.deep import DeepCoordinate
 from raymix.coordinates.inputs import build_source
 from raymix.data.avro.models import read_models
 from raymix.data.avro.scores import read_scores_avro
+from raymix.engine.deep_service import DeepService
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
 from raymix.scoring import score_command
@@ -67,7 +68,7 @@ def global_model(recipe, **fields):
     data = recipe.data_for(spec)
     train = build_source(data, recipe.columns, split="train", bag=spec.feature_bag)
     validation = build_source(data, recipe.columns, split="validation", bag=spec.feature_bag)
-    coordinate = DeepCoordinate(spec, train, validation)
+    coordinate = DeepCoordinate(spec, train, validation, DeepService())
     coordinate.start()
     try:
         train_rows, val_rows = coordinate.holders()
@@ -91,6 +92,7 @@ def test_warm_start_from_the_saved_model_scores_as_the_fit(detext_run):
         spec,
         build_source(data, recipe.columns, split="train", bag=spec.feature_bag),
         build_source(data, recipe.columns, split="validation", bag=spec.feature_bag),
+        DeepService(),
     )
     coordinate.start()
     try:

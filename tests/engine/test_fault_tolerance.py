@@ -1,7 +1,7 @@
-"""Real process kills through Ray: a random-effect actor, a fixed-effect worker.
+"""Real process kills through Ray: a random-effect actor, a fixed-effect worker, a deep worker.
 
-The fit goes on and the models equal those of an undisturbed run: random effects exactly,
-the fixed effect to 1e-6.
+The fit goes on and the models equal those of an undisturbed run: random effects and the
+deep network exactly, the fixed effect to 1e-6.
 """
 
 import os
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import ray
 
-from raymix import LBFGS, FixedEffect, RandomEffect, Recipe, Resources
+from raymix import LBFGS, Data, DeepEffect, FixedEffect, RandomEffect, Recipe, Resources
 from raymix.descent import descend, load
 from raymix.run import build_coordinates, plan
 
@@ -95,8 +95,8 @@ def test_killed_fixed_effect_worker_group_resumes_the_fit(ray_session, tmp_path)
         fe = coordinates[0]
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
-            if fe.worker_pids and fe.service._next_id >= 1:
-                saved = fe.service.mailbox.call("saved_progress", fe.service._next_id)
+            if fe.worker_pids and fe.service.last_id >= 1:
+                saved = fe.service.saved_progress()
                 if saved is not None:
                     os.kill(fe.worker_pids[1], signal.SIGKILL)
                     killed["pid"] = fe.worker_pids[1]
@@ -118,3 +118,80 @@ def test_killed_fixed_effect_worker_group_resumes_the_fit(ray_session, tmp_path)
     finally:
         for c in coordinates:
             c.close()
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "horovod"])
+def test_killed_deep_worker_group_is_restarted_and_the_fit_ends_as_undisturbed(
+    backend, ray_session, tmp_path
+):
+    from ..deep.conftest import SPECIAL, WORDS, write_text_rows
+    from ..deep.test_data_parallel import require
+
+    require(backend)
+
+    root = tmp_path / "text"
+    write_text_rows(root / "train" / "part-00000.parquet", 2000, seed=1)
+    write_text_rows(root / "validation" / "part-00000.parquet", 400, seed=2, start_uid=10_000)
+    (root / "vocab.txt").write_text("".join(f"{t}\n" for t in SPECIAL + WORDS[:20]))
+    deep = DeepEffect(
+        name="deep",
+        vocab=str(root / "vocab.txt"),
+        feature_bag="wide",
+        embedding_size=8,
+        filters=6,
+        window_sizes=[2, 3],
+        max_len=5,
+        optimizer="adam",
+        learning_rate=0.01,
+        steps=1500,  # a fit of some seconds, to be killed in
+        batch_size=64,
+        seed=7,
+        workers=2,
+        backend=backend,
+    )
+    data = Data(train=str(root / "train"), validation=str(root / "validation"))
+    recipe = Recipe(data=data, coordinates=[deep], passes=2, output=str(tmp_path / "unused"))
+
+    def weights(coordinates):
+        return {k: v.copy() for k, v in coordinates[0].weights.items()}
+
+    coordinates = build_coordinates(plan(recipe))
+    try:
+        state = load(coordinates)
+        descend(coordinates, state, passes=2)
+        calm = weights(coordinates)
+    finally:
+        for c in coordinates:
+            c.close()
+
+    killed = {}
+
+    def killer(coordinates):
+        """Kill rank 1 while the second pass's fit runs (the group restores pass 1's state)."""
+        service = coordinates[0].service
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if service.last_id >= 2 and service.mailbox.call("collect", 2, 0.0) is None:
+                time.sleep(1.0)  # into the fit's steps
+                if service.mailbox.call("collect", 2, 0.0) is None:
+                    os.kill(coordinates[0].worker_pids[1], signal.SIGKILL)
+                    killed["pid"] = coordinates[0].worker_pids[1]
+            time.sleep(0.01)
+
+    coordinates = build_coordinates(plan(recipe))
+    try:
+        state = load(coordinates)
+        thread = threading.Thread(target=killer, args=(coordinates,), daemon=True)
+        thread.start()
+        descend(coordinates, state, passes=2)
+        thread.join(timeout=5)
+        assert killed, "the fit ended before a worker could be killed"
+        info = state.steps[-1].info
+        assert info["worker_restarts"] >= 1 and info["workers"] == 2
+        assert state.steps[0].info["worker_restarts"] == 0
+        disturbed = weights(coordinates)
+    finally:
+        for c in coordinates:
+            c.close()
+    for name, value in calm.items():
+        np.testing.assert_array_equal(disturbed[name], value, err_msg=name)

@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
+from raymix import storage
 from raymix.data.avro.container import header, long_bytes
-from raymix.files import atomic_path
 
 BLOCK_RECORDS = 4096
 
@@ -111,7 +111,7 @@ class ModelEncoder:
         head, sync = header(MODEL_SCHEMA_JSON, "deflate" if compress else "null")
         pending: collections.deque = collections.deque()
         with (
-            atomic_path(path) as tmp,
+            storage.staged(path) as tmp,
             open(tmp, "wb") as handle,
             ThreadPoolExecutor(2 if compress else 1) as pool,
         ):
@@ -132,7 +132,7 @@ class ModelEncoder:
                     write_oldest()
             while pending:
                 write_oldest()
-        return Path(path)
+        return storage.as_path(path)
 
 
 def _deflate(block: np.ndarray) -> bytes:

@@ -16,8 +16,8 @@ from typing import cast
 import fastavro
 import numpy as np
 
+from raymix import storage
 from raymix.errors import DataError
-from raymix.files import atomic_path
 
 INTERCEPT = ("(INTERCEPT)", "")
 _NTV = {
@@ -91,16 +91,16 @@ def model_record(
 
 def write_models(path: str | Path, records: Iterable[dict]) -> Path:
     """Write model records to one Avro file, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with storage.staged(path) as tmp, open(tmp, "wb") as handle:
         fastavro.writer(handle, MODEL_SCHEMA, records, codec="deflate")
-    return Path(path)
+    return storage.as_path(path)
 
 
 def read_models(path: str | Path) -> Iterator[dict]:
     """Records of one model file or of every ``*.avro`` in a directory (sorted)."""
     for file in avro_files(path):
         try:
-            with open(file, "rb") as handle:
+            with storage.open_input(file) as handle:
                 yield from cast(Iterator[dict], fastavro.reader(handle))
         except (OSError, ValueError, EOFError, fastavro.read.SchemaResolutionError) as exc:
             raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
@@ -136,6 +136,21 @@ def coefficients_by_index(
 
 
 def avro_files(path: str | Path) -> list[Path]:
+    """The ``*.avro`` files of a directory (recursively, sorted) or the one file ``path``;
+    :class:`~raymix.errors.DataError` if there are none. Local files as paths, objects of an
+    object store as URIs (strings)."""
+    if storage.is_uri(path):
+        where = storage.normal(path)
+        if storage.is_file(where):
+            return [where]  # type: ignore[list-item]
+        found = [f for f in storage.walk(where) if f.endswith(".avro")]
+        if not found:
+            storage.check_reachable(where)
+            missing = (
+                "no such file or directory" if not storage.is_dir(where) else "no *.avro files"
+            )
+            raise DataError(missing, path=storage.shown(where))
+        return found  # type: ignore[return-value]
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*.avro") if p.is_file())

@@ -14,9 +14,9 @@ from typing import cast
 import fastavro
 import numpy as np
 
+from raymix import storage
 from raymix.data.avro.models import avro_files
 from raymix.errors import DataError
-from raymix.files import atomic_path
 
 
 def score_schema(uid: str, label: str | None, weight: str | None) -> dict:
@@ -60,9 +60,9 @@ def write_scores_avro(
     if weight is not None:
         columns.append(("float", weight))
     columns.append(("float", own))
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with storage.staged(path) as tmp, open(tmp, "wb") as handle:
         write_container(handle, schema, columns)
-    return Path(path)
+    return storage.as_path(path)
 
 
 def read_scores_avro(path: str | Path, uid: str = "uid", score: str = "predictionScore"):
@@ -70,7 +70,7 @@ def read_scores_avro(path: str | Path, uid: str = "uid", score: str = "predictio
     uids, scores = [], []
     for file in avro_files(path):
         try:
-            with open(file, "rb") as handle:
+            with storage.open_input(file) as handle:
                 for record in cast(Iterator[dict], fastavro.reader(handle)):
                     uids.append(record[uid])
                     scores.append(record[score])

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raymix import storage
 from raymix.data.metadata import TensorSpec
 from raymix.errors import DataError
 
@@ -96,7 +97,7 @@ def check_complete(path: str, records: int, payload: int) -> None:
     An uncompressed TFRecord is exactly ``sum(len(record) + 16)`` bytes. A compressed file
     that gave no record must be a complete, empty stream.
     """
-    size = os.path.getsize(path)
+    size = storage.size(path)
     kind = compression_type(path)
     if kind == "":
         extra = size - payload - 16 * records
@@ -107,12 +108,11 @@ def check_complete(path: str, records: int, payload: int) -> None:
                 path,
             )
     elif records == 0 and size > 0:
-        with open(path, "rb") as f:
-            stream = zlib.decompressobj(31 if kind == "GZIP" else 15)
-            try:
-                data = stream.decompress(f.read())
-            except zlib.error as e:
-                raise DataError(f"corrupt or truncated TFRecord file ({e})", path) from None
+        stream = zlib.decompressobj(31 if kind == "GZIP" else 15)
+        try:
+            data = stream.decompress(storage.read_bytes(path))
+        except zlib.error as e:
+            raise DataError(f"corrupt or truncated TFRecord file ({e})", path) from None
         if data or not stream.eof:
             raise DataError("corrupt or truncated TFRecord file (no complete record)", path)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from raymix import storage
 from raymix.data.metadata import TensorSpec
 from raymix.data.tfrecord import example_kernels as kernels
 from raymix.data.tfrecord.example_codec import KIND, compression_type
@@ -100,8 +101,7 @@ def fields_of(specs: Sequence[TensorSpec]) -> list[Field]:
 def file_bytes(path: str | os.PathLike) -> np.ndarray:
     """The uncompressed bytes of a TFRecord file (compression by suffix) as a uint8 array."""
     path = str(path)
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = storage.read_bytes(path)
     kind = compression_type(path)
     if kind and raw:
         try:

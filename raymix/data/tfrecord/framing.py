@@ -19,6 +19,7 @@ import gzip
 import struct
 import zlib
 
+from raymix import storage
 from raymix.errors import DataError
 
 _MASK_DELTA = 0xA282EAD8
@@ -49,15 +50,18 @@ def masked_crc(data: bytes) -> int:
 
 def _open(path: str):
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
+        if not storage.is_uri(path):
+            return gzip.open(path, "rb")
+        # GzipFile leaves its file object open: a pyarrow file closes when it is collected
+        return gzip.GzipFile(fileobj=storage.open_input(path), mode="rb")
     if path.endswith(".deflate"):
         return _ZlibReader(path)
-    return open(path, "rb")
+    return storage.open_input(path)
 
 
 class _ZlibReader:
     def __init__(self, path: str):
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+        self._file = storage.open_input(path)
         self._inflate = zlib.decompressobj()
         self._buffer = b""
 

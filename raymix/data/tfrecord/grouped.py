@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from raymix import storage
 from raymix.data.metadata import Metadata, TensorSpec
 from raymix.data.tfrecord import example_codec as codec
 from raymix.errors import DataError
@@ -41,6 +42,14 @@ def read_grouped_tfrecord_file(
     entity's position in the file.
     """
     path = str(path)
+    if storage.is_uri(path):  # tf.data reads local files only: read a copy, name the URI
+        with storage.local_copy(storage.existing_file(path)) as local:
+            try:
+                return read_grouped_tfrecord_file(
+                    local, metadata, entity_column, columns, batch_size=batch_size
+                )
+            except DataError as exc:
+                raise exc.with_location(storage.shown(path), exc.row) from None
     if not os.path.isfile(path):
         raise DataError("data file not found", path)
     entity = metadata[entity_column]

@@ -36,7 +36,8 @@ from raymix.data.tfrecord.example_codec import compression_type
 from raymix.data.tfrecord.framing import example_class, first_records
 from raymix.data.tfrecord.grouped import read_grouped_tfrecord_file
 from raymix.errors import DataError
-from raymix.files import atomic_path, existing_file
+from raymix.files import atomic_path
+from raymix.storage import existing_file
 
 __all__ = [
     "compression_type",
