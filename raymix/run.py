@@ -410,7 +410,12 @@ def build_coordinates(the_plan: Plan) -> list:
         if isinstance(c.spec, FixedEffect):
             built.append(
                 FixedEffectCoordinate(
-                    c.spec, c.train, c.validation, c.names, workers=FixedEffectService()
+                    c.spec,
+                    c.train,
+                    c.validation,
+                    c.names,
+                    workers=FixedEffectService(),
+                    residual=residual,
                 )
             )
         elif isinstance(c.spec, RandomEffect):

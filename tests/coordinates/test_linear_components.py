@@ -40,24 +40,30 @@ def write(directory, y, x, levels: dict):
     return Data(train=str(directory))
 
 
-def descent(data, factors, passes, slope=True):
+def descent(data, factors, passes, slope=True, variance=None, built=None):
     """The fixed effect (intercept, and ``x`` with ``slope``) and one intercept-only linear
     random effect per factor with ``l2="auto"``; returns (fixed coefficients ``[w, b]``, per
     factor its last estimates, the descent's state)."""
     bag = ("x",) if slope else None
-    fixed = FixedEffect(name="fe", feature_bag=bag, task="linear", l2=0.0)
+    fixed = FixedEffect(name="fe", feature_bag=bag, task="linear", l2=0.0, variance=variance)
     fe = FixedEffectCoordinate(
         fixed,
         build_source(data, Columns(), split="train", bag=bag, task="linear"),
         None,
         None,
         LinearWorker(),
+        residual := ResidualVariance(),
     )
-    holders, residual = LocalHolders(2), ResidualVariance()
+    holders = LocalHolders(2)
     res = [
         RandomEffectCoordinate(
             RandomEffect(
-                name=k, entity=f"{k}_id", task="linear", l2="auto", regularize_intercept=True
+                name=k,
+                entity=f"{k}_id",
+                task="linear",
+                l2="auto",
+                regularize_intercept=True,
+                variance=variance,
             ),
             build_source(data, Columns(), split="train", bag=None, entity=f"{k}_id", task="linear"),
             None,
@@ -71,6 +77,8 @@ def descent(data, factors, passes, slope=True):
     coordinates = [fe, *res]
     state = load(coordinates)
     descend(coordinates, state, passes=passes, metric="rmse")
+    if built is not None:  # the caller's list gets the coordinates
+        built.extend(coordinates)
     return fe.theta, [c.components for c in res], state
 
 
@@ -175,3 +183,29 @@ def test_planted_crossed_sets_are_unbiased_within_sampling_error(tmp_path):
     error = estimates.std(axis=0, ddof=1) / np.sqrt(len(estimates))
     assert np.all(np.abs(mean - planted) < 3 * error + 1e-12), (mean, error)
     assert np.all(np.abs(mean - planted) / planted < 0.25)
+
+
+def test_variances_are_scaled_by_the_residual_variance(tmp_path):
+    """The written variances of a linear model are sigma_e^2 times the solver's: for one
+    factor a random intercept's is lmer's conditional variance (``ranef(condVar=TRUE)``)."""
+    from raymix.data.avro.models import read_models
+
+    rng = np.random.default_rng(8)
+    q, n = 20, 600
+    codes = rng.integers(0, q, n)
+    x = rng.normal(size=n)
+    y = 1.0 + x + rng.normal(0, 0.7, q)[codes] + rng.normal(0, 2.0, n)
+    data = write(tmp_path / "data", y, x, {"g": codes})
+    built: list = []
+    _, (est,), _ = descent(data, ["g"], passes=60, variance="simple", built=built)
+    fe, re = built
+    (record,) = read_models(fe.write_models(tmp_path / "fe")[0])
+    written = {v["name"]: v["value"] for v in record["variances"]}
+    solver = np.asarray(fe.variances)  # [w, b], relative to sigma_e^2
+    assert written["(INTERCEPT)"] == pytest.approx(est.sigma_e2 * solver[-1], rel=1e-12)
+    ref = fit_linear_mixed(y, np.column_stack([np.ones(n), x]), [Factor(codes)])
+    models = [m for m in re.snapshot() if m is not None]
+    variances = np.concatenate([m.variances[m.intercept_slots] for m in models])
+    ids = np.concatenate([h[1].train.entities[h[1].train.has_model] for h in re.pool.state["g"]])
+    expected = ref.conditional_variances[0][ids.astype(np.int64), 0]
+    np.testing.assert_allclose(variances, expected, rtol=1e-4)
