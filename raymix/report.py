@@ -120,6 +120,7 @@ def summarize(
     ]
     timings = {k: round(v, 4) for k, v in timings.items()}
     timings["coordinates"] = round(sum(s.seconds for s in state.steps), 4)
+    components = variance_components(steps)
     summary = {
         "recipe": recipe.name,
         "rows": {"train": len(state.train.index), "validation": len(state.validation.index)},
@@ -130,6 +131,8 @@ def summarize(
         "timings_seconds": timings,
         "files": files,
     }
+    if "residual" in components:  # a linear l2="auto" (the others' l2 is in their steps)
+        summary["variance_components"] = components
     write_json(out / "summary.json", summary)
     page = render_html(
         summary,
@@ -156,6 +159,24 @@ def summarize(
     )
 
 
+def variance_components(steps: list[dict]) -> dict[str, dict[str, float]]:
+    """lme4's ``VarCorr``: per random effect with ``l2="auto"``, the variance of its
+    coefficients (``sigma^2``; ``1 / l2`` for a task without a residual variance) and its
+    standard deviation, from its last step; ``"residual"``: ``sigma_e^2`` of a linear
+    model, from the last step that estimated it."""
+    components: dict[str, dict[str, float]] = {}
+    residual = None
+    for s in steps:
+        if "l2" not in s:
+            continue
+        variance = s.get("sigma2", 1.0 / s["l2"] if s["l2"] else float("inf"))
+        components[s["coordinate"]] = {"variance": variance, "std_dev": float(np.sqrt(variance))}
+        residual = s.get("sigma_e2", residual)
+    if residual is not None:
+        components["residual"] = {"variance": residual, "std_dev": float(np.sqrt(residual))}
+    return components
+
+
 def table(result) -> str:
     """The terminal table: metric of the cumulative model after each coordinate and pass."""
     header = f"{'pass':>4}  {'coordinate':<20} {'auc/metric':>10} {'per-entity':>10} {'seconds':>8}"
@@ -168,6 +189,11 @@ def table(result) -> str:
         lines.append(
             f"{s['pass']:>4}  {s['coordinate']:<20} {main:10.4f} {pe_text} {s['seconds']:8.2f}"
         )
+    components = variance_components(result.steps)
+    if components:
+        lines.append(f"variance components (l2=auto)  {'variance':>10} {'std.dev':>10}")
+        for name, c in components.items():
+            lines.append(f"  {name:<28} {c['variance']:10.4g} {c['std_dev']:10.4g}")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
     return "\n".join(lines)
 

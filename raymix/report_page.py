@@ -122,13 +122,16 @@ def render_html(
         parts += [
             '<h2>Variance components (l2 = "auto")</h2>',
             "<p class=note>Each random effect's prior precision, estimated by EM at every fit; "
-            "the prior variance of its coefficients is 1 / l2.</p>",
+            "the prior variance of its coefficients is 1 / l2, and for a linear task "
+            "sigma^2 = sigma_e^2 / l2 with the residual variance sigma_e^2 estimated beside it "
+            "(maximum likelihood, as lmer(REML = FALSE)).</p>",
             "<table><tr><th>pass</th><th>coordinate</th><th>l2</th><th>prior variance</th>"
-            "<th>EM iterations</th></tr>"
+            "<th>EM iterations</th><th>residual variance</th></tr>"
             + "".join(
                 f"<tr><td>{s['pass']}</td><td>{html.escape(s['coordinate'])}</td>"
-                f"{_cell(float(s['l2']))}{_cell(1.0 / float(s['l2']) if s['l2'] else None)}"
-                f"{_cell(s.get('em_iterations'))}</tr>"
+                f"{_cell(float(s['l2']))}"
+                f"{_cell(s.get('sigma2', 1.0 / float(s['l2']) if s['l2'] else None))}"
+                f"{_cell(s.get('em_iterations'))}{_cell(s.get('sigma_e2'))}</tr>"
                 for s in estimated
             )
             + "</table>",

@@ -396,9 +396,11 @@ def build_coordinates(the_plan: Plan) -> list:
     from raymix.coordinates.random_effect import RandomEffectCoordinate
     from raymix.engine.fixed_effect import FixedEffectService
     from raymix.engine.random_effect import BucketPool
+    from raymix.solvers.variance_components import ResidualVariance
 
     built: list = []
     pool = None
+    residual = ResidualVariance()  # shared by the linear l2="auto" random effects
     for c in the_plan.coordinates:
         if isinstance(c.spec, ExternalEffect):
             built.append(ExternalCoordinate(c.spec))
@@ -408,7 +410,12 @@ def build_coordinates(the_plan: Plan) -> list:
         if isinstance(c.spec, FixedEffect):
             built.append(
                 FixedEffectCoordinate(
-                    c.spec, c.train, c.validation, c.names, workers=FixedEffectService()
+                    c.spec,
+                    c.train,
+                    c.validation,
+                    c.names,
+                    workers=FixedEffectService(),
+                    residual=residual,
                 )
             )
         elif isinstance(c.spec, RandomEffect):
@@ -421,6 +428,7 @@ def build_coordinates(the_plan: Plan) -> list:
                     c.names,
                     pool=pool,
                     seed=the_plan.recipe.seed,
+                    residual=residual,
                 )
             )
         else:

@@ -150,3 +150,15 @@ def test_auto_l2_and_entity_sizes_add_their_parts():
     assert 'Variance components (l2 = "auto")' in text
     assert "<td>4.0000</td><td>0.2500</td><td>3</td>" in text
     assert 'alt="per-entity AUC against entity size of per-user"' in text
+
+
+def test_a_linear_auto_l2_shows_sigma2_and_the_residual_variance():
+    steps = [
+        {**s, "l2": 4.0, "em_iterations": 3, "sigma2": 0.5, "sigma_e2": 2.0}
+        if s["coordinate"] == "per-user"
+        else s
+        for s in STEPS
+    ]
+    text = render_html({**SUMMARY, "steps": steps}, {})
+    # the prior variance is sigma^2 (sigma_e^2 / l2), not 1 / l2
+    assert "<td>4.0000</td><td>0.5000</td><td>3</td><td>2.0000</td>" in text

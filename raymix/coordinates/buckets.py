@@ -33,7 +33,7 @@ from raymix.data.rows import Rows
 from raymix.errors import RecipeError
 from raymix.recipe.spec import RandomEffect
 from raymix.solvers.entity import EntityModels, EntityProblem, fit_entities, score_entities
-from raymix.solvers.variance_components import prior_moments
+from raymix.solvers.variance_components import LinearMoments, linear_moments, prior_moments
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,12 @@ class LoadedBucket:
 @dataclass(frozen=True)
 class FitCommand:
     """Refit an actor's entities: ``l2`` overrides the spec's (how the driver passes the
-    value of ``l2="auto"``); ``moments`` asks for an EM step's prior moments."""
+    value of ``l2="auto"``); ``moments`` asks for an EM step's prior moments;
+    ``variance_scale`` multiplies the models' variances (a linear task's ``sigma_e^2``)."""
 
     l2: float | None = None
     moments: bool = False
+    variance_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class BucketFit:
     not_converged: int = 0
     solver_seconds: float = 0.0
     prior_moments: tuple[float, int] = (0.0, 0)
+    linear_moments: LinearMoments | None = None
 
 
 def group_train(spec: RandomEffect, seed: int, rows: Rows, row_bucket: np.ndarray) -> BucketRows:
@@ -142,6 +145,7 @@ def fit_bucket(
     *,
     l2: float | None = None,
     moments: bool = False,
+    variance_scale: float = 1.0,
     warm_start: EntityModels | None = None,
     prior: BucketPrior | None = None,
     threads: int = 1,
@@ -150,7 +154,9 @@ def fit_bucket(
 
     ``l2`` overrides ``spec.l2`` (required when that is ``"auto"``). With ``moments`` (an EM
     step of ``l2="auto"``) the fit keeps every coefficient and its full variance, and the
-    reply carries the prior moments; the spec's ``variance`` and ``sparsity_threshold`` are
+    reply carries the prior moments (and a linear task's :class:`LinearMoments`, residuals
+    over every training row of the bucket); ``variance_scale`` multiplies the variances
+    the models keep (``sigma_e^2`` of a linear task). The spec's ``variance`` and ``sparsity_threshold`` are
     for the models the run keeps. ``warm_start`` are the models of the same entities, as a
     previous fit returned them. With a ``prior`` (:mod:`raymix.coordinates.bucket_prior`)
     each entity's ridge is its prior where it has one, and the carried models score their
@@ -182,12 +188,30 @@ def fit_bucket(
     seconds = time.perf_counter() - started
     em = prior_moments(models, spec.regularize_intercept) if moments else (0.0, 0)
     scored = score_bucket(bucket, models, prior)
+    linear = None
+    if moments and spec.task == "linear":
+        rows = bucket.train.rows
+        residuals = rows.label - offsets - scored.train_scores
+        linear = linear_moments(models, spec.regularize_intercept, residuals, rows.weight)
+    if variance_scale != 1.0:
+        models = _scaled_variances(models, variance_scale)
+        scored = dataclasses.replace(scored, models=models)
     return dataclasses.replace(
         scored,
         entities=int(models.n_entities),
         not_converged=int(models.n_not_converged),
         solver_seconds=seconds,
         prior_moments=em,
+        linear_moments=linear,
+    )
+
+
+def _scaled_variances(models: EntityModels, scale: float) -> EntityModels:
+    variances, covariances = models.variances, models.covariances
+    return dataclasses.replace(
+        models,
+        variances=None if variances is None else variances * scale,
+        covariances=None if covariances is None else covariances * scale,
     )
 
 

@@ -22,6 +22,7 @@ from raymix.data.source import Source
 from raymix.errors import DataError
 from raymix.recipe.spec import FixedEffect
 from raymix.solvers.prior import Prior
+from raymix.solvers.variance_components import ResidualVariance
 
 
 class FixedEffectWorkers(Protocol):
@@ -56,8 +57,12 @@ class FixedEffectCoordinate:
         validation: Source | None,
         names: list[tuple[str, str]] | None,
         workers: FixedEffectWorkers,
+        residual: ResidualVariance | None = None,
     ):
+        """``residual``: a linear model's residual variance, estimated by its ``l2="auto"``
+        random effects; the written variances of a linear task are scaled by it."""
         self.spec, self.name, self.names = spec, spec.name, names
+        self.residual = residual
         self.dim = train.schema.dim
         self.train, self.validation = train, validation
         self.service = workers
@@ -139,6 +144,9 @@ class FixedEffectCoordinate:
             ordered = np.concatenate([[v[-1]], v[:-1]]) if self.spec.fit_intercept else v
             keep = np.concatenate([[0], nonzero + 1]) if self.spec.fit_intercept else nonzero
             variances = ordered[keep]
+            scale = None if self.residual is None else self.residual.sigma_e2
+            if self.spec.task == "linear" and scale is not None and np.isfinite(scale):
+                variances = variances * scale
         record = model_record(
             "global model",
             intercept if self.spec.fit_intercept else None,

@@ -21,7 +21,18 @@ from raymix.coordinates.buckets import BucketFit, FitCommand, LoadedBucket
 from raymix.coordinates.entity_sample import EntitySample
 from raymix.data.source import Source
 from raymix.recipe.spec import RandomEffect
-from raymix.solvers.variance_components import next_l2, solve_l2
+from raymix.solvers.variance_components import (
+    LinearMoments,
+    LinearStep,
+    ResidualVariance,
+    next_l2,
+    next_linear_l2,
+    solve_l2,
+)
+
+#: the secant's tolerance on log l2 for a linear task (an EM step is a cheap refit)
+LINEAR_EM_TOLERANCE = 1e-7
+LINEAR_EM_STEPS = 100
 
 
 class BucketHolders(Protocol):
@@ -100,7 +111,10 @@ class RandomEffectCoordinate:
         *,
         pool: BucketHolders,
         seed: int,
+        residual: ResidualVariance | None = None,
     ):
+        """``residual``: the residual variance shared by a linear model's ``l2="auto"``
+        random effects (one of its own when None)."""
         self.spec, self.name, self.names = spec, spec.name, names
         self.train_source, self.val_source = train, validation
         self.pool, self.seed = pool, seed
@@ -109,6 +123,8 @@ class RandomEffectCoordinate:
         self._uids: tuple[list, list] = ([], [])
         self._sizes = (0, 0)
         self._auto_l2: float | None = None  # the last estimate of l2="auto"
+        self.residual = ResidualVariance() if residual is None else residual
+        self.components: LinearStep | None = None  # a linear l2="auto": the last estimates
         self.carried = 0  # yesterday's models kept unchanged (entities without rows today)
 
     def start(self) -> None:
@@ -143,10 +159,15 @@ class RandomEffectCoordinate:
         if not refit:
             return self._outcome(self.pool.score(self.name), {})
         offsets = self.pool.share(gather(train_offsets, self._train_pos))
-        l2, em_iterations = None, 0
-        if self.spec.l2 == "auto":
+        l2, em_iterations, step = None, 0, None
+        if self.spec.l2 == "auto" and self.spec.task == "linear":
+            l2, em_iterations, step = self._estimate_linear(offsets)
+        elif self.spec.l2 == "auto":
             l2, em_iterations = self._estimate_l2(offsets)
-        fits = self.pool.fit(self.name, offsets, FitCommand(l2=l2))
+        command = FitCommand(l2=l2)
+        if step is not None and np.isfinite(step.sigma_e2):
+            command = FitCommand(l2=l2, variance_scale=step.sigma_e2)
+        fits = self.pool.fit(self.name, offsets, command)
         info: dict = {
             "entities": sum(f.entities for f in fits),
             "not_converged": sum(f.not_converged for f in fits),
@@ -155,6 +176,8 @@ class RandomEffectCoordinate:
         }
         if l2 is not None:
             info.update(l2=l2, em_iterations=em_iterations)
+        if step is not None:
+            info.update(sigma2=step.sigma2, sigma_e2=step.sigma_e2)
         if self.spec.prior is not None:
             info["entities_carried"] = self.carried
         return self._outcome(fits, info)
@@ -175,13 +198,37 @@ class RandomEffectCoordinate:
         self._auto_l2, steps = solve_l2(em_step, self._auto_l2 or 1.0)
         return self._auto_l2, steps
 
+    def _estimate_linear(self, offsets: Sequence[object]) -> tuple[float, int, LinearStep]:
+        """``l2="auto"`` of a linear task: ``sigma_e^2`` and ``sigma^2`` by maximum likelihood
+        (:func:`~raymix.solvers.variance_components.next_linear_l2`), the other random
+        effects' penalties from :attr:`residual`; returns (l2, EM steps, the estimates)."""
+        last: list[LinearStep] = []
+
+        def em_step(l2: float) -> float:
+            fits = self.pool.fit(self.name, offsets, FitCommand(l2=l2, moments=True))
+            moments = sum((f.linear_moments for f in fits if f.linear_moments), LinearMoments())
+            others, partners = self.residual.others(self.name), self.residual.partners(self.name)
+            last.append(next_linear_l2(moments, l2, others, partners))
+            return last[-1].l2
+
+        start = self._auto_l2 or 1.0
+        self._auto_l2, steps = solve_l2(
+            em_step, start, tol=LINEAR_EM_TOLERANCE, max_iter=LINEAR_EM_STEPS
+        )
+        self.components = last[-1]
+        spec = self.spec
+        intercept = "penalized" if spec.regularize_intercept else "free"
+        self.residual.record(self.name, last[-1], intercept if spec.fit_intercept else None)
+        return self._auto_l2, steps, last[-1]
+
     def reconfigure(self, spec: RandomEffect) -> None:
         """New hyper-parameters (l2, l1, solver, ...) for the resident groups; models dropped.
 
         Only fields that leave the grouping as it is may change (not the entity, feature bag,
         ``min_samples``/``max_samples`` or data).
         """
-        self.spec, self._auto_l2 = spec, None
+        self.spec, self._auto_l2, self.components = spec, None, None
+        self.residual.forget(self.name)
         self.pool.reconfigure(spec)
 
     def write_models(self, directory: Path, checkpoint: bool = False) -> list[Path]:

@@ -103,6 +103,7 @@ class BucketActor:
             offsets,
             l2=command.l2,
             moments=command.moments,
+            variance_scale=command.variance_scale,
             warm_start=state.models,
             prior=state.prior,
             threads=self.threads,

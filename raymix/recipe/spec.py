@@ -248,6 +248,8 @@ class RandomEffect(_LinearCoordinate):
     penalized coefficients (slopes, and the intercept with ``regularize_intercept``) are
     draws from N(0, sigma^2), l2 = 1/sigma^2, and sigma^2 is estimated across all entities
     by EM with a Laplace approximation at every fit (:mod:`raymix.solvers.variance_components`).
+    For the linear task ``l2 = sigma_e^2 / sigma^2``: the residual variance ``sigma_e^2`` is
+    estimated with ``sigma^2`` by maximum likelihood, shared by the run's random effects.
     """
 
     kind: Literal["random_effect"] = "random_effect"

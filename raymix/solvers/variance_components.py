@@ -17,11 +17,40 @@ out. Pure numpy: the sums come from the bucket actors and are added up by the dr
 Like PQL, the Laplace approximation underestimates ``sigma^2`` for binary labels when the
 entities have few rows (about 25% low at 60 rows per entity and ``sigma^2 = 1``, a few %
 at 300 rows): ``l2`` errs on the side of more shrinkage.
+
+The **linear** task has a residual variance too: ``y = ... + e``, ``e ~ N(0, sigma_e^2 /
+w)``, and the per-entity objective ``sum w r^2 / 2 + (l2/2) ||theta||^2`` is the posterior's
+when ``l2 = sigma_e^2 / sigma^2``. The solver's variances ``v = diag((H + l2 I)^-1)`` (``H =
+X'WX``) are then relative to ``sigma_e^2``, and maximum likelihood (``lmer(REML=FALSE)``)
+estimates both (:func:`next_linear_l2`): with the fit at the current ``l2``,
+
+    sigma_e^2 = PWRSS / n,   PWRSS = sum w r^2 + sum over the random effects of l2 ||theta||^2,
+    sigma^2   = (1 / m) sum_e sum_j (theta_ej^2 + sigma_e^2 v_ej),
+
+``r`` the residuals of the whole model (every coordinate's score) on the ``n`` training
+rows; the other random effects' penalties come from their last fits
+(:class:`ResidualVariance`, shared by them). At the fixed point these are the stationarity
+conditions of the profiled ML deviance of :mod:`raymix.solvers.mixed_linear` with the
+entity-block posterior variances in place of the joint ones: exact for one random effect
+(its entities' blocks are independent given the fixed effects). For crossed random effects
+an entity's block is its posterior given the other factors' effects, which misses most of
+all one direction the likelihood does not see: shifting the mean intercept of factor ``k``
+by ``s_k`` with ``sum_k s_k = 0`` leaves every prediction unchanged, so only the priors
+hold it (precision ``D_k = m_k l2_k``, ``m_k`` factor ``k``'s penalized intercepts), and
+each of factor ``k``'s intercepts carries the exact extra relative variance
+
+    F_k = 1/D_k - (1/D_k)^2 / sum_j (1/D_j)        (0 for one factor; 1/D_k beside a factor
+                                                    whose intercepts are not penalized),
+
+added to ``sum v`` (:func:`next_linear_l2`'s ``partners``: the other factors' ``D_j``).
+What is left out (an entity's covariance with the levels of the other factors it shares
+rows with beyond that shift) is of the order of ``1/levels`` of the trace term.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -79,3 +108,126 @@ def solve_l2(
                 step = float(np.clip(secant, -2.0, 2.0))
         u_prev, g_prev, u = u, g, u + step
     return float(np.exp(u)), max_iter
+
+
+@dataclass(frozen=True)
+class LinearMoments:
+    """What an EM step of a linear ``l2="auto"`` needs from a fit (sums over the entities,
+    see :func:`linear_moments`): the penalized coefficients' ``squares`` (``sum theta^2``),
+    their relative posterior ``variances`` (``sum v``) and ``count``; the weighted residual
+    sum of squares ``rss`` of the whole model and the number of ``rows`` (weight > 0);
+    ``intercepts``: how many of the coefficients are penalized intercepts."""
+
+    squares: float = 0.0
+    variances: float = 0.0
+    count: int = 0
+    rss: float = 0.0
+    rows: int = 0
+    intercepts: int = 0
+
+    def __add__(self, other: LinearMoments) -> LinearMoments:
+        return LinearMoments(
+            self.squares + other.squares,
+            self.variances + other.variances,
+            self.count + other.count,
+            self.rss + other.rss,
+            self.rows + other.rows,
+            self.intercepts + other.intercepts,
+        )
+
+
+def linear_moments(
+    models, regularize_intercept: bool, residuals: np.ndarray, weights: np.ndarray
+) -> LinearMoments:
+    """The :class:`LinearMoments` of ``models`` (fitted with ``variance="full"``) and of the
+    rows' ``residuals`` (label - offset - score) with their ``weights``."""
+    rss, rows = float(np.sum(weights * residuals**2)), int(np.count_nonzero(weights > 0))
+    if models is None or models.n_entities == 0:
+        return LinearMoments(rss=rss, rows=rows)
+    if models.variances is None:
+        raise ValueError("linear_moments needs models fitted with variance='full'")
+    is_intercept = np.zeros(models.variances.size, bool)
+    is_intercept[models.intercept_slots] = True
+    squares = float(np.sum(models.coef_value**2))
+    variances = float(np.sum(models.variances[~is_intercept]))
+    count, intercepts = int(models.coef_value.size), 0
+    if regularize_intercept:
+        squares += float(np.sum(models.intercepts**2))
+        variances += float(np.sum(models.variances[is_intercept]))
+        intercepts = int(models.intercepts.size)
+        count += intercepts
+    return LinearMoments(squares, variances, count, rss, rows, intercepts)
+
+
+@dataclass(frozen=True)
+class LinearStep:
+    """An EM step's result: the next ``l2`` and the estimates it came from."""
+
+    l2: float
+    sigma_e2: float
+    sigma2: float
+    penalty: float  # this random effect's l2 ||theta||^2 at the step's l2
+    precision: float  # its intercepts' D = m l2 at the step's l2 (0 without any)
+
+
+def shift_variance(own: float, partners: Sequence[float]) -> float:
+    """``F_k`` of the module docstring: ``own`` is ``D_k``, ``partners`` the other factors'
+    ``D_j`` (0: intercepts not penalized)."""
+    if not partners or own <= 0:
+        return 0.0
+    if min(partners) <= 0:
+        return 1.0 / own
+    inverse = 1.0 / own
+    return inverse - inverse * inverse / (inverse + sum(1.0 / d for d in partners))
+
+
+def next_linear_l2(
+    moments: LinearMoments, l2: float, others: float = 0.0, partners: Sequence[float] = ()
+) -> LinearStep:
+    """The M-step of a linear random effect (module docstring): ``sigma_e^2`` from the fit at
+    ``l2`` (``others``: the other random effects' penalties), ``sigma^2``, and ``l2 =
+    sigma_e^2 / sigma^2``; ``partners``: the other factors' intercept precisions ``D_j``
+    (none for one factor). Without coefficients or rows, ``l2`` is kept."""
+    m = moments
+    penalty, precision = l2 * m.squares, m.intercepts * l2
+    variances = m.variances + m.intercepts * shift_variance(precision, partners)
+    if m.rows == 0:
+        return LinearStep(l2, float("nan"), float("nan"), penalty, precision)
+    sigma_e2 = (m.rss + penalty + others) / m.rows
+    if m.count == 0:
+        return LinearStep(l2, sigma_e2, float("nan"), penalty, precision)
+    sigma2 = (m.squares + sigma_e2 * variances) / m.count
+    if not sigma2 > 0 or not sigma_e2 > 0:
+        return LinearStep(l2, sigma_e2, sigma2, penalty, precision)
+    return LinearStep(sigma_e2 / sigma2, sigma_e2, sigma2, penalty, precision)
+
+
+@dataclass
+class ResidualVariance:
+    """The residual variance of a linear model, shared by its ``l2="auto"`` random effects:
+    each records its penalty ``l2 ||theta||^2`` after its fit, and reads the others' sum for
+    its own estimate of ``PWRSS``; and its intercepts' precision ``D`` (None: it fits no
+    intercept; 0: not penalized), the others' are its ``partners``. ``sigma_e2`` is the
+    last estimate."""
+
+    penalties: dict[str, float] = field(default_factory=dict)
+    precisions: dict[str, float | None] = field(default_factory=dict)
+    sigma_e2: float | None = None
+
+    def others(self, name: str) -> float:
+        return float(sum(p for k, p in self.penalties.items() if k != name))
+
+    def partners(self, name: str) -> list[float]:
+        return [d for k, d in self.precisions.items() if k != name and d is not None]
+
+    def record(self, name: str, step: LinearStep, intercept: str | None = "penalized") -> None:
+        """``intercept``: "penalized", "free" (fitted, not penalized) or None (not fitted)."""
+        self.penalties[name] = step.penalty
+        self.precisions[name] = (
+            None if intercept is None else step.precision if intercept == "penalized" else 0.0
+        )
+        self.sigma_e2 = step.sigma_e2
+
+    def forget(self, name: str) -> None:
+        self.penalties.pop(name, None)
+        self.precisions.pop(name, None)

@@ -5,7 +5,14 @@ import pytest
 import scipy.sparse as sp
 
 from raymix.solvers.entity import EntityProblem, fit_entities
-from raymix.solvers.variance_components import next_l2, prior_moments, solve_l2
+from raymix.solvers.variance_components import (
+    linear_moments,
+    next_l2,
+    next_linear_l2,
+    prior_moments,
+    shift_variance,
+    solve_l2,
+)
 
 
 def planted(sigma2: float, entities=300, rows=60, dim=2, seed=0) -> EntityProblem:
@@ -56,3 +63,40 @@ def test_moments_cover_only_penalized_coefficients():
     without_b = prior_moments(models, False)
     assert with_b[1] == without_b[1] + 20 and with_b[0] > without_b[0]
     assert next_l2([(0.0, 0)], 3.0) == 3.0
+
+
+def test_shift_variance_of_the_mean_intercepts():
+    assert shift_variance(5.0, []) == 0.0  # one factor: no shift
+    assert shift_variance(5.0, [0.0]) == pytest.approx(1 / 5.0)  # beside free intercepts
+    # two factors: the shift s, -s has precision D_a + D_b, seen alike by both
+    assert shift_variance(4.0, [12.0]) == pytest.approx(1 / 16.0)
+    assert shift_variance(12.0, [4.0]) == pytest.approx(1 / 16.0)
+    # three: the conditional variance of a Gaussian N(0, D^-1) given sum s_k = 0
+    D = np.array([2.0, 3.0, 7.0])
+    cov = np.diag(1 / D) - np.outer(1 / D, 1 / D) / np.sum(1 / D)
+    assert shift_variance(D[1], [D[0], D[2]]) == pytest.approx(cov[1, 1])
+
+
+def test_linear_em_on_one_factor_is_the_closed_form_ml():
+    """A balanced one-way design, random intercepts around a known mean (no fixed effect):
+    the fixed point of next_linear_l2 is the ML of the one-way model with mu known."""
+    rng = np.random.default_rng(0)
+    a, n = 30, 6
+    y = rng.normal(0, 0.8, a)[:, None] + rng.normal(0, 1.0, (a, n))
+    problem = EntityProblem(np.arange(a + 1) * n, sp.csr_matrix((a * n, 1)), y.ravel())
+
+    def step(l2):
+        models = fit_entities(
+            problem, task="linear", l2=l2, regularize_intercept=True, variance="full"
+        )
+        residuals = y.ravel() - np.repeat(models.intercepts, n)
+        moments = linear_moments(models, True, residuals, np.ones(a * n))
+        return next_linear_l2(moments, l2)
+
+    l2, _ = solve_l2(lambda l2: step(l2).l2, tol=1e-10, max_iter=200)
+    last = step(l2)
+    # mu = 0 known: sigma_e^2 = within mean square, sigma_a^2 = mean(ybar^2) - sigma_e^2 / n
+    within = float(((y - y.mean(axis=1, keepdims=True)) ** 2).sum()) / (a * (n - 1))
+    assert last.sigma_e2 == pytest.approx(within, rel=1e-8)
+    assert last.sigma2 == pytest.approx(float((y.mean(axis=1) ** 2).mean()) - within / n, rel=1e-8)
+    assert last.l2 == pytest.approx(last.sigma_e2 / last.sigma2, rel=1e-12)
