@@ -131,7 +131,7 @@ def summarize(
         "timings_seconds": timings,
         "files": files,
     }
-    if "residual" in components:  # a linear l2="auto" (the others' l2 is in their steps)
+    if components:  # lme4's VarCorr of the random effects with l2="auto"
         summary["variance_components"] = components
     write_json(out / "summary.json", summary)
     page = render_html(
