@@ -17,6 +17,7 @@ The AUC is compared with the true planted model's and with the Bayes oracle's
 other parts, the best any estimator can do on these rows).
 
     python bench/scale.py [--rows 1000000 10000000] [--running-ray 1000000] [--keep DIR]
+                          [--grouping routing ray_data]
 """
 
 from __future__ import annotations
@@ -101,7 +102,14 @@ def sample(driver: int, stop: threading.Event, peaks: dict, shm: list) -> None:
         stop.wait(0.5)
 
 
-def run(rows: int, users: int, items: int, work: Path, address: str | None = None) -> dict:
+def run(
+    rows: int,
+    users: int,
+    items: int,
+    work: Path,
+    address: str | None = None,
+    grouping: str = "routing",
+) -> dict:
     """Generate (once) and fit ``rows``; on the embedded local Ray, or with ``address`` on a
     running one (then only the driver's memory is sampled: Ray's processes are not its)."""
     data = work / f"synthetic-{rows}"
@@ -129,8 +137,8 @@ def run(rows: int, users: int, items: int, work: Path, address: str | None = Non
         )
         print(f"generated {rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
     truth = json.loads((data / "summary.json").read_text())
-    out = work / (f"out-{rows}" if address is None else f"out-{rows}-running-ray")
-    env = dict(os.environ, RAYMIX_SYNTHETIC=str(data))
+    out = work / (f"out-{rows}-{grouping}" + ("" if address is None else "-running-ray"))
+    env = dict(os.environ, RAYMIX_SYNTHETIC=str(data), RAYMIX_GROUPING=grouping)
     extra = [] if address is None else ["--address", address]
     shm_before = psutil.disk_usage("/dev/shm").used
     used_before = system_used()
@@ -169,6 +177,7 @@ def run(rows: int, users: int, items: int, work: Path, address: str | None = Non
     orchestration = max(wall - solver - io, 0)
     return {
         "ray": "embedded" if address is None else "running",
+        "grouping": grouping,
         "rows": rows,
         "users": users,
         "items": items,
@@ -229,36 +238,46 @@ def main() -> None:
         metavar="ROWS",
         help="also fit these row counts on a Ray started beforehand (a cluster's way)",
     )
+    parser.add_argument(
+        "--grouping",
+        nargs="*",
+        default=["routing"],
+        choices=["routing", "ray_data"],
+        help="the group-by-entity of each fit: Ray core's routing, Ray Data's hash shuffle "
+        "(RAYMIX_GROUPING); several: each row count fitted with each, side by side",
+    )
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="raymix-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for rows in args.rows:
-        results.append(run(rows, args.users, args.items, work))
-        print(json.dumps(results[-1], indent=1), flush=True)
+        for how in args.grouping:
+            results.append(run(rows, args.users, args.items, work, grouping=how))
+            print(json.dumps(results[-1], indent=1), flush=True)
     if args.running_ray:
         with running_ray(work) as address:
             for rows in args.running_ray:
-                results.append(run(rows, args.users, args.items, work, address))
-                print(json.dumps(results[-1], indent=1), flush=True)
+                for how in args.grouping:
+                    results.append(run(rows, args.users, args.items, work, address, how))
+                    print(json.dumps(results[-1], indent=1), flush=True)
     print(
-        "\n| Ray | rows | wall (s) | Ray start | read | coordinates | checkpoint | write | solver | "
+        "\n| Ray | grouping | rows | wall (s) | Ray start | read | coordinates | checkpoint | write | solver | "
         "orchestration (s) | orchestration share | AUC | Bayes oracle AUC | true AUC | "
         "peak PSS all (GiB) | system used (GiB) | object store (GiB) |"
     )
-    print("|---" * 17 + "|")
+    print("|---" * 18 + "|")
     for r in results:
         t, b = r["timings"], r["bayes_oracle"] or {}
         best = max((v for k, v in b.items() if k.startswith("Bayes oracle (both")), default=None)
         print(
-            f"| {r['ray']} | {r['rows']:,} | {r['wall_seconds']} | {t.get('ray_start', 0):.1f} "
+            f"| {r['ray']} | {r['grouping']} | {r['rows']:,} | {r['wall_seconds']} | {t.get('ray_start', 0):.1f} "
             f"| {t.get('read', 0):.1f} | {t.get('coordinates', 0):.1f} | {t.get('checkpoint', 0):.1f} "
             f"| {t.get('write', 0):.1f} | {r['solver_seconds']} | {r['orchestration_seconds']} "
             f"| {r['orchestration_share']:.0%} | {r['auc']:.4f} | {best if best is not None else '-'} "
             f"| {r['true_model_auc']:.4f} | {r['peak_pss_gib'].get('all processes')} "
             f"| {r['system_used_peak_gib']} | {r['object_store_peak_gib']} |"
         )
-    embedded = [r for r in results if r["ray"] == "embedded"]
+    embedded = [r for r in results if r["ray"] == "embedded" and r["grouping"] == "routing"]
     if len(embedded) == 2:
         ratio = embedded[1]["wall_seconds"] / embedded[0]["wall_seconds"]
         print(
