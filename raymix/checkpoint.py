@@ -87,11 +87,26 @@ class Checkpoint:
 
     def load(self) -> dict:
         if not self.exists():
-            raise RecipeError(f"nothing to resume: no {self.root / 'state.json'}")
+            raise RecipeError(f"nothing to resume: no {self.root / 'state.json'}{self._aside()}")
         saved = json.loads(storage.read_text(self.root / "state.json"))
         self._dirs = dict(saved.get("models", {}))
         self._scores = saved.get("scores", "scores.npz")
         return saved
+
+    def _aside(self) -> str:
+        """Where an interrupted ``--overwrite`` run's checkpoint went (moved aside with its
+        partial outputs when the previous run was put back), if anywhere."""
+        if self.remote:
+            return ""
+        from raymix.lock import leftovers
+
+        found = [p for p in leftovers(Path(self.root).parent) if (p / DIRECTORY).is_dir()]
+        if not found:
+            return ""
+        return (
+            f" (the checkpoint of an interrupted run is in '{found[-1]}': move that directory "
+            "to the output to resume it)"
+        )
 
     def restore(self, state: DescentState) -> tuple[int, int]:
         """Put the saved scores and steps into ``state``; return where to continue."""

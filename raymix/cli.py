@@ -1,4 +1,4 @@
-"""The ``raymix`` command: fit | score | data | tune | k8s.
+"""The ``raymix`` command: fit | score | serve | data | tune | k8s.
 
 Exit code 0 on success; on bad input a one-line error and a non-zero code (2 for a recipe
 or data error, 1 for anything else), with the traceback only under ``--debug``.
@@ -10,8 +10,8 @@ import argparse
 import atexit
 import logging
 import os
+import shlex
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
-    except KeyboardInterrupt:
-        print("raymix: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # where the runs are, as a failure says (outputs._tell)
+        notes = "; ".join(getattr(exc, "__notes__", ()))
+        print(interrupted(getattr(args, "resumable", None), notes), file=sys.stderr)
         return 130
     except BaseException as exc:  # one line, unless --debug
         cause = _unwrap(exc)
@@ -63,6 +64,27 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"raymix: error: {type(cause).__name__}: {cause}", file=sys.stderr)
         return 1
+
+
+def interrupted(output: str | None, notes: str = "") -> str:
+    """What an interrupted command says: where its runs are (``notes``) and, for a fit that
+    saved a checkpoint (in its output, or staged by an object-store ``--overwrite`` run), how
+    to resume."""
+    said = "raymix: interrupted" + (f" ({notes})" if notes else "")
+    if output:
+        from raymix.checkpoint import Checkpoint
+        from raymix.outputs import interrupted_staging
+
+        try:
+            saved = Checkpoint(interrupted_staging(output) or output).exists()
+        except Exception:  # an unreachable store: say no more than that it stopped
+            saved = False
+        if saved:
+            return (
+                f"{said}; continue from the last checkpoint with: "
+                f"raymix fit --resume {shlex.quote(str(output))}"
+            )
+    return said
 
 
 def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
@@ -81,10 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     fit = sub.add_parser(
-        "fit", help="train a recipe (recipe.py, run.json or a GDMix YAML/JSON config)"
+        "fit",
+        help="train a recipe (recipe.py, run.json or a GDMix YAML/JSON config); without one, "
+        "a synthetic example",
     )
     fit.add_argument(
-        "recipe", nargs="?", help="recipe .py file, resolved run.json, or GDMix config"
+        "recipe",
+        nargs="?",
+        help="recipe .py file, resolved run.json, or GDMix config (none: the synthetic example)",
     )
     fit.add_argument(
         "--resume",
@@ -93,7 +119,14 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its output directory's last checkpoint",
     )
     _add_overrides(
-        fit, "override a recipe field, e.g. --set passes=3 --set coordinates.per_user.l2=0.5"
+        fit, "override a recipe field, e.g. --set passes=3 --set coordinates.per-user.l2=0.5"
+    )
+    fit.add_argument(
+        "--prior",
+        metavar="PREVIOUS_OUT",
+        default=None,
+        help="incremental training: a previous run's output (its models and variances) as "
+        "the Gaussian prior of every fixed and random effect",
     )
     fit.add_argument(
         "--dry-run", action="store_true", help="validate recipe, schema and paths; print the plan"
@@ -109,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--quiet", action="store_true", help="no progress lines")
     fit.add_argument("--verbose", action="store_true", help="show Ray's own log lines too")
+    fit.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log the fit to MLflow (file:///path/mlruns, a path or a server; needs raymix[mlflow])",
+    )
     fit.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -129,12 +167,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     score.set_defaults(handler=_score)
 
+    from raymix.serving.command import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
+
     data = sub.add_parser("data", help="prepare data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATASET")
     movielens = data_sub.add_parser(
         "movielens", help="convert raw MovieLens 100k into GDMix's layout"
     )
-    movielens.add_argument("--source", required=True, help="directory with u.data, u.item, u.user")
+    movielens.add_argument(
+        "--source",
+        default=None,
+        help="directory with u.data, u.item, u.user (default: GroupLens's ml-100k.zip, "
+        "downloaded once into the user's cache directory)",
+    )
+    movielens.add_argument("--url", default=None, help="where to download ml-100k.zip from")
+    movielens.add_argument("--md5", default=None, help="the MD5 the download must have")
     movielens.add_argument("--dest", required=True, help="output directory")
     movielens.add_argument(
         "--seed", type=int, default=0, help="seed of the 80/20 split (default 0)"
@@ -195,13 +244,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _progress(quiet: bool):
-    start = time.perf_counter()
+    """Progress lines (:mod:`raymix.console`): live on a terminal, timestamped otherwise."""
+    from raymix.console import Progress
 
-    def say(message: str) -> None:
-        if not quiet:
-            print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    return say
+    return Progress(quiet=quiet)
 
 
 def _fit(args) -> int:
@@ -216,16 +262,32 @@ def _fit(args) -> int:
                 "--resume OUT takes no recipe and no --set: the run's own run.json is used"
             )
         # OUT is the truth: a copied run resumes where it is, not where run.json says it was
-        recipe = load_run(args.resume).model_copy(update={"output": str(args.resume)})
-    elif not args.recipe:
-        raise RecipeError("raymix fit needs a recipe (or --resume OUT)")
+        # (an object-store --overwrite run stopped before publishing: its staged run.json)
+        from raymix.outputs import interrupted_staging
+
+        staged = interrupted_staging(args.resume) or args.resume
+        recipe = load_run(staged).model_copy(update={"output": str(args.resume)})
+    elif not args.recipe:  # the example: synthetic data generated once, nothing to download
+        from raymix.example import example_data, example_recipe
+        from raymix.recipe.load import apply_override, validate_recipe
+
+        raw = example_recipe(example_data(_progress(args.quiet))).model_dump(mode="json")
+        for override in args.overrides:
+            raw = apply_override(raw, override)
+        recipe = validate_recipe(raw)
     else:
         recipe = load_recipe(args.recipe, args.overrides)
+    if args.prior:
+        if args.resume:
+            raise RecipeError("--resume OUT takes no --prior: the run's own run.json is used")
+        recipe = recipe.with_prior(args.prior)
     # Absolute paths (a Ray job's driver and the actors on other nodes share no working
     # directory), a local or shared output, and a Ray address that answers: before any output.
     recipe = absolute_paths(recipe)
     address = requested_address(args.address, recipe.resources)
     check_address(address, reach=True)
+    if recipe.checkpoint:
+        args.resumable = recipe.output  # what an interrupt names to resume
     if args.dry_run:
         from raymix.outputs import check_writable
 
@@ -235,44 +297,59 @@ def _fit(args) -> int:
         return 0
     from raymix.report import table
 
-    result = fit(
-        recipe,
-        overwrite=args.overwrite,
-        resume=bool(args.resume),
-        address=args.address,
-        progress=_progress(args.quiet),
-    )
+    with _progress(args.quiet) as say:
+        result = fit(
+            recipe,
+            overwrite=args.overwrite,
+            resume=bool(args.resume),
+            address=args.address,
+            progress=say,
+        )
     print(table(result))
+    from raymix.datasets.planted import planted_auc
+
+    planted = planted_auc(recipe.data.validation)
+    if planted is not None:
+        print(f"planted model (the truth the data were drawn from): validation AUC {planted:.4f}")
     print(f"outputs in {result.output}")
+    if args.mlflow:
+        from raymix.tracking import log_fit
+
+        print(f"logged to MLflow at {args.mlflow}: run {log_fit(args.mlflow, recipe, result)}")
     return 0
 
 
 def _score(args) -> int:
     from raymix.scoring import score_command
 
-    score_command(
-        args.model_dir,
-        args.data,
-        args.out,
-        overwrite=args.overwrite,
-        address=args.address,
-        progress=_progress(False),
-    )
+    with _progress(False) as say:
+        score_command(
+            args.model_dir,
+            args.data,
+            args.out,
+            overwrite=args.overwrite,
+            address=args.address,
+            progress=say,
+        )
     return 0
 
 
 def _movielens(args) -> int:
-    from raymix.datasets.movielens import convert_movielens
+    from raymix.datasets.movielens import convert_movielens, describe_conversion
 
-    start = time.perf_counter()
+    source = args.source
+    if source is None:
+        from raymix.datasets.download import movielens_source
+
+        source = movielens_source(args.url, args.md5, progress=_progress(False))
     summary = convert_movielens(
-        Path(args.source),
+        Path(source),
         Path(args.dest),
         seed=args.seed,
         fmt=args.format,
         overwrite=args.overwrite,
     )
-    print(f"wrote {args.dest} in {time.perf_counter() - start:.1f} s: {summary}")
+    print(describe_conversion(summary))
     return 0
 
 
@@ -289,6 +366,11 @@ def _tune_parser(sub) -> None:
     tune.add_argument("--overwrite", action="store_true", help="replace a previous search")
     _add_overrides(tune, "override a field of the recipe before searching")
     tune.add_argument("--address", default=None, help="join a Ray cluster (as for fit)")
+    tune.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log every trial to MLflow (Ray Tune's MLflow callback; needs raymix[mlflow])",
+    )
     tune.add_argument("--quiet", action="store_true", help="no progress lines")
     tune.add_argument("--verbose", action="store_true", help="show Ray's own log lines too")
     tune.add_argument(
@@ -301,15 +383,17 @@ def _tune(args) -> int:
     from raymix.recipe.load import load_recipe
     from raymix.tune import search
 
-    result = search(
-        load_recipe(args.recipe, args.overrides),
-        args.search,
-        out=args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        address=args.address,
-        progress=_progress(args.quiet),
-    )
+    with _progress(args.quiet) as say:
+        result = search(
+            load_recipe(args.recipe, args.overrides),
+            args.search,
+            out=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            address=args.address,
+            progress=say,
+            mlflow=args.mlflow,
+        )
     print(result.table())
     print(f"best {result.metric}: {result.best_metric:.4f}; best recipe: {result.files['best']}")
     if result.interrupted:
@@ -348,25 +432,26 @@ def _synthetic_parser(data_sub) -> None:
 def _synthetic(args) -> int:
     from raymix.datasets.synthetic import generate_synthetic
 
-    s = generate_synthetic(
-        args.dest,
-        rows=args.rows,
-        users=args.users,
-        items=args.items,
-        global_features=args.global_features,
-        entity_features=args.entity_features,
-        fmt=args.format,
-        rows_per_file=args.rows_per_file,
-        seed=args.seed,
-        validation_fraction=args.validation_fraction,
-        intercept=args.intercept,
-        global_sigma=args.global_sigma,
-        user_sigma=args.user_sigma,
-        item_sigma=args.item_sigma,
-        skew=args.skew,
-        overwrite=args.overwrite,
-        progress=_progress(args.quiet),
-    )
+    with _progress(args.quiet) as say:
+        s = generate_synthetic(
+            args.dest,
+            rows=args.rows,
+            users=args.users,
+            items=args.items,
+            global_features=args.global_features,
+            entity_features=args.entity_features,
+            fmt=args.format,
+            rows_per_file=args.rows_per_file,
+            seed=args.seed,
+            validation_fraction=args.validation_fraction,
+            intercept=args.intercept,
+            global_sigma=args.global_sigma,
+            user_sigma=args.user_sigma,
+            item_sigma=args.item_sigma,
+            skew=args.skew,
+            overwrite=args.overwrite,
+            progress=say,
+        )
     auc = s["validation_true_auc"]
     print(
         f"wrote {args.dest} in {s['seconds']:.1f} s ({s['rows_per_second']:,.0f} rows/s): "
@@ -379,7 +464,7 @@ def _synthetic(args) -> int:
 
 def _k8s_render(args) -> int:
     from raymix.k8s import ClusterShape, render_for_recipe
-    from raymix.k8s.write import needs_data_volume
+    from raymix.k8s.write import needs_data_volume, relative_paths, render_note
 
     env = {}
     for pair in args.env:
@@ -402,10 +487,11 @@ def _k8s_render(args) -> int:
     if args.fit_overwrite:
         fit_args.append("--overwrite")
     runtime_env = {"env_vars": env} if env else None
-    for path in render_for_recipe(
+    written = render_for_recipe(
         args.recipe, args.out, shape, fit_args, runtime_env=runtime_env, overwrite=args.overwrite
-    ):
-        print(path)
+    )
+    relative = relative_paths(args.recipe, args.overrides, env)
+    print(render_note(written, args.out, relative, shape.app_dir))
     return 0
 
 

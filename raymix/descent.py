@@ -149,6 +149,8 @@ def descend(
         best, best_pass, stale = _track(
             _last_metric(state, p, metric), p, best, best_pass, stale, higher, min_delta
         )
+    # judged again: a checkpoint is saved after each step, before its pass is judged
+    state.best_pass = best_pass
     if patience is not None and stale >= patience:
         return state
     kept, last = None, first_pass - 1

@@ -13,13 +13,14 @@ This is the one writer of the package; nothing else opens a file for writing in 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from raymix.errors import DataError
+from raymix.errors import DataError, StorageError
 
 
 def umask() -> int:
@@ -39,17 +40,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success give it the usual file mode and
     rename it to ``path``; on failure remove it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _unwritable(exc, path) from None
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+            raise _unwritable(exc, path) from None
         raise
+
+
+#: what a full, read-only or forbidden disk answers a write with
+DISK_ERRORS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+)
+
+
+def _unwritable(exc: OSError, path: Path) -> Exception:
+    """A disk's refusal as one :class:`StorageError` line naming the file (an ``ENOSPC``
+    from ``write`` names none)."""
+    if exc.errno not in DISK_ERRORS:
+        return exc
+    return StorageError(f"cannot write: {exc.strerror or exc}", str(path))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

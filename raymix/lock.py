@@ -6,7 +6,8 @@ hidden sibling ``.NAME.lock`` (a sibling, because ``--overwrite`` moves the dire
 itself aside) created with ``O_EXCL`` and holding the holder's host, pid and start time. A
 lock whose holder is a dead process of this host is stale: it is taken over. A live holder,
 or one on another host (which cannot be checked from here), makes the second run fail at
-once, naming it.
+once, naming it. :func:`leftovers` lists the other hidden siblings earlier runs of an output
+left (moved aside, see :mod:`raymix.outputs`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
 
-from raymix.errors import RecipeError
+from raymix.errors import RecipeError, StorageError
+from raymix.files import DISK_ERRORS
 
 
 def lock_path(output: Path) -> Path:
@@ -51,6 +54,13 @@ def output_lock(output: Path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             continue
+        except OSError as exc:  # a read-only, full or forbidden directory: nothing touched
+            if exc.errno not in DISK_ERRORS:
+                raise
+            raise StorageError(
+                f"cannot take the lock {path}: {exc.strerror} (nothing in '{output}' was changed)",
+                str(output),
+            ) from None
         with os.fdopen(fd, "w") as f:
             json.dump(mine, f)
         break
@@ -83,3 +93,15 @@ def _is_stale(holder: dict) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
+
+
+def leftovers(out: Path) -> list[Path]:
+    """The hidden siblings earlier runs of ``out`` moved aside and left (killed, or failed):
+    ``.NAME.failed-PID`` (a failed run's partial outputs) and ``.NAME.previous-PID`` (the run
+    it was replacing), oldest first. The output's lock makes them no running run's."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(failed|previous)-\d+(-\d+)?$")
+    try:
+        found = [p for p in out.parent.iterdir() if pattern.match(p.name) and p.is_dir()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns)

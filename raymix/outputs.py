@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import cast
 
 from raymix import storage
-from raymix.errors import RaymixError, RecipeError
+from raymix.errors import RaymixError, RecipeError, StorageError
 from raymix.files import atomic_path, write_json, write_text  # noqa: F401 - re-exported
-from raymix.lock import output_lock
+from raymix.lock import leftovers, output_lock
 from raymix.storage import SUCCESS, Location
 
 RUN_FILE = "run.json"
@@ -85,12 +85,22 @@ def local_output(path: str | Path, field: str = "output") -> Path:
 
 
 def absolute_paths(recipe):
-    """The recipe with its output and warm starts absolute (URIs as they are, normalised)."""
+    """The recipe with its output, warm starts and priors absolute (URIs as they are, normalised)."""
     coordinates = tuple(
         c.model_copy(update={"warm_start": storage.absolute(c.warm_start)})
         if getattr(c, "warm_start", None)
         else c
         for c in recipe.coordinates
+    )
+    coordinates = tuple(
+        c.model_copy(
+            update={
+                "prior": c.prior.model_copy(update={"models": storage.absolute(c.prior.models)})
+            }
+        )  # fmt: skip
+        if getattr(c, "prior", None) is not None
+        else c
+        for c in coordinates
     )
     output = str(output_location(recipe.output))
     return recipe.model_copy(update={"output": output, "coordinates": coordinates})
@@ -158,13 +168,19 @@ def check_warm_start(path: str, field: str) -> None:
 
 
 def prepare_output(
-    path: str | Path, overwrite: bool, resume: bool = False, marker: str = RUN_FILE
+    path: str | Path,
+    overwrite: bool,
+    resume: bool = False,
+    marker: str = RUN_FILE,
+    run: str | None = None,
 ) -> tuple[Path, Path | None]:
     """Check the output directory before anything starts; return it and the previous run's copy.
 
     With ``overwrite`` a previous raymix run is moved aside to a hidden sibling, not deleted:
     the caller deletes it with :func:`discard_previous` once the new run has succeeded, so a
-    failing run never loses the earlier results.
+    failing run never loses the earlier results. Without it, the partial outputs of a failed
+    run of the very same recipe (``run``, this run's ``run.json``) are replaced as well: a
+    failed run never blocks its own plain rerun.
     """
     path = local_output(path)
     if path.exists() and not path.is_dir():
@@ -175,7 +191,7 @@ def prepare_output(
         return path, None
     previous = None
     if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
+        if not overwrite and not _own_failed_run(path, marker, run):
             raise RecipeError(
                 f"output directory '{path}' is not empty (use --overwrite to replace a previous run)",
                 field="output",
@@ -186,16 +202,37 @@ def prepare_output(
                 field="output",
             )
         previous = _aside(path, "previous")
-        os.replace(path, previous)
+        try:
+            os.replace(path, previous)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot move the previous run aside to '{previous}': {exc.strerror or exc} "
+                f"(the previous run in '{path}' is unchanged)",
+                str(path),
+            ) from None
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if previous is not None:
+            os.replace(previous, path)
         raise RecipeError(
             f"cannot create output directory '{path}': {exc}", field="output"
         ) from None
     if not os.access(path, os.W_OK):
         raise RecipeError(f"output directory '{path}' is not writable", field="output")
     return path, previous
+
+
+def _own_failed_run(path: Path, marker: str, run: str | None) -> bool:
+    """``path`` holds an unfinished run (no ``_SUCCESS``) of the recipe ``run``."""
+    import json
+
+    if run is None or marker != RUN_FILE or (path / SUCCESS).exists():
+        return False
+    try:
+        return json.loads((path / RUN_FILE).read_text()) == json.loads(run)
+    except (OSError, ValueError):
+        return False
 
 
 def discard_previous(previous: Path | None) -> None:
@@ -206,7 +243,11 @@ def discard_previous(previous: Path | None) -> None:
 
 @contextlib.contextmanager
 def output_transaction(
-    path: str | Path, overwrite: bool, resume: bool = False, marker: str = RUN_FILE
+    path: str | Path,
+    overwrite: bool,
+    resume: bool = False,
+    marker: str = RUN_FILE,
+    run: str | None = None,
 ):
     """Prepare the output directory, yield it, and keep it consistent; ``_SUCCESS`` last.
 
@@ -216,7 +257,10 @@ def output_transaction(
     holding ``marker`` (a fit's ``run.json``, a score's ``score.json``). If the body raises, the previous run is moved back to ``path``
     unchanged, this run's partial outputs go to a hidden sibling ``.NAME.failed-PID``, and the
     error's message says where both are. Without a previous run (a fresh directory, or
-    ``resume``) a failed run's outputs stay in place, where ``--resume`` finds its checkpoint.
+    ``resume``) a failed run's outputs stay in place, where ``--resume`` finds its checkpoint,
+    and the message says so; its plain rerun (``run``: the same ``run.json``) replaces them.
+    A disk that refuses a write (full, read-only) is one :class:`StorageError` line naming
+    the file (:mod:`raymix.files`).
 
     In an object store (:func:`prepare_remote`) the yielded :class:`~raymix.storage.Location`
     is the output itself, or with ``overwrite`` of a previous run a staging prefix that is
@@ -225,6 +269,7 @@ def output_transaction(
     where = output_location(path)
     if isinstance(where, Location):
         out = prepare_remote(where, overwrite, resume, marker)
+        stale = [p for p in stale_staging(where) if p != str(out)]
         try:
             yield out
         except BaseException as exc:
@@ -234,19 +279,25 @@ def output_transaction(
                     f"the previous run in '{out.final}' is unchanged; this run's partial "
                     f"outputs are in '{out}'",
                 )
+            _name_leftovers(exc, stale)
             raise
         publish(out)
+        for prefix in stale:  # superseded by this run
+            storage.delete_tree(prefix)
         return
     with output_lock(local_output(path)):
-        local, previous = prepare_output(path, overwrite, resume=resume, marker=marker)
+        local, previous = prepare_output(path, overwrite, resume=resume, marker=marker, run=run)
+        earlier = [p for p in leftovers(local) if p != previous]
         try:
             yield local
+            write_text(local / SUCCESS, "")
         except BaseException as exc:
-            if previous is not None:
-                _tell(exc, _restore(local, previous))
+            _tell(exc, _restore(local, previous) if previous is not None else _left(local))
+            _name_leftovers(exc, earlier)
             raise
-        write_text(local / SUCCESS, "")
         discard_previous(previous)
+        for aside in earlier:  # superseded by this run
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def prepare_remote(
@@ -256,6 +307,9 @@ def prepare_remote(
     storage.check_reachable(root)  # no bucket, no credentials, access denied: now, in one line
     has_run = storage.is_file(root / marker)
     if resume:
+        staged = interrupted_staging(root)
+        if staged is not None:  # an --overwrite run stopped before publishing: go on there
+            return Location(staged, final=root)
         if not has_run:
             raise RecipeError(f"cannot resume: '{root}' holds no {RUN_FILE}", field="output")
         storage.delete_file(root / SUCCESS)
@@ -277,6 +331,37 @@ def prepare_remote(
     while storage.list_dir(staging if k == 1 else f"{staging}-{k}"):
         k += 1
     return Location(staging if k == 1 else f"{staging}-{k}", final=root)
+
+
+def interrupted_staging(root: str | Path) -> str | None:
+    """The staging prefix of an object-store run that replaced ``root`` with ``--overwrite``
+    and stopped before publishing (it holds a checkpoint), where ``--resume`` goes on; None
+    for a local output or when there is none. Two of them are refused, naming both."""
+    where = storage.normal(root).rstrip("/")
+    if not storage.is_uri(where):
+        return None
+    found = [
+        prefix
+        for prefix in stale_staging(Location(where))
+        if storage.is_file(storage.join(prefix, "checkpoint", "state.json"))
+    ]
+    if len(found) > 1:
+        raise RecipeError(
+            f"cannot resume '{where}': two interrupted runs replaced it ({', '.join(found)}); "
+            "delete the one not to resume",
+            field="output",
+        )
+    return found[0] if found else None
+
+
+def stale_staging(root: Location) -> list[str]:
+    """The staging prefixes (``.NAME.staging-PID``) earlier failed runs of ``root`` left."""
+    prefix = f".{root.name}.staging-"
+    return [
+        str(storage.join(root.parent, name))
+        for name in storage.list_dir(root.parent)
+        if name.startswith(prefix)
+    ]
 
 
 def publish(out: Location) -> None:
@@ -322,6 +407,22 @@ def _restore(out: Path, previous: Path) -> str:
     except OSError as exc:
         return f"the previous run is kept in '{previous}': moving it back failed: {exc}"
     return f"the previous run in '{out}' is unchanged; this run's partial outputs are in '{failed}'"
+
+
+def _left(out: Path) -> str:
+    """What a failed run without a previous one leaves, and how to go on."""
+    if (out / "checkpoint" / "state.json").is_file():
+        return (
+            f"this run's partial outputs stay in '{out}': --resume {out} continues from its "
+            "checkpoint, a plain rerun replaces them"
+        )
+    return f"this run's partial outputs stay in '{out}': a plain rerun replaces them"
+
+
+def _name_leftovers(exc: BaseException, found: list) -> None:
+    if found:
+        shown = ", ".join(f"'{p}'" for p in found)
+        _tell(exc, f"earlier runs left {shown}: removed by the next successful run")
 
 
 def _tell(exc: BaseException, note: str) -> None:

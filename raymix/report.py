@@ -9,14 +9,13 @@ cumulative score.
 
 from __future__ import annotations
 
-import html
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from raymix import metrics as M
+from raymix.coordinates.random_effect import RandomEffectCoordinate
 from raymix.data.avro.scores import write_scores_avro
 from raymix.descent import DescentState
 from raymix.recipe.spec import Recipe
@@ -35,6 +34,8 @@ def cumulative(state_split, names: list[str]) -> list[np.ndarray]:
 
 
 def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -> dict:
+    from raymix.report_page import entity_sizes
+
     names = [c.name for c in coordinates]
     files: dict = {}
     cum_train = cumulative(state.train, names)
@@ -75,17 +76,37 @@ def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -
                     M.exact_mean(per_entity) if per_entity.size else None
                 )
                 final[coordinate.name]["_per_entity_values"] = per_entity
+                final[coordinate.name]["_per_entity_sizes"] = entity_sizes(
+                    state.validation.label, codes
+                )
             write_json(base / "metric" / "evalSummary.json", {recipe.metric: value})
     files["_final"] = final
+    files["_entities"] = {
+        c.name: c.sample_entities() for c in coordinates if isinstance(c, RandomEffectCoordinate)
+    }
+    task = getattr(recipe.coordinates[-1], "task", None) if recipe.coordinates else None
+    if len(state.validation.index) and task == "logistic" and cum_val:
+        from raymix.report_page import calibration
+        from raymix.solvers.loss import mean, task_code
+
+        probability = mean(task_code(task), cum_val[-1])
+        files["_calibration"] = calibration(probability, state.validation.label)
     return files
 
 
 def summarize(
     out: Path, recipe: Recipe, state: DescentState, timings: dict, files: dict
 ) -> FitResult:
+    from raymix.report_page import recipe_text, render_html
+
     final = files.pop("_final", {})
+    curve = files.pop("_calibration", None)
+    entities = files.pop("_entities", {})
     per_entity = {
         name: v.pop("_per_entity_values") for name, v in final.items() if "_per_entity_values" in v
+    }
+    sizes = {
+        name: v.pop("_per_entity_sizes") for name, v in final.items() if "_per_entity_sizes" in v
     }
     steps = [
         {
@@ -110,7 +131,21 @@ def summarize(
         "files": files,
     }
     write_json(out / "summary.json", summary)
-    write_text(out / "report.html", render_html(summary, per_entity))
+    page = render_html(
+        summary,
+        per_entity,
+        calibration_curve=curve,
+        coefficients=largest_coefficients(out, recipe),
+        recipe_json=recipe_text(recipe),
+        sizes=sizes,
+        entities=entities,
+        written_pass=(
+            state.best_pass + 1
+            if recipe.early_stopping is not None
+            else max((s.pass_index + 1 for s in state.steps), default=1)
+        ),
+    )
+    write_text(out / "report.html", page)
     return FitResult(
         output=out,
         steps=steps,
@@ -137,43 +172,31 @@ def table(result) -> str:
     return "\n".join(lines)
 
 
-def render_html(summary: dict, per_entity: dict[str, np.ndarray]) -> str:
-    rows = "".join(
-        f"<tr><td>{s['pass']}</td><td>{html.escape(s['coordinate'])}</td>"
-        + "".join(
-            f"<td>{v:.4f}</td>" if isinstance(v, float) else f"<td>{v}</td>"
-            for v in s["metrics"].values()
+def largest_coefficients(out, recipe: Recipe, top: int = 15) -> dict[str, list[dict]]:
+    """Each fixed effect's ``top`` coefficients by magnitude (the intercept apart, first),
+    with their variances (NaN when the fit computed none), from its written models."""
+    from raymix.data.avro.models import read_models
+    from raymix.recipe.spec import FixedEffect
+
+    tables = {}
+    for spec in recipe.coordinates:
+        if not isinstance(spec, FixedEffect):
+            continue
+        rows = []
+        for record in read_models(out / spec.name / "models"):
+            variances = {(v["name"], v["term"]): v["value"] for v in record["variances"] or ()}
+            for m in record["means"]:
+                rows.append(
+                    {
+                        "name": m["name"],
+                        "term": m["term"],
+                        "value": m["value"],
+                        "variance": variances.get((m["name"], m["term"]), float("nan")),
+                    }
+                )
+        intercept = [r for r in rows if r["name"] == "(INTERCEPT)"]
+        rest = sorted(
+            (r for r in rows if r["name"] != "(INTERCEPT)"), key=lambda r: -abs(r["value"])
         )
-        + f"<td>{s['seconds']:.2f}</td></tr>"
-        for s in summary["steps"]
-    )
-    charts = "".join(_histogram_svg(name, values) for name, values in per_entity.items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>raymix: {html.escape(summary["recipe"])}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:right}}</style></head><body>
-<h1>raymix run: {html.escape(summary["recipe"])}</h1>
-<p>{summary["rows"]["train"]} training rows, {summary["rows"]["validation"]} validation rows; best pass {summary["best_pass"]}.</p>
-<h2>Validation metrics of the cumulative model, per coordinate and pass</h2>
-<table><tr><th>pass</th><th>coordinate</th><th colspan="4">metrics</th><th>seconds</th></tr>{rows}</table>
-<h2>Per-entity AUC distribution</h2>{charts or "<p>no random effect with validation data</p>"}
-<h2>Timings (s)</h2><pre>{html.escape(json.dumps(summary["timings_seconds"], indent=1))}</pre>
-</body></html>
-"""
-
-
-def _histogram_svg(name: str, values: np.ndarray, bins: int = 20) -> str:
-    if values.size == 0:
-        return ""
-    counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    width, height = 400, 150
-    bar = width / bins
-    top = max(int(counts.max()), 1)
-    bars = "".join(
-        f'<rect x="{i * bar:.1f}" y="{height - c / top * height:.1f}" width="{bar - 1:.1f}" '
-        f'height="{c / top * height:.1f}" fill="#4a7"/>'
-        for i, c in enumerate(counts)
-    )
-    return (
-        f"<h3>{html.escape(name)}: {values.size} entities, mean {values.mean():.4f}</h3>"
-        f'<svg width="{width}" height="{height + 20}">{bars}'
-        f'<text x="0" y="{height + 15}">0</text><text x="{width - 10}" y="{height + 15}">1</text></svg>'
-    )
+        tables[spec.name] = intercept + rest[:top]
+    return tables

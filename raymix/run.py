@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from raymix import storage
-from raymix.coordinates.inputs import build_source, feature_names
+from raymix.coordinates.inputs import build_source, feature_names, warm_start_match
 from raymix.data.source import Source
 from raymix.engine.cluster import physical_cores, requested_address
 from raymix.errors import RecipeError, surfaced
@@ -39,6 +39,19 @@ class CoordinatePlan:
     train: Source | None
     validation: Source | None
     names: list[tuple[str, str]] | None
+    warm_start_match: tuple[int, int] | None = None  # (matched, features) of its warm start
+
+    def note(self) -> str | None:
+        """A warm start of which only some features are in the bag, said once."""
+        if self.warm_start_match is None or self.warm_start_match[0] == self.warm_start_match[1]:
+            return None
+        matched, features = self.warm_start_match
+        s = self.spec
+        return (
+            f"coordinate '{s.name}': warm start '{getattr(s, 'warm_start', None)}' matches "
+            f"{matched} of its {features} features in bag '{getattr(s, 'feature_bag', None)}' (the other "
+            f"{features - matched} are dropped)"
+        )
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,8 @@ class Plan:
             lines.append(
                 f"{k}. {s.name} [{s.kind}{extra}] {s.task}, {bag}, l2={s.l2}, l1={s.l1}{lock}: {where}{val}"
             )
+            if c.note():
+                lines.append(f"   {c.note()}")
         return "\n".join(lines)
 
 
@@ -113,7 +128,7 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
             coordinates.append(CoordinatePlan(spec, None, None, None))
             continue
         data = recipe.data_for(spec)
-        _check_storage(recipe, spec, data)
+        _check_warm_start(spec)
         entity = spec.entity if isinstance(spec, RandomEffect) else None
         task = getattr(spec, "task", None)
         train = build_source(
@@ -129,18 +144,27 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
                 entity=entity,
                 task=task,
             )
+            _check_entity_kinds(train, validation)
         names = feature_names(data, spec.feature_bag, train.schema.dim)
         if isinstance(spec, DeepEffect):
             from raymix.coordinates.deep import check_deep_inputs
 
+            if train.tables is not None:
+                raise RecipeError(
+                    "a deep coordinate reads files: write the rows with raymix.write_dataset",
+                    field=f"coordinates.{spec.name}.data",
+                )
+
             check_deep_inputs(spec, train, validation)
-        coordinates.append(CoordinatePlan(spec, train, validation, names))
+        match = None
+        if spec.warm_start and spec.feature_bag and not isinstance(spec, DeepEffect):
+            match = warm_start_match(spec.warm_start, names, train.schema.dim, spec.feature_bag)
+        coordinates.append(CoordinatePlan(spec, train, validation, names, match))
     size = sum(
-        storage.size(path)
+        _input_bytes(source)
         for c in coordinates
         for source in (c.train, c.validation)
         if source is not None
-        for path in source.files
     )
     small = size <= SMALL_INPUT_BYTES
     cores = physical_cores()
@@ -161,21 +185,34 @@ def plan(recipe: Recipe, address: str | None = None) -> Plan:
     return Plan(recipe, tuple(coordinates), actors, buckets, threads, reading == "one_at_a_time")
 
 
-def _check_storage(recipe: Recipe, spec, data) -> None:
-    """What object stores do not serve yet, refused up front; warm starts must be complete."""
-    field = f"coordinates.{spec.name}"
-    if isinstance(spec, DeepEffect):
-        paths = [recipe.output, data.train, data.validation, data.metadata, spec.vocab]
-        if any(p and storage.is_uri(p) for p in paths if isinstance(p, str)):
-            raise RecipeError(
-                "a deep coordinate reads and writes local paths only (its SavedModel and "
-                "vocabulary): use a shared volume for this recipe",
-                field=field,
-            )
+def _input_bytes(source: Source) -> int:
+    """Bytes of a source's files, or of its tables in memory."""
+    if source.tables is not None:
+        return sum(table.nbytes for table in source.tables)
+    return sum(storage.size(path) for path in source.files)
+
+
+def _check_entity_kinds(train: Source, validation: Source) -> None:
+    """The two splits' entity ids are of one kind (they failed inside an actor otherwise)."""
+    from raymix.data.source import entity_kind
+    from raymix.errors import DataError
+
+    ours, theirs = entity_kind(validation), entity_kind(train)
+    if ours != theirs:
+        raise DataError(
+            f"entity ids are {ours} here but {theirs} in the training data ({train.files[0]}); "
+            "both splits must use one type",
+            path=validation.files[0],
+            column=validation.schema.entity,
+        )
+
+
+def _check_warm_start(spec) -> None:
+    """A warm start must be a complete output (its ``_SUCCESS`` written)."""
     if getattr(spec, "warm_start", None):
         from raymix.outputs import check_warm_start
 
-        check_warm_start(spec.warm_start, f"{field}.warm_start")
+        check_warm_start(spec.warm_start, f"coordinates.{spec.name}.warm_start")
 
 
 def fit(
@@ -200,16 +237,26 @@ def fit(
     say = progress or (lambda message: None)
     watch = Stopwatch()
     storage.use_endpoint(recipe.resources.s3_endpoint)
-    checkpoint = Checkpoint(recipe.output)
+    # an object-store --overwrite run stopped before publishing left its checkpoint staged
+    checkpoint = Checkpoint(
+        (resume and outputs.interrupted_staging(recipe.output)) or recipe.output
+    )
     start = (0, 0)
     if resume:
         start = tuple(checkpoint.load()["completed"])
         recipe = _with_checkpoint_models(recipe, checkpoint)
     the_plan = plan(recipe, address)  # everything that can be checked, before output is touched
-    with outputs.output_transaction(recipe.output, overwrite, resume=resume) as out, surfaced():
+    for c in the_plan.coordinates:
+        if c.note():
+            say(str(c.note()))
+    run_file = recipe.model_dump_json(indent=2) + "\n"
+    transaction = outputs.output_transaction(
+        recipe.output, overwrite, resume=resume, run=None if resume else run_file
+    )
+    with transaction as out, surfaced():
         checkpoint = Checkpoint(out)  # a staged object-store output holds its own checkpoint
         if not resume:
-            storage.write_text(out / outputs.RUN_FILE, recipe.model_dump_json(indent=2) + "\n")
+            storage.write_text(out / outputs.RUN_FILE, run_file)
         else:  # a moved or copied run: its run.json now names where it is
             recorded = json.loads(storage.read_text(out / outputs.RUN_FILE))
             if recorded.get("output") != recipe.output:
@@ -220,7 +267,7 @@ def fit(
             watch.lap("ray_start")
             coordinates = build_coordinates(the_plan)
             try:
-                say(f"reading data for {len(coordinates)} coordinates")
+                say(_reading_message(the_plan))
                 state = load(coordinates, the_plan.one_at_a_time)
                 watch.lap("read")
                 say(
@@ -235,12 +282,7 @@ def fit(
                         started = time.perf_counter()
                         checkpoint.save(state, coordinates, step)
                         watch.add("checkpoint", time.perf_counter() - started)
-                    shown = ", ".join(
-                        f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float)
-                    )
-                    say(
-                        f"pass {step.pass_index + 1} {step.coordinate}: {shown} ({step.seconds:.2f} s)"
-                    )
+                    say(step_message(step, recipe.passes))
 
                 stopping = recipe.early_stopping
                 descend(
@@ -264,6 +306,29 @@ def fit(
         result = summarize(out, recipe, state, {**watch.laps, **watch.extra}, files)
     result.output = outputs.final(out)
     return result
+
+
+def _reading_message(the_plan: Plan) -> str:
+    sources = [s for c in the_plan.coordinates for s in (c.train, c.validation) if s is not None]
+    files = sum(len(s.files) for s in sources if s.tables is None)
+    tables = sum(len(s.tables) for s in sources if s.tables is not None)
+    held = f"{files} files" + (f" and {tables} tables in memory" if tables else "")
+    return f"reading data for {len(the_plan.coordinates)} coordinates ({held})"
+
+
+def step_message(step, passes: int) -> str:
+    """The progress line of one coordinate update: its metrics, the entities it fitted (a
+    random effect's), the time it took."""
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in step.metrics.items() if isinstance(v, float))
+    fitted = ""
+    if "entities" in step.info:
+        fitted = f"; {step.info['entities']:,} entities fitted"
+        if step.info.get("not_converged"):
+            fitted += f" ({step.info['not_converged']:,} not converged)"
+    where = f"pass {step.pass_index + 1} {step.coordinate}"
+    return (
+        f"{where}: {shown}{fitted} ({step.seconds:.2f} s; pass {step.pass_index + 1} of {passes})"
+    )
 
 
 #: what every fit imports after Ray is up; imported while Ray starts instead (and numba warmed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,114 +20,90 @@ import pyarrow as pa
 from raymix import storage
 from raymix.coordinates.base import RowIndex
 from raymix.coordinates.inputs import build_source, feature_names
-from raymix.data.avro.models import coefficients_by_index, read_models
+from raymix.coordinates.linear_models import LinearModels, load_linear_models
 from raymix.data.avro.scores import write_scores_avro
-from raymix.data.rows import rows_from_table
 from raymix.data.source import Source
 from raymix.errors import DataError, RecipeError
 from raymix.outputs import RUN_FILE
+from raymix.recipe.memory import InMemory
 from raymix.recipe.spec import Data, DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
 
-@dataclass(frozen=True)
-class LinearModels:
-    """Models of one coordinate: ``keys`` sorted entity ids (one "" for a fixed effect)."""
-
-    keys: np.ndarray
-    intercepts: np.ndarray
-    coef_ptr: np.ndarray
-    coef_index: np.ndarray
-    coef_value: np.ndarray
-
-    def scores(self, X, entity: np.ndarray | None) -> np.ndarray:
-        from raymix.solvers.entity import EntityModels, score_entities
-
-        n = X.shape[0]
-        if entity is None:  # a fixed effect: the fit's own scoring, X @ coef + b
-            coef = np.zeros(X.shape[1])
-            coef[self.coef_index] = self.coef_value
-            from raymix.solvers.glm import linear_predictor
-
-            return linear_predictor(X, coef, float(self.intercepts[0]))
-        keys = np.asarray([_key(v) for v in entity.tolist()], dtype=str)
-        which = np.full(n, -1, np.int64)
-        if self.keys.size and n:
-            pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
-            which = np.where(self.keys[pos] == keys, pos, -1)
-        order = np.argsort(which, kind="stable")
-        grouped = which[order]
-        starts = (
-            np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else np.zeros(0, np.int64)
-        )
-        ptr = np.r_[starts, n].astype(np.int64)
-        models = EntityModels(
-            self.intercepts,
-            self.coef_ptr,
-            self.coef_index,
-            self.coef_value,
-            np.ones(self.keys.size, bool),
-            np.zeros(self.keys.size, np.int32),
-        )
-        out = np.empty(n)
-        out[order] = score_entities(models, X[order], ptr, model_index=grouped[starts])
-        return out
-
-
-def _key(value) -> str:
-    return value if isinstance(value, str) else str(int(value))
-
-
-def load_models(directory: Path, names, dim: int) -> LinearModels:
-    keys, intercepts, ptr, index, value = [], [], [0], [], []
-    records = sorted(read_models(directory), key=lambda r: r["modelId"])
-    for record in records:
-        b, i, v = coefficients_by_index(record, names)
-        if i.size and i.max() >= dim:
-            raise DataError(
-                f"model '{record['modelId']}' has feature index {i.max()} >= {dim}",
-                path=str(directory),
-            )
-        keys.append(record["modelId"])
-        intercepts.append(b)
-        index.append(i)
-        value.append(v)
-        ptr.append(ptr[-1] + i.size)
-    return LinearModels(
-        np.asarray(keys, dtype=str),
-        np.asarray(intercepts, np.float64),
-        np.asarray(ptr, np.int64),
-        np.concatenate(index) if index else np.zeros(0, np.int64),
-        np.concatenate(value) if value else np.zeros(0),
-    )
-
-
 def _score_batch(table: pa.Table, source: Source, models: LinearModels) -> pa.Table:
-    rows = rows_from_table(table, source.schema, source="input")
+    from raymix.engine.reading import rows_of_block
+
+    rows = rows_of_block(table, source)  # an error names the file and the row in it
     own = models.scores(rows.X, rows.entity)
-    return pa.table({"uid": rows.uid, "score": own, "offset": rows.offset, "label": rows.label})
+    columns = {"uid": rows.uid, "score": own, "offset": rows.offset, "label": rows.label}
+    if rows.entity is not None:
+        columns["entity"] = rows.entity
+    return pa.table(columns)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A fit's model applied to rows, in uid order: ``total`` (the logit: the data's
+    ``offset`` plus every coordinate's own score, summed in the recipe's order, as the fit
+    sums them), each coordinate's ``own`` score, the ``entity`` ids of each random effect's
+    column, and the ``label`` (None when the rows have none)."""
+
+    uid: np.ndarray
+    total: np.ndarray
+    offset: np.ndarray
+    own: dict[str, np.ndarray]
+    entity: dict[str, np.ndarray]
+    label: np.ndarray | None
 
 
 def score_command(
     model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
 ) -> Path:
-    from raymix.outputs import (
-        SCORE_FILE,
-        check_apart,
-        check_complete,
-        load_run,
-        output_location,
-        output_transaction,
-    )
+    from raymix.outputs import SCORE_FILE, check_apart, output_transaction
 
     say = progress or (lambda message: None)
-    model_dir = output_location(model_dir, field="model_dir")
-    if not storage.is_file(model_dir / RUN_FILE):
-        raise RecipeError(f"'{model_dir}' is not a raymix fit output (no {RUN_FILE})")
-    check_complete(model_dir, "fit output")
-    check_apart(out, model_dir)
-    recipe: Recipe = load_run(model_dir)
+    model_dir, recipe = fit_output(model_dir, before_loading=lambda where: check_apart(out, where))
+    plans = _plans(model_dir, recipe, _inputs(recipe, data))
+    with output_transaction(out, overwrite, marker=SCORE_FILE) as out_dir:
+        scores = _scores(recipe, plans, address, say)
+        path = write_scores_avro(
+            out_dir / "scores" / "part-00000.avro",
+            scores.uid,
+            scores.total,
+            scores.total - scores.offset,
+            scores.label,
+            None,
+            names=("uid", recipe.columns.label, None),
+        )
+        say(f"wrote {path}")
+        what = {"model_dir": str(storage.shown(model_dir)), "data": list(data)}
+        storage.write_text(storage.join(out_dir, SCORE_FILE), json.dumps(what, indent=2) + "\n")
+        return path
+
+
+def fit_output(model_dir, before_loading=None) -> tuple[Any, Recipe]:
+    """A finished fit's output directory (a local path or a :class:`~raymix.storage.Location`)
+    and its recipe (its ``run.json``); ``before_loading`` checks the directory first."""
+    from raymix.outputs import check_complete, load_run, output_location
+
+    where = output_location(model_dir, field="model_dir")
+    if not storage.is_file(where / RUN_FILE):
+        raise RecipeError(f"'{where}' is not a raymix fit output (no {RUN_FILE})")
+    check_complete(where, "fit output")
+    if before_loading is not None:
+        before_loading(where)
+    recipe: Recipe = load_run(where)
     storage.use_endpoint(recipe.resources.s3_endpoint)
-    inputs = _inputs(recipe, data)
+    return where, recipe
+
+
+def score(model_dir, recipe: Recipe, inputs: dict[str, Data], *, address=None, progress=None):
+    """:class:`Scores` of the rows of ``inputs`` (a Data per coordinate name, its ``train``
+    the rows to score) under the fit in ``model_dir``: what ``raymix score`` writes."""
+    plans = _plans(model_dir, recipe, inputs)
+    return _scores(recipe, plans, address, progress or (lambda message: None))
+
+
+def _plans(model_dir, recipe: Recipe, inputs: dict[str, Data]) -> list[tuple]:
     plans: list[tuple] = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
@@ -146,27 +123,19 @@ def score_command(
         if isinstance(spec, DeepEffect):  # a SavedModel, scored from raw rows
             from raymix.deep.export import check_deep_model
 
-            if isinstance(model_dir, storage.Location):
-                raise RecipeError(
-                    f"coordinate '{spec.name}' is deep: its SavedModel is scored from a local path"
-                )
             plans.append((spec, source, check_deep_model(model_dir / spec.name / "models", source)))
             continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)
-        models = load_models(model_dir / spec.name / "models", names, source.schema.dim)
+        models = load_linear_models(model_dir / spec.name / "models", names, source.schema.dim)
         if isinstance(spec, FixedEffect) and models.keys.size != 1:
             raise DataError(
                 "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
             )
         plans.append((spec, source, models))
-    with output_transaction(out, overwrite, marker=SCORE_FILE) as out_dir:
-        path = _score_into(out_dir, recipe, plans, address, say)
-        what = {"model_dir": str(storage.shown(model_dir)), "data": list(data)}
-        storage.write_text(storage.join(out_dir, SCORE_FILE), json.dumps(what, indent=2) + "\n")
-        return path
+    return plans
 
 
-def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
+def _scores(recipe: Recipe, plans: list, address, say) -> Scores:
     from raymix.engine.cluster import ray_session
     from raymix.engine.reading import read_dataset
 
@@ -199,6 +168,7 @@ def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
     base[pos] = first.column("offset").to_numpy()
     label[pos] = first.column("label").to_numpy()
     total += base
+    owns, entities = {}, {}
     for (spec, _, _), table in zip(plans, per_coordinate, strict=True):
         uid = table.column("uid").to_numpy()
         p = index.positions(uid, f"coordinate '{spec.name}'")
@@ -206,18 +176,13 @@ def _score_into(out_dir, recipe: Recipe, plans: list, address, say) -> Path:
         own = np.zeros(len(index))
         own[p] = table.column("score").to_numpy()
         total = total + own
+        owns[spec.name] = own
+        if "entity" in table.column_names and spec.entity not in entities:
+            ids = table.column("entity").to_numpy(zero_copy_only=False)
+            entities[spec.entity] = np.empty(len(index), ids.dtype)
+            entities[spec.entity][p] = ids
     has_label = not np.all(np.isnan(label))
-    path = write_scores_avro(
-        out_dir / "scores" / "part-00000.avro",
-        index.uid,
-        total,
-        total - base,
-        label if has_label else None,
-        None,
-        names=("uid", recipe.columns.label, None),
-    )
-    say(f"wrote {path}")
-    return path
+    return Scores(index.uid, total, base, owns, entities, label if has_label else None)
 
 
 def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:
@@ -229,7 +194,9 @@ def _inputs(recipe: Recipe, data: list[str]) -> dict[str, Data]:
         raise RecipeError("give one data path for every coordinate, or name=path per coordinate")
     for spec in recipe.coordinates:
         base = recipe.data_for(spec)
-        path: str | tuple[str, ...] | None = named.get(spec.name) or (plain[0] if plain else None)
+        path: str | tuple[str, ...] | InMemory | None = named.get(spec.name) or (
+            plain[0] if plain else None
+        )
         if path is None:
             if base.validation is None:
                 raise RecipeError(

@@ -73,6 +73,29 @@ def test_each_coordinate_gets_base_plus_the_others_scores():
     np.testing.assert_allclose(state.train.total(), base_sorted + s_a + s_b, atol=1e-12)
 
 
+def test_a_run_resumed_after_its_last_step_reports_its_best_pass():
+    """The checkpoint of the last step is written before that pass is judged, so it names the
+    pass before as the best: a resume with nothing left to fit must judge the passes again
+    (it reported pass 2 of 3 as the best, the uninterrupted run pass 3)."""
+    rng = np.random.default_rng(1)
+    uid = rng.permutation(30).astype(np.int64)
+    label = rng.integers(0, 2, 30).astype(float)
+    base = rng.normal(size=30)
+
+    def pair():
+        return [Recorder(n, uid, label, base, gain=0.5, shift=s) for n, s in (("a", 1), ("b", 2))]
+
+    whole, saved = load(pair()), []
+    descend(pair(), whole, passes=3, after_step=lambda state, step: saved.append(state.best_pass))
+    assert whole.best_pass == 2 and saved[-1] == 1  # what the last checkpoint holds
+    coordinates = pair()
+    resumed = load(coordinates)
+    resumed.steps, resumed.best_pass = list(whole.steps), saved[-1]  # Checkpoint.restore
+    descend(coordinates, resumed, passes=3, start=(2, 2))  # after the last step: nothing to fit
+    assert [c.seen for c in coordinates] == [[], []]
+    assert resumed.best_pass == whole.best_pass
+
+
 @pytest.fixture(scope="module")
 def first_run(movielens, ray_session, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:

@@ -399,3 +399,32 @@ def test_render_mounts_no_volume_for_object_store_data_and_outputs(tmp_path):
     # an explicit claim wins
     mounted = render(tmp_path / "d", *in_bucket, *bucket_out, "--data-pvc", "mine")
     assert mounted == [["data", "dshm"], ["data", "dshm"]]
+
+
+def test_render_says_what_it_wrote_and_warns_about_relative_paths(tmp_path, capsys):
+    out = tmp_path / "manifests"
+    argv = ["k8s", "render", "recipes/movielens_lr.py", "--out", str(out)]
+    assert cli.main([*argv, "--set", "output=out/relative"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == f"wrote 2 manifests to {out}:"
+    assert sorted(line.strip() for line in said[1:3]) == [
+        str(out / "raycluster.yaml"),
+        str(out / "rayjob.yaml"),
+    ]
+    assert said[3] == f"run the job: kubectl apply -f {out / 'rayjob.yaml'}"
+    assert said[4].startswith("warning: the recipe's relative paths (out/relative")
+    assert "/opt/raymix" in said[4]
+    absolute = ["--env", "RAYMIX_MOVIELENS=s3://d/ml", "--set", "output=s3://r/x", "--overwrite"]
+    assert cli.main([*argv, *absolute]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_render_note_shortens_a_long_list_of_relative_paths():
+    note = k8s.write.render_note([Path("m/raycluster.yaml")], "m", list("abcde"), "/app")
+    assert note.splitlines() == [
+        "wrote 1 manifest to m:",
+        "  m/raycluster.yaml",
+        "warning: the recipe's relative paths (a, b, c and 2 more) are resolved inside the pods "
+        "(from /app in the image), not here: make them exist there, or give absolute paths on "
+        "the shared volume or object-store URIs",
+    ]

@@ -224,12 +224,17 @@ def cli(*args: str, **popen):
     )
 
 
-def wait_for_state(root: str, at_least, proc, seconds: float = 240) -> None:
-    state = f"{root}/checkpoint/state.json"
+def wait_for_state(root: str, at_least, proc, seconds: float = 240) -> str:
+    """Wait until the run writing ``root`` (or, replacing it, its staging prefix) has
+    checkpointed ``at_least``; return where its checkpoint is."""
+    from raymix.outputs import interrupted_staging
+
     deadline = time.time() + seconds
     while time.time() < deadline:
+        where = interrupted_staging(root) or root
+        state = f"{where}/checkpoint/state.json"
         if storage.is_file(state) and json.loads(storage.read_text(state))["completed"] >= at_least:
-            return
+            return where
         assert proc.poll() is None, (
             "the run ended before it could be stopped: " + proc.stderr.read()
         )
@@ -240,25 +245,38 @@ def wait_for_state(root: str, at_least, proc, seconds: float = 240) -> None:
 def test_a_killed_driver_resumes_from_the_bucket(
     s3_server,  # noqa: F811
     bucket_data,
+    bucket_fit,
     movielens,
     ray_session,
     tmp_path,
 ):
+    """The killed run replaces a previous run (``--overwrite``): it writes under a staging
+    prefix, the previous run stays complete meanwhile, and ``--resume`` goes on there."""
     killed = f"{BUCKET}/runs/killed"
+    storage.copy_tree(f"{BUCKET}/runs/a", killed)  # a previous, complete run
+    before = s3_server.keys(killed)
     env = dict(os.environ, RAYMIX_MOVIELENS=bucket_data)
     env.pop("RAY_ADDRESS", None)
     proc = cli(
-        "fit", str(RECIPE), "--set", f"output={killed}", "--set", "passes=3", "--quiet", env=env
+        "fit",
+        str(RECIPE),
+        "--set",
+        f"output={killed}",
+        "--set",
+        "passes=3",
+        "--overwrite",
+        "--quiet",
+        env=env,
     )
     try:
-        wait_for_state(killed, [0, 1], proc)
+        staged = wait_for_state(killed, [0, 1], proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()
-    completed = json.loads(storage.read_text(f"{killed}/checkpoint/state.json"))["completed"]
+    assert staged != killed and "/.killed.staging-" in staged
+    completed = json.loads(storage.read_text(f"{staged}/checkpoint/state.json"))["completed"]
     assert completed < [2, 2], "the run had finished; nothing to resume"
-    keys = s3_server.keys(killed)
-    assert "_SUCCESS" not in keys and "summary.json" not in keys
+    assert s3_server.keys(killed) == before  # the previous run, untouched and complete
     resumed = cli("fit", "--resume", killed, "--quiet", env=env)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     whole = tmp_path / "whole"
@@ -267,6 +285,7 @@ def test_a_killed_driver_resumes_from_the_bucket(
         assert models_in_bucket(s3_server, killed, name) == models_local(whole, name)
     keys = s3_server.keys(killed)
     assert "_SUCCESS" in keys and not any(k.startswith("checkpoint/") for k in keys)
+    assert not storage.list_dir(staged)  # published, and the staging prefix removed
     after = json.loads(s3_server.get(f"{killed}/summary.json"))
     uninterrupted = json.loads((whole / "summary.json").read_text())
     assert [s["metrics"] for s in after["steps"]] == [s["metrics"] for s in uninterrupted["steps"]]
@@ -318,3 +337,21 @@ def test_losing_the_store_midway_leaves_the_previous_run_complete(
     after = {k: s3_server.get(f"{root}/{k}") for k in s3_server.keys(root)}
     assert after == before and "_SUCCESS" in after
     assert models_in_bucket(s3_server, root, "per-user")  # readable
+
+
+def test_a_recipe_file_in_the_bucket(s3_server, bucket_data, monkeypatch, capsys):  # noqa: F811
+    uri = f"{BUCKET}/recipes/movielens_lr.py"
+    storage.write_bytes(uri, RECIPE.read_bytes())
+    monkeypatch.setenv("RAYMIX_MOVIELENS", bucket_data)
+    code = main(["fit", uri, "--set", f"output={BUCKET}/runs/dry", "--dry-run"])
+    assert code == 0, capsys.readouterr().err
+    broken = f"{BUCKET}/recipes/broken.py"
+    storage.write_text(broken, "from raymix import Recipe\nrecipe = Recipe(dat=1)\n")
+    capsys.readouterr()
+    for path, expected in [
+        (broken, f"raymix: error: {broken} line 2: "),
+        (f"{BUCKET}/recipes/none.py", f"raymix: error: recipe file not found: {BUCKET}/recipes/"),
+    ]:
+        code = main(["fit", path, "--dry-run"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(expected) and err.count("\n") == 1, err

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raymix.coordinates.base import HolderRows
+from raymix.coordinates.bucket_prior import BucketPrior, scoring_models
 from raymix.data.grouping import Grouped, group_rows, lookup_entities
 from raymix.data.rows import Rows
 from raymix.errors import RecipeError
@@ -142,6 +143,7 @@ def fit_bucket(
     l2: float | None = None,
     moments: bool = False,
     warm_start: EntityModels | None = None,
+    prior: BucketPrior | None = None,
     threads: int = 1,
 ) -> BucketFit:
     """Fit the models of ``bucket``'s entities with these offsets and score its rows.
@@ -150,7 +152,9 @@ def fit_bucket(
     step of ``l2="auto"``) the fit keeps every coefficient and its full variance, and the
     reply carries the prior moments; the spec's ``variance`` and ``sparsity_threshold`` are
     for the models the run keeps. ``warm_start`` are the models of the same entities, as a
-    previous fit returned them.
+    previous fit returned them. With a ``prior`` (:mod:`raymix.coordinates.bucket_prior`)
+    each entity's ridge is its prior where it has one, and the carried models score their
+    entities' rows.
     """
     penalty = spec.l2 if l2 is None else l2
     if isinstance(penalty, str):
@@ -169,13 +173,15 @@ def fit_bucket(
         max_iter=spec.solver.max_iter,
         tol=spec.solver.tolerance,
         warm_start=warm_start,
-        variance="full" if moments else spec.variance,
+        variance="full" if moments or spec.variance == "covariance" else spec.variance,
+        covariance=spec.variance == "covariance" and not moments,
+        prior=None if prior is None else prior.priors,
         threshold=0.0 if moments else spec.sparsity_threshold,
         n_threads=threads,
     )
     seconds = time.perf_counter() - started
     em = prior_moments(models, spec.regularize_intercept) if moments else (0.0, 0)
-    scored = score_bucket(bucket, models)
+    scored = score_bucket(bucket, models, prior)
     return dataclasses.replace(
         scored,
         entities=int(models.n_entities),
@@ -185,23 +191,40 @@ def fit_bucket(
     )
 
 
-def score_bucket(bucket: BucketRows, models: EntityModels | None) -> BucketFit:
-    """The rows' scores by ``models`` (one per entity with ``has_model``, in entity order);
-    0 for the rows of an entity without a model, and for every row without models."""
+def score_bucket(
+    bucket: BucketRows, models: EntityModels | None, prior: BucketPrior | None = None
+) -> BucketFit:
+    """The rows' scores by ``models`` (one per entity with ``has_model``, in entity order)
+    and, with a prior, by the models it carries for entities without one; 0 for the rows of
+    an entity without a model, and for every row without models. The reply's ``models`` are
+    today's fits only."""
     train = bucket.train
     train_scores = np.zeros(len(train.rows))
     val = bucket.validation
     val_scores = np.zeros(0 if val is None else len(val.rows))
-    if models is None:
+    if prior is None and models is None:
         return BucketFit(train_scores, val_scores, None)
-    model_of_entity = np.where(train.has_model, np.cumsum(train.has_model) - 1, -1)
-    train_scores = score_entities(
-        models, train.rows.X, train.entity_ptr, model_index=model_of_entity
+    if prior is None and models is not None:  # as it always was (no prior: bit for bit)
+        model_of_entity = np.where(train.has_model, np.cumsum(train.has_model) - 1, -1)
+        train_scores = score_entities(
+            models, train.rows.X, train.entity_ptr, model_index=model_of_entity
+        )
+        if val is not None:
+            # a validation entity unseen in training (-1) picks the appended -1: no model
+            group_model = np.append(model_of_entity, -1)[bucket.val_model_group]
+            val_scores = score_entities(models, val.rows.X, val.entity_ptr, model_index=group_model)  # fmt: skip
+        return BucketFit(train_scores, val_scores, models)
+    use = scoring_models(
+        train, None if val is None else val.entities, bucket.val_model_group, models, prior
     )
-    if val is not None:
-        # a validation entity unseen in training (-1) picks the appended -1: no model
-        group_model = np.append(model_of_entity, -1)[bucket.val_model_group]
-        val_scores = score_entities(models, val.rows.X, val.entity_ptr, model_index=group_model)
+    if use.models is not None:
+        train_scores = score_entities(
+            use.models, train.rows.X, train.entity_ptr, model_index=use.train_model
+        )
+        if val is not None:
+            val_scores = score_entities(
+                use.models, val.rows.X, val.entity_ptr, model_index=use.val_model
+            )
     return BucketFit(train_scores, val_scores, models)
 
 
@@ -220,16 +243,26 @@ def write_bucket_models(
     models: EntityModels | None,
     directory: str,
     names: list[tuple[str, str]] | None,
+    prior: BucketPrior | None = None,
 ) -> list[str]:
-    """One Avro file per bucket: ``part-<bucket:05d>.avro``; entities in id order."""
+    """One Avro file per bucket: ``part-<bucket:05d>.avro``; entities in id order. With a
+    prior, the models it carries are written beside today's, unchanged; with
+    ``variance="covariance"`` each file's covariance matrices beside it."""
     from raymix.data.avro.model_writer import ModelEncoder
     from raymix.data.avro.models import MODEL_CLASS
+    from raymix.data.avro.priors import COVARIANCE_SUFFIX, write_covariances
 
+    modelled = np.flatnonzero(bucket.train.has_model)
+    ids, buckets = bucket.train.entities[modelled], bucket.bucket_of_entity[modelled]
+    if prior is not None and prior.carried.n:
+        carried = prior.carried
+        models = carried.models if models is None else EntityModels.concatenate([models, carried.models])  # fmt: skip
+        ids = np.concatenate([ids, carried.ids.astype(ids.dtype)])
+        buckets = np.concatenate([buckets, carried.bucket])
     if models is None:
         return []
-    modelled = np.flatnonzero(bucket.train.has_model)
     encoder = ModelEncoder(  # ids and feature names encoded once for every bucket
-        bucket.train.entities[modelled],
+        ids,
         intercepts=models.intercepts if spec.fit_intercept else None,
         coef_ptr=models.coef_ptr,
         coef_index=models.coef_index,
@@ -238,10 +271,16 @@ def write_bucket_models(
         model_class=MODEL_CLASS[spec.task],
         variances=models.variances,
     )
+    with_covariances = spec.variance == "covariance" and models.covariances is not None
     written = []
-    for number, members in bucket_members(bucket.bucket_of_entity[modelled]):
+    for number, members in bucket_members(buckets):
+        if prior is not None:
+            members = members[np.argsort(ids[members], kind="stable")]
         path = os.path.join(directory, f"part-{number:05d}.avro")
         written.append(str(encoder.write(path, members)))
+        if with_covariances:
+            beside = path.removesuffix(".avro") + COVARIANCE_SUFFIX
+            written.append(str(write_covariances(beside, ids, models, members)))
     return written
 
 

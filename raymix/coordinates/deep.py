@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from raymix import storage
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, WorkerRows, gather, scatter
 from raymix.data.source import Source
 from raymix.deep.inputs import TextInput
@@ -36,7 +37,7 @@ def check_deep_inputs(spec: DeepEffect, train: Source, validation: Source | None
     from raymix.deep.inputs import check_text_column
     from raymix.deep.text import Vocabulary
 
-    if not Path(spec.vocab).is_file():
+    if not storage.is_file(spec.vocab):
         raise RecipeError(
             f"no such vocabulary file: {spec.vocab}", field=f"coordinates.{spec.name}.vocab"
         )
@@ -257,18 +258,19 @@ class DeepCoordinate:
 
         if self.state is None:
             return []
-        path = export_saved_model(
-            directory,
-            self.arch,
-            self.state.weights,
-            self.vocab,
-            self.framing,
-            text_column=self.spec.text_column,
-            feature_bag=self.spec.feature_bag,
-        )
-        if checkpoint:
-            save_trainer_state(path, self.state)
-        return [path]
+        with storage.writing_tree(directory) as local:  # an object store: written, uploaded
+            path = export_saved_model(
+                local,
+                self.arch,
+                self.state.weights,
+                self.vocab,
+                self.framing,
+                text_column=self.spec.text_column,
+                feature_bag=self.spec.feature_bag,
+            )
+            if checkpoint:
+                save_trainer_state(path, self.state)
+        return [directory]
 
     def snapshot(self) -> TrainerState | None:
         return self.state

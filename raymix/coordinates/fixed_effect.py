@@ -17,9 +17,11 @@ import numpy as np
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, WorkerRows, scatter
 from raymix.coordinates.fixed_effect_fit import FitCommand, FitReply
 from raymix.data.avro.models import coefficients_by_index, model_record, read_models, write_models
+from raymix.data.avro.priors import prior_models_dir, read_prior_models
 from raymix.data.source import Source
 from raymix.errors import DataError
 from raymix.recipe.spec import FixedEffect
+from raymix.solvers.prior import Prior
 
 
 class FixedEffectWorkers(Protocol):
@@ -68,6 +70,7 @@ class FixedEffectCoordinate:
         self.rows_per_worker: list[int] = []
         if spec.warm_start:
             self.theta = self._load_warm_start(spec.warm_start)
+        self.prior = read_fixed_effect_prior(spec, names, self.dim)
 
     def start(self) -> None:
         self.service.start(self.spec, self.train, self.validation)
@@ -97,6 +100,7 @@ class FixedEffectCoordinate:
             train_offsets=self.service.share(train_offsets),
             train_index=self._index[0],
             val_index=self._index[1],
+            prior=self.prior,
         )
         replies = self.service.request(command)
         first = replies[0]
@@ -172,6 +176,22 @@ class FixedEffectCoordinate:
             )
         coef[index] = value
         return np.concatenate([coef, [intercept]]) if self.spec.fit_intercept else coef
+
+
+def read_fixed_effect_prior(
+    spec: FixedEffect, names: list[tuple[str, str]] | None, dim: int
+) -> Prior | None:
+    """The spec's prior (its one model, features matched by name), or None without one."""
+    if spec.prior is None:
+        return None
+    where = prior_models_dir(spec.prior.models, spec.name, "fixed_effect")
+    models = read_prior_models(where, names, spec.task, dim)
+    if models.models.n_entities != 1:
+        raise DataError(
+            f"a fixed effect's prior has one model; found {models.models.n_entities}",
+            path=str(where),
+        )
+    return models.fixed_effect_prior(spec.prior.weight, spec.prior.forgetting)
 
 
 def _present(value: np.ndarray | None) -> np.ndarray:

@@ -9,7 +9,9 @@ all-reduced data term). It knows nothing of Ray and runs as well on one in-proce
 
 Objective (see :func:`~raymix.solvers.glm.minimize_glm`): ``f(theta) = sum_i w_i
 loss(y_i, x_i . coef + intercept + offset_i) + l2/2 |coef|^2 + l1 |coef|_1``, with the
-intercept last in ``theta`` (:mod:`raymix.solvers.layout`).
+intercept last in ``theta`` (:mod:`raymix.solvers.layout`). With a Gaussian prior
+(:mod:`raymix.solvers.prior`, yesterday's model) the ridge is ``1/2 (theta - mu)' P (theta -
+mu)`` where the prior knows a coefficient, and the variances are the posterior's.
 
 Driver and workers exchange :class:`FitCommand` and :class:`FitReply`.
 """
@@ -28,6 +30,7 @@ from raymix.solvers.glm import ColumnStats, linear_predictor, minimize_glm
 from raymix.solvers.layout import glm_coef_intercept, glm_penalized, glm_theta
 from raymix.solvers.owlqn import LBFGSOptions
 from raymix.solvers.polish import newton_polish
+from raymix.solvers.prior import Prior, glm_prior_terms
 from raymix.solvers.variance import coefficient_variances, threshold
 
 
@@ -45,6 +48,7 @@ class FitCommand:
     train_offsets: Any
     train_index: Any
     val_index: Any
+    prior: Prior | None = None
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,16 @@ def wants_polish(spec: FixedEffect, converged: bool, n_params: int) -> bool:
 
 
 def fit_fixed_effect(
-    spec: FixedEffect, objective: Objective, x0: np.ndarray | None, resumed: bool = False
+    spec: FixedEffect,
+    objective: Objective,
+    x0: np.ndarray | None,
+    resumed: bool = False,
+    prior: Prior | None = None,
 ) -> FixedEffectFit:
     """Minimise the spec's objective from ``x0``; polish, threshold and take variances as the
-    spec asks. ``resumed`` says that ``x0`` is a restarted group's saved iterate."""
+    spec asks. ``resumed`` says that ``x0`` is a restarted group's saved iterate; ``prior``
+    replaces the ridge where it knows a coefficient (the fit then starts from its mean
+    unless ``x0`` is given)."""
     solver, n = spec.solver, objective.n_params
     started = time.perf_counter()
     fit = minimize_glm(
@@ -128,17 +138,13 @@ def fit_fixed_effect(
         precondition=solver.precondition,
         x0=x0,
         options=lbfgs_options(solver),
+        prior=prior,
     )
     theta = glm_theta(fit.coef, fit.intercept, spec.fit_intercept)
+    gradient, hessian = _penalized(spec, objective, prior, n)
     polished = 0
     if wants_polish(spec, fit.converged, n):
-        theta, polished = newton_polish(
-            lambda x: objective.value_grad(x)[1],
-            objective.hessian,
-            theta,
-            l2=spec.l2,
-            penalized=glm_penalized(n, spec.fit_intercept, spec.regularize_intercept),
-        )
+        theta, polished = newton_polish(gradient, hessian, theta, l2=0.0, penalized=np.zeros(n))
     if spec.sparsity_threshold > 0:
         coef, intercept = threshold(
             *glm_coef_intercept(theta, spec.fit_intercept), spec.sparsity_threshold
@@ -156,13 +162,34 @@ def fit_fixed_effect(
     variances = None
     if spec.variance:
         variances = coefficient_variances(
-            objective.hessian(theta),
-            spec.l2,
+            hessian(theta),
+            0.0,
             fit_intercept=spec.fit_intercept,
-            regularize_intercept=spec.regularize_intercept,
-            mode=spec.variance,
+            mode="simple" if spec.variance == "simple" else "full",
         )
     return FixedEffectFit(theta, summary, variances)
+
+
+def _penalized(spec: FixedEffect, objective: Objective, prior: Prior | None, n: int):
+    """The gradient and Hessian of the whole objective (the data term and its ridge or
+    prior), both collective."""
+    if prior is None:
+        penalized = glm_penalized(n, spec.fit_intercept, spec.regularize_intercept)
+        mu, P = np.zeros(n), spec.l2 * penalized
+    else:
+        mu, P = glm_prior_terms(prior, n - int(spec.fit_intercept), l2=spec.l2,
+                                fit_intercept=spec.fit_intercept,
+                                regularize_intercept=spec.regularize_intercept)  # fmt: skip
+    full = P if P.ndim == 2 else np.diag(P)
+
+    def gradient(theta: np.ndarray) -> np.ndarray:
+        r = theta - mu
+        return objective.value_grad(theta)[1] + (full @ r if P.ndim == 2 else P * r)
+
+    def hessian(theta: np.ndarray) -> np.ndarray:
+        return objective.hessian(theta) + full
+
+    return gradient, hessian
 
 
 def linear_scores(X, theta: np.ndarray, fit_intercept: bool) -> np.ndarray:

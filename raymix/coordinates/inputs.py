@@ -10,8 +10,15 @@ from __future__ import annotations
 import dataclasses
 
 from raymix import storage
+from raymix.data.in_memory import (
+    MEMORY,
+    column_names,
+    first_uids,
+    largest_bag_index,
+    memory_name,
+    rows_per_file,
+)
 from raymix.data.metadata import load_feature_list, load_metadata
-from raymix.data.parquet import largest_index
 from raymix.data.rows import RowSchema
 from raymix.data.source import (
     TFRECORD_SUFFIXES,
@@ -22,6 +29,7 @@ from raymix.data.source import (
     list_files,
 )
 from raymix.errors import DataError, RecipeError
+from raymix.recipe.memory import InMemory
 from raymix.recipe.spec import Columns, Data
 
 
@@ -30,7 +38,7 @@ def build_source(
     columns: Columns,
     *,
     split: str,
-    bag: str | None,
+    bag: str | tuple[str, ...] | None,
     entity: str | None = None,
     label_optional: bool = False,
     task: str | None = None,
@@ -39,13 +47,22 @@ def build_source(
 
     Every file is checked before anything starts: Parquet schemas (columns and types), the
     first records of TFRecord files against the metadata; data with no rows is refused.
-    ``task`` (a coordinate's) makes the readers check labels (0/1 for logistic).
+    ``task`` (a coordinate's) makes the readers check labels (0/1 for logistic). ``bag`` is
+    a bag's name or a tuple of scalar feature columns. Rows may be in memory (an
+    :class:`~raymix.recipe.memory.InMemory`); rows in memory without the default ``uid``
+    column are numbered, and Parquet or in-memory rows without the default ``weight`` column
+    weigh 1.
     """
     spec = data.train if split == "train" else data.validation
     if spec is None:
         raise RecipeError(f"data.{split}: no {split} data given")
-    files = list_files(spec, f"data.{split}")
-    fmt = file_format(files, data.format)
+    tables = None
+    files: tuple[str, ...]
+    if isinstance(spec, InMemory):
+        files, fmt, tables = (memory_name(split),), MEMORY, (_held_table(spec, split),)
+    else:
+        files = list_files(spec, f"data.{split}")
+        fmt = file_format(files, data.format)
     metadata = load_metadata(data.metadata) if data.metadata else None
     if fmt == "tfrecord" and metadata is None:
         raise RecipeError(
@@ -58,9 +75,25 @@ def build_source(
         )
     dim: int | None = 0
     dense = False
-    if bag:
-        dim, dense = bag_shape(bag, metadata, data.metadata, data.feature_lists, files)
-    required = [columns.uid] + [c for c in (columns.weight, columns.offset, entity) if c]
+    bag_columns: tuple[str, ...] = ()
+    if isinstance(bag, tuple):
+        bag_columns, dim, dense = bag, len(bag), True
+        bag = "+".join(bag)
+    elif bag:
+        dim, dense = bag_shape(bag, metadata, data.metadata, data.feature_lists, files, tables)
+    present = column_names(files, fmt, tables, metadata)
+    # the README's defaults: rows in memory without a uid column -> the row number (files keep
+    # their uid: rows are matched across coordinates' files by it), no weight column -> 1
+    # (only for the default names: a column named in the recipe must be there)
+    uid_from_row = (
+        fmt == MEMORY and "uid" not in columns.model_fields_set and columns.uid not in present
+    )
+    weight = columns.weight
+    if weight and "weight" not in columns.model_fields_set and weight not in present:
+        weight = None
+    required = ([] if uid_from_row else [columns.uid]) + [
+        c for c in (weight, columns.offset, entity) if c
+    ]
     if not label_optional:
         required.append(columns.label)
     if metadata is not None:
@@ -73,7 +106,7 @@ def build_source(
     schema = RowSchema(
         uid=columns.uid,
         label=columns.label,
-        weight=columns.weight,
+        weight=weight,
         offset=columns.offset,
         bag=bag,
         dim=0 if dim is None else dim,
@@ -81,6 +114,8 @@ def build_source(
         entity=entity,
         label_optional=label_optional,
         task=task,
+        bag_columns=bag_columns,
+        uid_from_row=uid_from_row,
     )
     if data.grouped_by is not None:
         if fmt != "tfrecord":
@@ -92,21 +127,44 @@ def build_source(
                 f"metadata has no tensor '{data.grouped_by}' to group by", path=data.metadata
             )
     source = Source(
-        files=files, format=fmt, metadata=metadata, schema=schema, grouped_by=data.grouped_by
+        files=files,
+        format=fmt,
+        metadata=metadata,
+        schema=schema,
+        grouped_by=data.grouped_by,
+        tables=tables,
     )
     if not check_files(source):
         raise DataError(
             f"data.{split}: no rows in {len(files)} file(s)",
             path=spec if isinstance(spec, str) else files[0],
         )
+    if uid_from_row:
+        source = dataclasses.replace(source, first_uids=first_uids(rows_per_file(files, tables)))
     if dim is None and bag:  # Parquet with neither metadata nor feature list
-        schema = dataclasses.replace(schema, dim=largest_index(bag, files) + 1)
+        schema = dataclasses.replace(schema, dim=largest_bag_index(bag, files, tables) + 1)
         source = dataclasses.replace(source, schema=schema)
     return source
 
 
-def feature_names(data: Data, bag: str | None, dim: int) -> list[tuple[str, str]] | None:
-    """(name, term) per feature index of ``bag`` from GDMix's featureList, or None."""
+def _held_table(spec: InMemory, split: str):
+    if spec.table is None:
+        what = "a ray.data.Dataset (read it with raymix.fit)" if spec.dataset is not None else ""
+        raise RecipeError(
+            f"data.{split} was in memory ({what or spec.in_memory}) and is not saved with "
+            "the recipe: give the rows again (in Python) or files",
+            field=f"data.{split}",
+        )
+    return spec.table
+
+
+def feature_names(
+    data: Data, bag: str | tuple[str, ...] | None, dim: int
+) -> list[tuple[str, str]] | None:
+    """(name, term) per feature index of ``bag``: a list of columns names its features after
+    them; a bag's come from GDMix's featureList, or None."""
+    if isinstance(bag, tuple):
+        return [(name, "") for name in bag]
     if not bag or not data.feature_lists:
         return None
     path = data.feature_lists
@@ -120,3 +178,52 @@ def feature_names(data: Data, bag: str | None, dim: int) -> list[tuple[str, str]
             path=storage.shown(file),
         )
     return names
+
+
+def bag_label(bag: str | tuple[str, ...]) -> str:
+    """A bag's name in messages and requests: its name, or its scalar columns joined by '+'."""
+    return bag if isinstance(bag, str) else "+".join(bag)
+
+
+def warm_start_match(
+    path: str, names: list[tuple[str, str]] | None, dim: int, bag: str | tuple[str, ...]
+) -> tuple[int, int] | None:
+    """How many of a warm start's features its bag has: ``(matched, features)``, None when
+    there is nothing to compare (no features in the models, or a checkpoint's model tables,
+    which hold indices of this very bag). A model that shares no feature with the bag is
+    refused: every coefficient would be dropped and the fit start from nothing, silently.
+
+    Features are matched by ``(name, term)`` against the feature list, or without one by
+    the name read as an index in ``[0, dim)``, as the readers place them.
+    """
+    from raymix.data.avro.model_reader import model_features
+    from raymix.data.model_table import has_model_tables
+
+    if has_model_tables(path):
+        return None
+    features = model_features(path)
+    if not features:
+        return None
+    if names is not None:
+        known = {tuple(n) for n in names}
+        matched = sum(f in known for f in features)
+    else:
+        matched = sum(_as_index(name) in range(dim) for name, _ in features)
+    if matched == 0:
+        theirs = ", ".join(sorted(f"{n}|{t}" if t else n for n, t in features)[:3])
+        ours = ", ".join(f"{n}|{t}" if t else n for n, t in (names or [])[:3]) or (
+            f"indices 0..{dim - 1}" if dim else "none"
+        )
+        raise DataError(
+            f"the warm start shares none of its {len(features)} features with bag '{bag_label(bag)}' "
+            f"(it has e.g. {theirs}; the bag {ours}): every coefficient would be dropped",
+            path=storage.shown(path),
+        )
+    return matched, len(features)
+
+
+def _as_index(name: str) -> int:
+    try:
+        return int(name)
+    except ValueError:
+        return -1

@@ -18,6 +18,7 @@ import numpy as np
 from raymix import storage
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, gather, scatter
 from raymix.coordinates.buckets import BucketFit, FitCommand, LoadedBucket
+from raymix.coordinates.entity_sample import EntitySample
 from raymix.data.source import Source
 from raymix.recipe.spec import RandomEffect
 from raymix.solvers.variance_components import next_l2, solve_l2
@@ -48,8 +49,14 @@ class BucketHolders(Protocol):
     def loaded(self, name: str) -> list[LoadedBucket]:
         """Wait for the load and report every holder's rows."""
 
+    def sample_entities(self, name: str, k: int, seed: int) -> EntitySample:
+        """Up to ``k`` fitted entities over the holders (:mod:`.entity_sample`)."""
+
     def warm_start(self, name: str) -> None:
         """Load the spec's ``warm_start`` models into the holders."""
+
+    def prior(self, name: str) -> int:
+        """Load the spec's ``prior`` into the holders; how many models they carry unchanged."""
 
     def share(self, values: list[np.ndarray]) -> Sequence[object]:
         """Per-holder values placed where the holders read them, once for several calls."""
@@ -102,6 +109,7 @@ class RandomEffectCoordinate:
         self._uids: tuple[list, list] = ([], [])
         self._sizes = (0, 0)
         self._auto_l2: float | None = None  # the last estimate of l2="auto"
+        self.carried = 0  # yesterday's models kept unchanged (entities without rows today)
 
     def start(self) -> None:
         self.pool.load(self.spec, self.seed, self.train_source, self.val_source, self.names)
@@ -118,6 +126,8 @@ class RandomEffectCoordinate:
         self._uids = ([h.uid for h in train], [h.uid for h in val])
         if self.spec.warm_start:
             self.pool.warm_start(self.name)
+        if self.spec.prior is not None:
+            self.carried = self.pool.prior(self.name)
         return train, val
 
     def bind(self, train: RowIndex, validation: RowIndex) -> None:
@@ -145,6 +155,8 @@ class RandomEffectCoordinate:
         }
         if l2 is not None:
             info.update(l2=l2, em_iterations=em_iterations)
+        if self.spec.prior is not None:
+            info["entities_carried"] = self.carried
         return self._outcome(fits, info)
 
     def _outcome(self, fits: list[BucketFit], info: dict) -> Outcome:
@@ -182,6 +194,10 @@ class RandomEffectCoordinate:
         else:
             written = self.pool.write_models(self.name, where, self.names)
         return [storage.as_path(p) for p in sorted(written)]
+
+    def sample_entities(self, k: int = 2000) -> EntitySample:
+        """Up to ``k`` of the entities fitted (seeded by the run), for the report."""
+        return self.pool.sample_entities(self.name, k, self.seed)
 
     def snapshot(self):
         return self.pool.snapshot(self.name)

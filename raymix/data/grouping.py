@@ -35,6 +35,9 @@ def stable_hash(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
     if values.dtype.kind in "iu":
         return _mix(values.astype(np.int64).view(np.uint64))
+    if values.dtype.kind == "S" or (values.size and isinstance(values.flat[0], bytes)):
+        # TFRecord's bytes_list ids: their UTF-8 text, as the readers give them (data/rows.py)
+        values = np.asarray([v.decode("utf-8", "replace") for v in values.tolist()], object)
     unique, inverse = np.unique(values.astype(str), return_inverse=True)
     hashed = np.fromiter((zlib.crc32(v.encode("utf-8")) for v in unique), np.uint64, unique.size)
     return _mix(hashed)[inverse]

@@ -45,27 +45,38 @@ def check_parquet_files(files, schema: RowSchema) -> int:
     rows, entity_type = 0, None
     for path in files:
         footer = parquet_metadata(path)
-        arrow = footer.schema.to_arrow_schema()
-        for name in schema.columns():
-            if name not in arrow.names:
-                raise DataError(f"missing column (has {arrow.names})", path=path, column=name)
-            kind = arrow.field(name).type
-            expected, ok = _expected_type(name, schema)
-            if not ok(kind):
-                raise DataError(f"has type {kind}; expected {expected}", path=path, column=name)
-        if schema.entity:
-            kind = arrow.field(schema.entity).type
-            if entity_type is None:
-                entity_type = (kind, path)
-            elif pa.types.is_integer(kind) != pa.types.is_integer(entity_type[0]):
-                raise DataError(
-                    f"entity ids are {kind} here but {entity_type[0]} in {entity_type[1]}; "
-                    "every file must use one type",
-                    path=path,
-                    column=schema.entity,
-                )
+        entity_type = check_columns(footer.schema.to_arrow_schema(), schema, path, entity_type)
         rows += footer.num_rows
     return rows
+
+
+def check_columns(arrow: pa.Schema, schema: RowSchema, path: str, entity_type=None):
+    """The columns of one file's (or table's) ``arrow`` schema against the row convention;
+    ``entity_type`` is (type, path) of the entity ids seen before, returned updated."""
+    for name in schema.columns():
+        if name not in arrow.names:
+            raise DataError(f"missing column (has {arrow.names})", path=path, column=name)
+        kind = arrow.field(name).type
+        expected, ok = _expected_type(name, schema)
+        if not ok(kind):
+            raise DataError(f"has type {kind}; expected {expected}", path=path, column=name)
+    if schema.entity:
+        kind = _decoded(arrow.field(schema.entity).type)
+        if entity_type is None:
+            entity_type = (kind, path)
+        elif pa.types.is_integer(kind) != pa.types.is_integer(entity_type[0]):
+            raise DataError(
+                f"entity ids are {kind} here but {entity_type[0]} in {entity_type[1]}; "
+                "every file must use one type",
+                path=path,
+                column=schema.entity,
+            )
+    return entity_type
+
+
+def _decoded(kind: pa.DataType) -> pa.DataType:
+    """A dictionary (categorical) column's value type; any other type as it is."""
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
 
 
 def _expected_type(name: str, schema: RowSchema):
@@ -93,7 +104,12 @@ def _expected_type(name: str, schema: RowSchema):
         )
 
     if name == schema.entity:
-        return "integers or strings", lambda k: pa.types.is_integer(k) or text(k)
+        return (
+            "integers or strings",
+            lambda k: pa.types.is_integer(_decoded(k)) or text(_decoded(k)),
+        )
+    if name in schema.bag_columns:
+        return "numbers, one per row (a feature column)", lambda k: leaf(k, number, (0,))
     if name == schema.uid:
         return "integers", lambda k: leaf(k, pa.types.is_integer)
     if name == f"{schema.bag}_indices":
@@ -101,6 +117,14 @@ def _expected_type(name: str, schema: RowSchema):
     if name in (f"{schema.bag}_values", schema.bag):
         return "lists of numbers", lambda k: leaf(k, number, (1,))
     return "numbers (integer or floating point)", lambda k: leaf(k, number)
+
+
+def first_row_group_column(path: str, name: str):
+    """Column ``name`` of the first row group of a Parquet file (path or URI); None without
+    row groups."""
+    where, _, _, fs = _args(path)
+    reader = pq.ParquetFile(where, filesystem=fs)
+    return reader.read_row_group(0, columns=[name]).column(0) if reader.num_row_groups else None
 
 
 def largest_index(bag: str, files) -> int:
@@ -120,11 +144,11 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def read_parquet_rows(path: str, schema: RowSchema) -> pa.Table:
-    """The row-convention columns of ``schema`` from one file (the label too when it is
-    optional and present)."""
+def read_parquet_rows(path: str, schema: RowSchema, extra: tuple[str, ...] = ()) -> pa.Table:
+    """The row-convention columns of ``schema`` and the ``extra`` ones from one file (the
+    label too when it is optional and present)."""
     try:
-        columns = schema.columns()
+        columns = schema.columns() + list(extra)
         if schema.label_optional and schema.label in pq.read_schema(*_args(path)).names:
             columns.append(schema.label)
         # one thread: a reading task is one of a pool of tasks, one per core (Arrow's own

@@ -79,14 +79,21 @@ class RowSchema:
     entity: str | None = None
     label_optional: bool = False
     task: str | None = None  # the coordinate's task: 'logistic' labels must be 0 or 1
+    #: the bag is these scalar columns, one feature each (then ``dense_bag``, ``dim`` = their
+    #: number and ``bag`` a name for them)
+    bag_columns: tuple[str, ...] = ()
+    #: the data has no uid column: the reader numbers the rows (``uid`` names the column it adds)
+    uid_from_row: bool = False
 
     def columns(self) -> list[str]:
         """Arrow column names to read."""
-        names = [self.uid]
+        names = [] if self.uid_from_row else [self.uid]
         if not self.label_optional:
             names.append(self.label)
         names += [c for c in (self.weight, self.offset, self.entity) if c]
-        if self.bag:
+        if self.bag_columns:
+            names += self.bag_columns
+        elif self.bag:
             names += [self.bag] if self.dense_bag else [f"{self.bag}_indices", f"{self.bag}_values"]
         return names
 
@@ -118,6 +125,8 @@ def rows_from_table(table: pa.Table, schema: RowSchema, source: str = "table") -
         entity = _entity(table.column(schema.entity), schema.entity, source)
     if not schema.bag:
         X = sp.csr_matrix((n, 0), dtype=np.float64)
+    elif schema.bag_columns:
+        X = _column_bag(table, schema, source)
     elif schema.dense_bag:
         X = _dense_bag(table.column(schema.bag), schema, source)
     else:
@@ -252,6 +261,9 @@ def _entity(column, name: str, source: str) -> np.ndarray:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
         raise DataError("missing entity id", path=source, row=row, column=name)
     kind = column.type
+    if pa.types.is_dictionary(kind):  # categorical ids (a pandas Categorical): their values
+        column = column.cast(kind.value_type)
+        kind = column.type
     if pa.types.is_integer(kind):
         return column.to_numpy(zero_copy_only=False).astype(np.int64)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
@@ -311,7 +323,28 @@ def _sparse_bag(table: pa.Table, schema: RowSchema, source: str) -> sp.csr_matri
     return X
 
 
+def _column_bag(table: pa.Table, schema: RowSchema, source: str) -> np.ndarray:
+    """A bag of scalar columns, one feature each, as a dense (n, k) float64 array."""
+    X = np.empty((table.num_rows, len(schema.bag_columns)))
+    for j, name in enumerate(schema.bag_columns):
+        X[:, j] = _scalar(table, name, np.float64, source)
+        _finite(X[:, j], name, source)
+    return X
+
+
 def _dense_bag(column, schema: RowSchema, source: str) -> np.ndarray:
+    if not pa.types.is_fixed_size_list(column.type):  # list<float>: every row of one length
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        lengths = np.nan_to_num(lengths.astype(float), nan=-1)  # a missing list: no length
+        bad = np.flatnonzero(lengths != schema.dim)
+        if bad.size:
+            raise DataError(
+                f"a dense bag's lists must all hold {schema.dim} values; this one holds "
+                f"{int(lengths[bad[0]]) if lengths[bad[0]] >= 0 else 'none (missing)'}",
+                path=source,
+                row=int(bad[0]),
+                column=schema.bag,
+            )
     flat = pc.list_flatten(column.combine_chunks()).to_numpy(zero_copy_only=False)
     # float32 values stay float32 (half the memory; solvers accumulate in float64)
     flat = flat.astype(np.float32 if flat.dtype == np.float32 else np.float64, copy=False)

@@ -18,10 +18,17 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from raymix import storage
+from raymix.data.in_memory import (
+    MEMORY,
+    arrow_schema,
+    check_tables,
+    list_size,
+    numbered,
+    select_rows,
+)
 from raymix.data.metadata import Metadata, TensorSpec, load_feature_list
 from raymix.data.parquet import (
     check_parquet_files,
-    parquet_schema,
     read_parquet_rows,
     read_parquet_with_metadata,
 )
@@ -42,6 +49,10 @@ class Source:
     metadata: Metadata | None
     schema: RowSchema
     grouped_by: str | None = None
+    #: format ``arrow``: the rows in memory, one table per name in ``files``
+    tables: tuple[pa.Table, ...] | None = None
+    #: ``schema.uid_from_row``: the uid of each file's first row
+    first_uids: tuple[int, ...] | None = None
 
     def tfrecord_metadata(self) -> Metadata:
         """The metadata TFRecord files are read with (a source built from a recipe has it)."""
@@ -55,7 +66,9 @@ class Source:
         if not self.schema.label_optional or (self.metadata and self.schema.label in self.metadata):
             names.append(self.schema.label)
         names += [c for c in (self.schema.weight, self.schema.offset, self.schema.entity) if c]
-        if self.schema.bag:
+        if self.schema.bag_columns:
+            names += self.schema.bag_columns
+        elif self.schema.bag:
             names.append(self.schema.bag)
         if self.metadata is not None:
             names = [n for n in names if n in self.metadata or n == self.schema.label]
@@ -146,6 +159,8 @@ def check_files(source: Source) -> int:
     :data:`FIRST_RECORDS` records of each file against the metadata (keys, kinds, counts,
     bag indices; a corrupt start of file); returns the records checked (0: no data).
     """
+    if source.format == MEMORY:
+        return check_tables(source.tables or (), source.files, source.schema)
     if source.format == "parquet":
         return check_parquet_files(source.files, source.schema)
     if source.grouped_by:  # SequenceExamples: checked by the grouped reader as it reads
@@ -161,9 +176,41 @@ def check_files(source: Source) -> int:
     )
 
 
+def entity_kind(source: Source) -> str | None:
+    """``"integers"`` or ``"strings"``: what the entity ids of ``source`` are (one kind in
+    every file, :func:`check_files`), from the first Parquet file's schema or the metadata;
+    None without an entity column. Two splits of one coordinate must agree: ids are grouped
+    and sorted together, and ``3`` and ``"3"`` are not one entity."""
+    entity = source.schema.entity
+    if not entity:
+        return None
+    if source.tables or source.format == "parquet":
+        from raymix.data.parquet import parquet_schema
+
+        first = source.tables[0].schema if source.tables else parquet_schema(source.files[0])
+        kind = first.field(entity).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        return "integers" if pa.types.is_integer(kind) else "strings"
+    dtype = source.tfrecord_metadata()[entity].dtype
+    return "integers" if dtype in ("long", "int") else "strings"
+
+
 def read_table(source: Source, path: str) -> pa.Table:
     """Read one file of ``source`` as an Arrow table in the row convention (in a reading
-    task: single-threaded)."""
+    task: single-threaded). Rows without a uid column are numbered (``source.first_uids``)."""
+    if source.first_uids is not None:
+        first = source.first_uids[source.files.index(path)]
+        return numbered(_read(source, path), source.schema.uid, first)
+    return _read(source, path)
+
+
+def _read(source: Source, path: str) -> pa.Table:
+    if source.format == MEMORY:
+        try:
+            return select_rows((source.tables or ())[source.files.index(path)], source.schema)
+        except DataError as exc:
+            raise exc.with_location(path) from None
     if source.format == "parquet":
         return read_parquet_rows(path, source.schema)
     if source.grouped_by:
@@ -185,10 +232,12 @@ def bag_shape(
     metadata_path: str | None,
     feature_lists: str | None,
     files,
+    tables: tuple[pa.Table, ...] | None = None,
 ) -> tuple[int | None, bool]:
-    """(dimension, dense) of a feature bag: from the metadata, else its feature list, else a
-    Parquet file's column type (a sparse bag's dimension is None then: one more than the
-    largest index, known after the files are checked)."""
+    """(dimension, dense) of a feature bag: from the metadata; else, for a dense bag, a
+    Parquet file's (or in-memory table's) column type: a fixed-size list, or a list whose
+    first row gives the length of all; else a sparse bag's feature list (or None: one more
+    than the largest index, known after the files are checked)."""
     if metadata is not None:
         if bag not in metadata:
             raise DataError(
@@ -199,22 +248,27 @@ def bag_shape(
         if not spec.shape:
             raise DataError(f"feature bag '{bag}' must have shape [dim]", path=metadata_path)
         return spec.shape[0], not spec.is_sparse
-    if feature_lists:
+    # Parquet: a dense bag's size is in its type; a sparse bag's is its feature list's, else
+    # one more than the largest index present (None here: found after the files are checked).
+    schema = arrow_schema(files, tables)
+    if bag not in schema.names and feature_lists:
         file = storage.join(feature_lists, bag) if storage.is_dir(feature_lists) else feature_lists
         if storage.is_file(file):
             return len(load_feature_list(file)), False
-    # Parquet with neither: a dense bag's size is in its type; a sparse bag's dimension is
-    # one more than the largest index present (None here: found after the files are checked).
-    schema = parquet_schema(files[0])
     if bag in schema.names:
         kind = schema.field(bag).type
-        if not pa.types.is_fixed_size_list(kind):
+        if pa.types.is_fixed_size_list(kind):
+            return kind.list_size, True
+        size = None
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            size = list_size(bag, files, tables)
+        if size is None:
             raise DataError(
-                f"a dense feature bag must be a fixed_size_list column, got {kind}",
+                f"a dense feature bag must be a list<float> or fixed_size_list column, got {kind}",
                 path=files[0],
                 column=bag,
             )
-        return kind.list_size, True
+        return size, True
     return None, False
 
 

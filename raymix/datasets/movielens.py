@@ -365,3 +365,19 @@ def _remove_other_format(dest: Path, fmt: str) -> None:
                 stale = dest / bag / split / f"part-00000.{other}"
                 if stale.is_file():
                     stale.unlink()
+
+
+def describe_conversion(summary: dict[str, Any]) -> str:
+    """What :func:`convert_movielens` wrote, for a person: a few lines, not its dict."""
+    return "\n".join(
+        [
+            f"wrote {summary['dest']} ({summary['format']}, {len(summary['files'])} files) "
+            f"in {summary['seconds']:.1f} s",
+            f"  {summary['rows']:,} ratings of {summary['users']:,} users on "
+            f"{summary['movies']:,} movies; positive (rating > 3): {summary['positive_rate']:.1%}",
+            f"  train {summary['train_rows']:,} rows ({summary['train_positives']:,} positive), "
+            f"validation {summary['validation_rows']:,} rows "
+            f"({summary['validation_positives']:,} positive); split seed {summary['seed']}",
+            f"  title vocabulary: {summary['vocab_size']:,} tokens",
+        ]
+    )

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from raymix import storage
 from raymix.deep.model import Architecture, build_model
 from raymix.deep.text import CLS, PAD, SEP, UNK, Framing, Vocabulary, tf_tokenize
 from raymix.deep.train import TrainerState
@@ -82,7 +83,7 @@ def export_saved_model(
 
 
 def read_meta(directory: str | Path) -> dict:
-    path = Path(directory) / META
+    path = Path(storage.local_tree(directory)) / META
     if not path.is_file():
         raise DataError(f"not a raymix deep model (no {META})", path=str(directory))
     meta = json.loads(path.read_text())
@@ -122,7 +123,7 @@ def save_trainer_state(directory: str | Path, state: TrainerState) -> Path:
 def load_trainer_state(directory: str | Path, weights: dict[str, np.ndarray]) -> TrainerState:
     """``weights`` with the optimizer state and fit number saved beside the model, if any
     (a checkpoint's copy; otherwise a fresh optimizer and no fit done)."""
-    path = Path(directory) / TRAINER_STATE
+    path = Path(storage.local_tree(directory)) / TRAINER_STATE
     if not path.is_file():
         return TrainerState(weights)
     with np.load(path) as saved:
@@ -138,7 +139,7 @@ def load_saved_model(directory: str | Path):
     """``tf.saved_model.load`` once per process and directory."""
     import tensorflow as tf
 
-    key = os.path.abspath(directory)
+    key = os.path.abspath(storage.local_tree(directory))
     if key not in _LOADED:
         if not (Path(key) / "saved_model.pb").is_file():
             raise DataError("no SavedModel here (saved_model.pb is missing)", path=key)
@@ -195,7 +196,7 @@ def _serving_module(model, vocab: Vocabulary, framing: Framing):
 def check_deep_model(directory: str | Path, source) -> str:
     """Check an exported model against the data it will score; return its directory."""
     meta = read_meta(directory)
-    if not (Path(directory) / "saved_model.pb").is_file():
+    if not (Path(storage.local_tree(directory)) / "saved_model.pb").is_file():
         raise DataError("no SavedModel here (saved_model.pb is missing)", path=str(directory))
     arch, _ = architecture_of(meta)
     dim = source.schema.dim if source.schema.bag else 0
@@ -207,7 +208,9 @@ def check_deep_model(directory: str | Path, source) -> str:
     from raymix.deep.inputs import check_text_column
 
     check_text_column(source, meta["text_column"])
-    return str(Path(directory).resolve())
+    return (
+        storage.normal(directory) if storage.is_uri(directory) else str(Path(directory).resolve())
+    )
 
 
 def score_rows(

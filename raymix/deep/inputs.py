@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from raymix.data.rows import Rows, concat_rows, rows_from_table
 from raymix.data.source import Source
@@ -92,13 +91,9 @@ def pad_sparse(X) -> tuple[np.ndarray, np.ndarray]:
 def read_text_table(source: Source, column: str, path: str) -> pa.Table:
     """One file of ``source`` with the text ``column`` as well (row convention)."""
     if source.format == "parquet":
-        try:
-            columns = source.schema.columns() + [column]
-            if source.schema.label_optional and source.schema.label in pq.read_schema(path).names:
-                columns.append(source.schema.label)
-            return pq.read_table(path, columns=columns)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise DataError(f"cannot read Parquet file: {exc}", path=path) from None
+        from raymix.data.parquet import read_parquet_rows
+
+        return read_parquet_rows(path, source.schema, extra=(column,))
     from raymix.data.tfrecord.tables import read_tfrecord_file
 
     if source.metadata is None:
@@ -164,7 +159,9 @@ def check_text_column(source: Source, column: str) -> None:
                 column=column,
             )
         return
-    schema = pq.read_schema(source.files[0])
+    from raymix.data.parquet import parquet_schema
+
+    schema = parquet_schema(source.files[0])
     if column not in schema.names:
         raise DataError(
             f"missing text column (has {schema.names})", path=source.files[0], column=column

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raymix import storage
 from raymix.errors import DataError
 
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
@@ -52,7 +53,7 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
+            lines = storage.read_text(path).splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read the vocabulary: {exc}", path=str(path)) from None
         tokens = tuple(line.strip() for line in lines if line.strip())

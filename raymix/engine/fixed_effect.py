@@ -129,7 +129,9 @@ class Shard:
             saved = self.mailbox.call("saved_progress", posted.id)
             if saved is not None:  # a restarted worker group: go on from the last saved iterate
                 theta = saved
-            fit = fit_fixed_effect(spec, self.objective(posted.id), theta, saved is not None)
+            fit = fit_fixed_effect(
+                spec, self.objective(posted.id), theta, saved is not None, command.prior
+            )
             theta, summary, variances = fit.theta, fit.summary, fit.variances
         if theta is None:
             raise ValueError("a fixed effect scores only after a fit")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from raymix.coordinates.bucket_prior import BucketPrior, load_bucket_prior
 from raymix.coordinates.buckets import (
     BucketFit,
     BucketRows,
@@ -32,6 +33,7 @@ from raymix.coordinates.buckets import (
     with_validation,
     write_bucket_models,
 )
+from raymix.coordinates.entity_sample import EntitySample, concatenate_samples, sample_entities
 from raymix.data.routing import rows_of_parts
 from raymix.data.source import Source
 from raymix.engine.cluster import spread_actor_options
@@ -51,6 +53,7 @@ class _CoordinateState:
     spec: RandomEffect
     rows: BucketRows
     models: EntityModels | None = None  # of the entities with has_model, in entity order
+    prior: BucketPrior | None = None  # yesterday's models: the priors and the carried ones
 
 
 class BucketActor:
@@ -101,6 +104,7 @@ class BucketActor:
             l2=command.l2,
             moments=command.moments,
             warm_start=state.models,
+            prior=state.prior,
             threads=self.threads,
         )
         state.models = fit.models
@@ -108,7 +112,7 @@ class BucketActor:
 
     def score(self, name: str) -> BucketFit:
         state = self._state(name)
-        return score_bucket(state.rows, state.models)
+        return score_bucket(state.rows, state.models, state.prior)
 
     def set_models(self, name: str, models: EntityModels | None) -> None:
         """Restore a coordinate's models (after this actor was restarted and reloaded)."""
@@ -118,7 +122,9 @@ class BucketActor:
         self, name: str, directory: str, names: list[tuple[str, str]] | None
     ) -> list[str]:
         state = self._state(name)
-        return write_bucket_models(state.spec, state.rows, state.models, directory, names)
+        return write_bucket_models(
+            state.spec, state.rows, state.models, directory, names, state.prior
+        )
 
     def save_models(self, name: str, directory: str, part: int) -> list[str]:
         state = self._state(name)
@@ -132,10 +138,28 @@ class BucketActor:
         state.models, found = warm_start_models(state.rows, path, names, dim)
         return found
 
+    def load_prior(
+        self,
+        name: str,
+        names: list[tuple[str, str]] | None,
+        dim: int,
+        where: tuple[int, int, int],
+    ) -> int:
+        """The spec's prior for this actor (``where``: its index, the actors, the buckets);
+        how many models it carries unchanged."""
+        state = self._state(name)
+        state.prior = load_bucket_prior(state.spec, state.rows.train, names, dim, *where)
+        return state.prior.carried.n
+
     def reconfigure(self, name: str, spec: RandomEffect) -> None:
         """New hyper-parameters for a loaded coordinate; its models are dropped."""
         state = self._state(name)
         state.spec, state.models = spec, None
+
+    def sample_entities(self, name: str, k: int, seed: int) -> EntitySample:
+        """Up to ``k`` of this actor's fitted entities, for the report."""
+        state = self._state(name)
+        return sample_entities(state.rows.train, state.models, k, seed)
 
     def drop(self, name: str) -> None:
         self.coordinates.pop(name, None)
@@ -154,6 +178,10 @@ def _fit_call(name: str, offsets: object, command: FitCommand) -> _Call:
 
 def _save_call(name: str, directory: str, part: int) -> _Call:
     return lambda actor: actor.save_models.remote(name, directory, part)
+
+
+def _sample_call(name: str, k: int, seed: int) -> _Call:
+    return lambda actor: actor.sample_entities.remote(name, k, seed)
 
 
 def _set_models_call(name: str, models: EntityModels | None) -> _Call:
@@ -221,6 +249,18 @@ class BucketPool:
                 )
             )
 
+    def prior(self, name: str, actors: Sequence[int] | None = None) -> int:
+        """Load the coordinate's prior into (some of) the actors; how many models they carry
+        unchanged (entities without rows today)."""
+        inputs = self.coordinates[name]
+        n, dim = len(self.actors), inputs.train.schema.dim
+        chosen = actors if actors is not None else range(n)
+        refs = [
+            self.actors[a].load_prior.remote(name, inputs.names, dim, (a, n, self.n_buckets))
+            for a in chosen
+        ]
+        return sum(ray.get(refs))
+
     def share(self, values: list[np.ndarray]) -> list[ray.ObjectRef]:
         """Per-actor values in the object store, read by several calls without a copy."""
         return [ray.put(value) for value in values]
@@ -253,6 +293,12 @@ class BucketPool:
     def save_models(self, name: str, directory: str) -> list[str]:
         calls = [_save_call(name, directory, part) for part in range(len(self.actors))]
         return [path for paths in self._on_each(calls) for path in paths]
+
+    def sample_entities(self, name: str, k: int, seed: int) -> EntitySample:
+        """Up to ``k`` fitted entities over the actors (each draws its share)."""
+        share = -(-k // len(self.actors))
+        calls = [_sample_call(name, share, seed + part) for part in range(len(self.actors))]
+        return concatenate_samples(self._on_each(calls))
 
     def snapshot(self, name: str) -> list:
         return list(self.models.get(name, []))
@@ -333,6 +379,8 @@ class BucketPool:
         self._wait_until_back(a)
         for name, inputs in self.coordinates.items():
             ray.get(self._route_and_load(name, [a]))
+            if inputs.spec.prior is not None:
+                self.prior(name, [a])
             saved = self.models.get(name, [None] * len(self.actors))[a]
             if saved is not None:
                 ray.get(self.actors[a].set_models.remote(name, saved))

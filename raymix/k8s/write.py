@@ -130,6 +130,26 @@ def recipe_paths(recipe) -> list[str]:
     return paths
 
 
+def _readable_recipe(recipe_path: str, overrides: Sequence[str], env: dict[str, str] | None):
+    """The recipe read here with the job's overrides and environment; None when it cannot be
+    read here (it may exist only in the image or on the volume)."""
+    from raymix.errors import RaymixError
+    from raymix.recipe.load import load_recipe
+
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        return load_recipe(recipe_path, overrides)
+    except RaymixError:
+        return None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def needs_data_volume(
     recipe_path: str, overrides: Sequence[str] = (), env: dict[str, str] | None = None
 ) -> bool:
@@ -137,22 +157,44 @@ def needs_data_volume(
     job's overrides and environment, if it is here to read) keeps every input and output in
     an object store; True when any path is local, or the recipe cannot be read here."""
     from raymix import storage
-    from raymix.errors import RaymixError
-    from raymix.recipe.load import load_recipe
 
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})
-    try:
-        recipe = load_recipe(recipe_path, overrides)
-    except RaymixError:
+    recipe = _readable_recipe(recipe_path, overrides, env)
+    if recipe is None:
         return True
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     return not all(storage.is_uri(path) for path in recipe_paths(recipe))
+
+
+def relative_paths(
+    recipe_path: str, overrides: Sequence[str] = (), env: dict[str, str] | None = None
+) -> list[str]:
+    """The recipe's paths that are neither absolute nor URIs (none when it cannot be read)."""
+    from raymix import storage
+
+    recipe = _readable_recipe(recipe_path, overrides, env)
+    if recipe is None:
+        return []
+    paths = [str(p) for p in recipe_paths(recipe)]
+    return [p for p in paths if not storage.is_uri(p) and not os.path.isabs(p)]
+
+
+def render_note(written: Sequence[Path], out_dir, relative: Sequence[str], app_dir: str) -> str:
+    """What ``raymix k8s render`` tells its user: the files, how to apply them, and a warning
+    about the recipe's relative paths (resolved inside the pods, not where it was rendered)."""
+    lines = [f"wrote {len(written)} manifest{'' if len(written) == 1 else 's'} to {out_dir}:"]
+    lines += [f"  {path}" for path in written]
+    rayjob = next((p for p in written if Path(p).name == MANIFEST_FILES["RayJob"]), None)
+    if rayjob is not None:
+        lines.append(f"run the job: kubectl apply -f {rayjob}")
+    if relative:
+        shown = ", ".join(relative[:3]) + (
+            f" and {len(relative) - 3} more" if len(relative) > 3 else ""
+        )
+        lines.append(
+            f"warning: the recipe's relative paths ({shown}) are resolved inside the pods "
+            f"(from {app_dir} in the image), not here: make them exist there, or give "
+            "absolute paths on the shared volume or object-store URIs"
+        )
+    return "\n".join(lines)
 
 
 def example_manifests() -> dict[str, str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pydantic
 
+from raymix import storage
 from raymix.errors import RecipeError
 from raymix.recipe.gdmix_config import translate_gdmix_config
 from raymix.recipe.spec import Recipe
@@ -30,13 +31,14 @@ _UNION_TAGS = {"fixed_effect", "random_effect", "external", "deep"}
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     """Read the recipe at ``path``, apply ``overrides`` and validate the result."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path}")
-    raw = _read_raw(path)
+    name = storage.normal(path)
+    if not storage.is_file(name):
+        raise RecipeError(f"recipe file not found: {name}")
+    with storage.local_copy(name) as local:  # a recipe in an object store: read from a copy
+        raw = _read_raw(Path(local), name)
     for override in overrides:
         raw = apply_override(raw, override)
-    return validate_recipe(raw, source=str(path))
+    return validate_recipe(raw, source=name)
 
 
 def load_gdmix_config(config: dict, source: str = "gdmix config") -> Recipe:
@@ -58,26 +60,27 @@ def validate_recipe(raw, source: str | None = None) -> Recipe:
         raise RecipeError(where + _describe(exc, raw), field=None) from None
 
 
-def _read_raw(path: Path) -> dict:
+def _read_raw(path: Path, name: str) -> dict:
+    """The raw recipe in the local file ``path``; messages name it ``name``."""
     suffix = path.suffix.lower()
     if suffix == ".py":
         try:
             namespace = runpy.run_path(str(path))
         except pydantic.ValidationError as exc:
-            where = f"{path} line {_line_in(exc, path)}"
+            where = f"{name} line {_line_in(exc, path)}"
             raise RecipeError(f"{where}: {exc.title}.{_describe(exc, None)}") from None
         except RecipeError:
             raise
         except Exception as exc:  # the user's code failed: say where
-            raise RecipeError(f"{path}: error while running the recipe: {exc!r}") from None
+            raise RecipeError(f"{name}: error while running the recipe: {exc!r}") from None
         recipe = namespace.get("recipe")
         if recipe is None:
-            raise RecipeError(f"{path}: the file must define a variable named 'recipe'")
+            raise RecipeError(f"{name}: the file must define a variable named 'recipe'")
         if isinstance(recipe, Recipe):
             return recipe.model_dump(mode="json")
         if isinstance(recipe, dict):
             return recipe
-        raise RecipeError(f"{path}: 'recipe' must be a raymix.Recipe, got {type(recipe).__name__}")
+        raise RecipeError(f"{name}: 'recipe' must be a raymix.Recipe, got {type(recipe).__name__}")
     if suffix in (".json", ".yaml", ".yml"):
         text = path.read_text()
         try:
@@ -91,13 +94,13 @@ def _read_raw(path: Path) -> dict:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
             reason = getattr(exc, "problem", None) or exc
-            raise RecipeError(f"{path}{where}: cannot parse: {reason}") from None
+            raise RecipeError(f"{name}{where}: cannot parse: {reason}") from None
         if not isinstance(raw, dict):
-            raise RecipeError(f"{path}: the top level must be a mapping")
+            raise RecipeError(f"{name}: the top level must be a mapping")
         if "fixed_effect_config" in raw or "random_effect_config" in raw:
-            return translate_gdmix_config(raw, source=str(path))
+            return translate_gdmix_config(raw, source=name)
         return raw
-    raise RecipeError(f"{path}: a recipe is a .py, .json or .yaml file")
+    raise RecipeError(f"{name}: a recipe is a .py, .json or .yaml file")
 
 
 def _line_in(exc: BaseException, path: Path) -> int | str:

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from raymix.recipe.memory import InMemory, wrap_rows
 
 
 class Spec(BaseModel):
@@ -61,7 +70,9 @@ def _solver_from_string(value, choices: dict):
 
 
 class Data(Spec):
-    """Where the rows are. ``train``/``validation`` are directories, globs or lists of files.
+    """Where the rows are. ``train``/``validation`` are directories, globs or lists of files,
+    or (in Python) rows in memory: a pandas DataFrame, a pyarrow Table or a ray.data.Dataset,
+    of which ``run.json`` records a description (:mod:`raymix.recipe.memory`).
 
     TFRecord data (GDMix's layout) needs ``metadata`` (``tensor_metadata.json``); Parquet data
     follows raymix's row convention (see README) and may omit it. ``feature_lists`` is GDMix's
@@ -71,12 +82,17 @@ class Data(Spec):
     ``SequenceExample`` per entity of this column, TFRecord only), one row per record.
     """
 
-    train: str | tuple[str, ...]
-    validation: str | tuple[str, ...] | None = None
+    train: str | tuple[str, ...] | InMemory
+    validation: str | tuple[str, ...] | InMemory | None = None
     format: Literal["auto", "tfrecord", "parquet"] = "auto"
     metadata: str | None = None
     feature_lists: str | None = None
     grouped_by: str | None = None
+
+    @field_validator("train", "validation", mode="before")
+    @classmethod
+    def _rows_in_memory(cls, value):
+        return wrap_rows(value)
 
 
 class Columns(Spec):
@@ -86,6 +102,17 @@ class Columns(Spec):
     label: str = "response"
     weight: str | None = "weight"
     offset: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _defaults_stay_defaults(self, handler):
+        """``uid`` and ``weight`` left at their defaults are not written: they mean "this
+        column when the data have it, else the row number (weight 1)", and must mean that
+        again when a run.json (or an overridden recipe) is read back."""
+        raw = handler(self)
+        for name in ("uid", "weight"):
+            if name not in self.model_fields_set:
+                raw.pop(name, None)
+        return raw
 
 
 class _Coordinate(Spec):
@@ -103,15 +130,65 @@ class _Coordinate(Spec):
         return self
 
 
+class Prior(Spec):
+    """Yesterday's models as today's Gaussian prior (incremental training).
+
+    ``models``: a previous output directory (its ``<coordinate>/models``), Photon ML's model
+    layout (``fixed-effect/<shard>/coefficients``, ``random-effect/<name>/coefficients``) or
+    a models directory; its records need ``variances``. ``weight`` multiplies the prior
+    precision (Photon ML's incremental weight); ``forgetting`` in [0, 1) inflates the prior
+    variances by ``1/(1 - forgetting)``. The objective's ridge becomes
+    ``1/2 sum_k weight (1 - forgetting) (theta_k - mu_k)^2 / sigma_k^2`` where the prior
+    knows coefficient ``k`` (matched by feature name and term), the coordinate's ``l2``
+    elsewhere.
+    """
+
+    models: Annotated[str, Field(min_length=1)]
+    weight: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0
+    forgetting: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
 class _LinearCoordinate(_Coordinate):
-    feature_bag: str | None = None
+    #: a bag's name (its ``B_indices``/``B_values`` or dense ``B`` columns), or a list of
+    #: scalar columns, one feature each, named after them in the models
+    feature_bag: str | tuple[str, ...] | None = None
     task: Task = "logistic"
     l2: NonNegative | Literal["auto"] = 1.0  # a number for a fixed effect (its own l2 below)
     l1: NonNegative = 0.0
     fit_intercept: bool = True
     regularize_intercept: bool = False
     sparsity_threshold: NonNegative = 1e-4
-    variance: Literal["simple", "full"] | None = None
+    #: ``covariance``: ``full`` variances, and (random effects) each entity's posterior
+    #: covariance matrix kept beside its Avro file, for a full-covariance prior tomorrow
+    variance: Literal["simple", "full", "covariance"] | None = None
+    prior: Prior | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prior_writes_variances(cls, data):
+        """A run with a prior writes variances (``full``) unless told which: tomorrow's prior."""
+        if isinstance(data, dict) and data.get("prior") is not None and "variance" not in data:
+            return {**data, "variance": "full"}
+        return data
+
+    @model_validator(mode="after")
+    def _prior_rules(self):
+        if self.prior is not None and self.locked:
+            raise ValueError("a locked coordinate is not fitted: it takes no prior")
+        if self.prior is not None and self.l2 == "auto":
+            raise ValueError("a prior replaces the ridge: give l2 a number, not 'auto'")
+        return self
+
+    @field_validator("feature_bag")
+    @classmethod
+    def _bag_columns(cls, value):
+        if isinstance(value, tuple):
+            if not value:
+                raise ValueError("a list of feature columns must name at least one column")
+            repeated = sorted({c for c in value if value.count(c) > 1})
+            if repeated:
+                raise ValueError(f"feature columns repeated: {repeated}")
+        return value
 
     @model_validator(mode="after")
     def _intercept_rules(self):
@@ -149,6 +226,11 @@ class FixedEffect(_LinearCoordinate):
 
     @model_validator(mode="after")
     def _workers(self):
+        if self.variance == "covariance":
+            raise ValueError(
+                "variance='covariance' keeps per-entity matrices (random effects); "
+                "a fixed effect's prior takes 'full' variances"
+            )
         if self.min_workers is not None and not 0 < self.min_workers <= self.workers:
             raise ValueError("min_workers needs workers >= min_workers > 0")
         return self
@@ -400,3 +482,15 @@ class Recipe(Spec):
 
     def data_for(self, coordinate) -> Data:
         return coordinate.data or self.data
+
+    def with_prior(self, models: str, weight: float = 1.0) -> Recipe:
+        """Every fitted fixed or random effect with ``models`` (a previous output) as its
+        prior (``raymix fit --prior``), variances written unless the recipe says which."""
+        coordinates = []
+        for c in self.coordinates:
+            if c.kind in ("fixed_effect", "random_effect") and not c.locked:
+                raw = c.model_dump(exclude_unset=True)
+                raw["prior"] = {"models": str(models), "weight": weight}
+                c = type(c).model_validate(raw)
+            coordinates.append(c)
+        return self.model_copy(update={"coordinates": tuple(coordinates)})

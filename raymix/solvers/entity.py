@@ -10,7 +10,9 @@ the other features are 0. With ``theta_e = [b, w]`` (intercept FIRST, as in GDMi
     f_e(theta) = (1/n_e) [ sum_i w_i loss(y_i, z_i) + (l2/2) ||w||^2 (+ (l2/2) b^2) + l1 ||w||_1 ]
 
 ``n_e`` is the number of rows, not the sum of weights; ``(l2/2) b^2`` only with
-``regularize_intercept``. The losses are :mod:`raymix.solvers.loss`'s (logistic, linear,
+``regularize_intercept``. With a Gaussian prior (:mod:`raymix.solvers.prior`) the ridge
+becomes ``(1/2)(theta - mu_e)' P_e (theta - mu_e)`` where the prior has entries (the ridge
+elsewhere), and the entity's model lives on its rows' features and its prior's. The losses are :mod:`raymix.solvers.loss`'s (logistic, linear,
 poisson); where the intercept sits is written in :mod:`raymix.solvers.layout`.
 
 Solver: a compiled (numba) damped Newton per entity, with a Cholesky solve of the
@@ -36,14 +38,15 @@ from typing import cast
 
 import numba
 import numpy as np
-import scipy.optimize
 import scipy.sparse as sp
 
 from raymix.errors import DataError, RecipeError
 from raymix.solvers import checks
 from raymix.solvers import entity_kernels as _k
+from raymix.solvers.entity_wide import fit_wide
 from raymix.solvers.layout import entity_intercept_slots, entity_variance_ptr
-from raymix.solvers.loss import TASKS, check_labels, mean_derivatives, task_code
+from raymix.solvers.loss import TASKS, check_labels, task_code
+from raymix.solvers.prior import EntityPriors, covariance_ptr
 from raymix.solvers.variance import VARIANCE_MODES
 
 __all__ = ["EntityModels", "EntityProblem", "fit_entities", "score_entities"]
@@ -120,7 +123,10 @@ class EntityModels:
     ``coef_value[coef_ptr[k]:coef_ptr[k+1]]`` on global features ``coef_index[...]``
     (ascending). ``variances``, when asked for, holds ``[var(b), var(w)...]`` per entity at
     ``variance_ptr[k]:variance_ptr[k+1]`` (``variance_ptr = coef_ptr + arange``); ``var(b)``
-    is NaN without intercept. ``converged``/``n_iter`` report the solver per entity.
+    is NaN without intercept. ``covariances``, when asked for, holds each entity's ``(1 +
+    d_k)^2`` covariance matrix of ``[b, w]`` (row-major, at ``covariance_ptr[k]``; the
+    intercept's row and column NaN without one). ``converged``/``n_iter`` report the solver
+    per entity.
     """
 
     intercepts: np.ndarray
@@ -130,10 +136,15 @@ class EntityModels:
     converged: np.ndarray
     n_iter: np.ndarray
     variances: np.ndarray | None = None
+    covariances: np.ndarray | None = None
 
     @property
     def n_entities(self) -> int:
         return self.intercepts.size
+
+    @property
+    def covariance_ptr(self) -> np.ndarray:
+        return covariance_ptr(self.coef_ptr)
 
     @property
     def n_not_converged(self) -> int:
@@ -159,8 +170,9 @@ class EntityModels:
         starts = np.cumsum([0] + [p.coef_index.size for p in parts[:-1]])
         ptr = np.concatenate([[0]] + [p.coef_ptr[1:] + s for p, s in zip(parts, starts, strict=True)])  # fmt: skip
         fields = ["intercepts", "coef_index", "coef_value", "converged", "n_iter"]
-        if all(p.variances is not None for p in parts):
-            fields.append("variances")
+        for optional in ("variances", "covariances"):
+            if all(getattr(p, optional) is not None for p in parts):
+                fields.append(optional)
         cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in fields}
         return EntityModels(coef_ptr=ptr.astype(np.int64), **cat)
 
@@ -203,6 +215,8 @@ def fit_entities(
     tol: float = 1e-8,
     warm_start: EntityModels | None = None,
     variance: str | None = None,
+    covariance: bool = False,
+    prior: EntityPriors | None = None,
     threshold: float = 0.0,
     n_threads: int | None = None,
     max_newton_dim: int = 500,
@@ -219,6 +233,12 @@ def fit_entities(
     ``converged`` (and counted by ``n_not_converged``), never printed. ``n_threads``
     defaults to ``numba.get_num_threads()``; entities with more than ``max_newton_dim``
     parameters are fitted by L-BFGS-B (dense Newton would cost ``O(d^3)``).
+
+    ``prior`` (one per entity of ``problem``) replaces the ridge where it has entries (module
+    docstring); each entity then starts from its prior mean unless ``warm_start`` is given,
+    and keeps the prior's features that its rows lack (at the prior mean when the prior is
+    diagonal). ``covariance`` (with ``variance="full"``) also returns each entity's covariance
+    matrix ``(H + 1e-12 I)^-1``, what a full prior is made of.
     """
     owner = "fit_entities"
     checks.choice(owner, "task", task, TASKS)
@@ -229,6 +249,9 @@ def fit_entities(
     checks.integer(owner, "max_iter", max_iter, low=0)
     checks.real(owner, "tol", tol, open_low=True)
     checks.choice(owner, "variance", variance, VARIANCE_MODES, none=True)
+    checks.boolean(owner, "covariance", covariance)
+    if covariance and variance != "full":
+        raise checks.invalid(owner, "covariance", 'False unless variance="full"', covariance)
     checks.real(owner, "threshold", threshold)
     checks.integer(owner, "n_threads", n_threads, low=1, none=True)
     checks.integer(owner, "max_newton_dim", max_newton_dim, low=1)
@@ -238,44 +261,85 @@ def fit_entities(
         raise RecipeError(msg, field="fit_entities.problem")
     _check_values(problem, task)
     E, dim, X, ptr = problem.n_entities, problem.X.shape[1], problem.X, problem.entity_ptr
+    if prior is not None and (not isinstance(prior, EntityPriors) or prior.n_entities != E):
+        got = f"{prior.n_entities} entities" if isinstance(prior, EntityPriors) else type(prior).__name__  # fmt: skip
+        msg = f"must be EntityPriors of the same {E} entities; got {got}"
+        raise RecipeError(msg, field="fit_entities.prior")
+    if prior is not None and prior.coef_index.size and prior.coef_index.max() >= dim:
+        raise DataError(f"prior features must lie in [0, {dim})", column="prior.coef_index")
     if not X.has_canonical_format:  # the kernels need sorted, duplicate-free rows
         X = X.copy()
         X.sum_duplicates()
     idx_dtype = np.int32 if dim <= _INT32_MAX else np.int64
     indptr = X.indptr.astype(np.int64, copy=False)
     nnz = indptr[ptr[1:]] - indptr[ptr[:-1]]
-    slot_ptr = np.zeros(E + 1, np.int64)  # entity k may use slots slot_ptr[k]:slot_ptr[k+1]
-    np.cumsum(np.minimum(nnz, dim), out=slot_ptr[1:])
+    slot_ptr = _slots(problem, X, nnz, prior, exact=covariance)
+    cov_ptr = covariance_ptr(slot_ptr) if covariance else np.zeros(0, np.int64)
     indices = X.indices.astype(idx_dtype, copy=False)
-    arrays = (ptr, indptr, indices, X.data, problem.y, problem.weights, problem.offsets, slot_ptr)
+    arrays = (ptr, indptr, indices, X.data, problem.y, problem.weights, problem.offsets,
+              slot_ptr, cov_ptr)  # fmt: skip
     inp = tuple(_ro(a) for a in arrays)
-    var_mode, n_slots = VARIANCES[variance], int(slot_ptr[-1])
+    var_mode, n_slots = VARIANCES[variance] + int(covariance), int(slot_ptr[-1])
     opt = (task_code(task), float(l2), float(l1), bool(fit_intercept), bool(regularize_intercept),
            int(max_iter), float(tol), int(max_newton_dim), var_mode)  # fmt: skip
     warm = _warm_arrays(warm_start, E, idx_dtype)
+    pri = _prior_arrays(prior, idx_dtype)
     out = (np.zeros(E), np.zeros(n_slots, idx_dtype), np.zeros(n_slots), np.full(E, np.nan),
            np.zeros(n_slots if var_mode else 0), np.zeros(E, np.int64), np.zeros(E, np.int64),
-           np.zeros(E, np.int32))  # fmt: skip
+           np.zeros(E, np.int32), np.zeros(int(cov_ptr[-1]) if covariance else 0))  # fmt: skip
     n_threads = numba.get_num_threads() if n_threads is None else int(n_threads)
     if E and n_threads == 1:
-        _k.fit_range(0, E, inp, opt, warm, out)
+        _k.fit_range(0, E, inp, opt, warm, pri, out)
     elif E:  # dynamic queue of cost-balanced ranges, biggest first
         rows = np.maximum(np.diff(ptr), 1)
         ranges = _chunks(32.0 + rows + nnz * (1.0 + nnz / rows), 8 * n_threads)
         with ThreadPoolExecutor(n_threads) as pool:
-            for f in [pool.submit(_k.fit_range, lo, hi, inp, opt, warm, out) for lo, hi in ranges]:
+            calls = [pool.submit(_k.fit_range, lo, hi, inp, opt, warm, pri, out) for lo, hi in ranges]  # fmt: skip
+            for f in calls:
                 f.result()
     wide = np.flatnonzero(out[6] == _k.TOO_LARGE)
     if wide.size:
         with _single_threaded_blas():  # threaded BLAS only slows down these small calls
             for k in wide:
-                _fit_wide(problem, int(k), opt, warm, slot_ptr[k], out)
+                fit_wide(problem, int(k), opt, warm, prior, slot_ptr[k], cov_ptr, out)
     return _collect(slot_ptr, out, float(threshold), var_mode)
+
+
+def _slots(problem: EntityProblem, X, nnz, prior: EntityPriors | None, exact: bool) -> np.ndarray:
+    """``slot_ptr``: entity ``k`` may use slots ``slot_ptr[k]:slot_ptr[k+1]``, one per local
+    feature (at most its nnz plus its prior's features, at most ``dim``); ``exact`` counts
+    them (the union of its rows' and its prior's features)."""
+    E, dim = problem.n_entities, X.shape[1]
+    slot_ptr = np.zeros(E + 1, np.int64)
+    extra = np.zeros(E, np.int64) if prior is None else np.diff(prior.coef_ptr)
+    if not exact:
+        np.cumsum(np.minimum(nnz + extra, dim), out=slot_ptr[1:])
+        return slot_ptr
+    row_entity = np.repeat(np.arange(E), np.diff(problem.entity_ptr))
+    keys = [np.repeat(row_entity, np.diff(X.indptr)) * (dim + 1) + X.indices]
+    if prior is not None:
+        keys.append(np.repeat(np.arange(E), extra) * (dim + 1) + prior.coef_index)
+    unique = np.unique(np.concatenate(keys).astype(np.int64))
+    np.cumsum(np.bincount(unique // (dim + 1), minlength=E), out=slot_ptr[1:])
+    return slot_ptr
+
+
+def _prior_arrays(prior: EntityPriors | None, idx_dtype) -> tuple:
+    """The kernel's ``pri`` tuple (see :mod:`raymix.solvers.prior_kernels`); all empty
+    without a prior."""
+    if prior is None:
+        i, f = _ro(np.zeros(0, np.int64)), _ro(np.zeros(0))
+        return i, _ro(np.zeros(0, idx_dtype)), f, f, _ro(np.zeros(0, np.bool_)), i, f
+    full_ptr = covariance_ptr(prior.coef_ptr) if prior.full is not None else np.zeros(0, np.int64)
+    full = prior.full if prior.full is not None else np.zeros(0)
+    arrays = (prior.coef_ptr, prior.coef_index.astype(idx_dtype), prior.mean, prior.precision,
+              prior.has_intercept, full_ptr, full)  # fmt: skip
+    return tuple(_ro(np.ascontiguousarray(a)) for a in arrays)
 
 
 def _collect(slot_ptr, out, threshold, var_mode) -> EntityModels:
     """Ragged models from the kernel's per-entity slots, dropping ``|v| <= threshold``."""
-    out_b, out_idx, out_val, out_vb, out_var, out_d, status, n_iter = out
+    out_b, out_idx, out_val, out_vb, out_var, out_d, status, n_iter, out_cov = out
     E, m = out_b.size, int(out_d.sum())
     dst = (np.zeros(E + 1, np.int64), np.empty(m, out_idx.dtype), np.empty(m),
            np.empty(m + E if var_mode else 0))  # fmt: skip
@@ -286,10 +350,28 @@ def _collect(slot_ptr, out, threshold, var_mode) -> EntityModels:
         var = var[: m + E].copy()
         var[entity_intercept_slots(coef_ptr)] = out_vb
     out_b[np.abs(out_b) <= threshold] = 0.0
+    cov = _compact_covariances(slot_ptr, out_d, out_val, threshold, out_cov) if var_mode == 3 else None  # fmt: skip
     if m < idx.size:  # some coefficients dropped: don't keep the unused tail alive
         idx, val = idx[:m].copy(), val[:m].copy()
-    return EntityModels(out_b, coef_ptr, idx, val,
-                        status == _k.CONVERGED, n_iter, var if var_mode else None)  # fmt: skip
+    return EntityModels(out_b, coef_ptr, idx, val, status == _k.CONVERGED, n_iter,
+                        var if var_mode else None, cov)  # fmt: skip
+
+
+def _compact_covariances(slot_ptr, out_d, out_val, threshold, out_cov) -> np.ndarray:
+    """The covariance matrices of the coefficients ``_collect`` keeps (slots are exact
+    here: ``slot_ptr`` counts each entity's features)."""
+    E = out_d.size
+    keep = np.abs(out_val) > threshold
+    if keep.all():
+        return out_cov
+    cptr = covariance_ptr(slot_ptr)
+    parts = []
+    for k in range(E):
+        q = int(out_d[k]) + 1
+        block = out_cov[cptr[k] : cptr[k] + q * q].reshape(q, q)
+        rows = np.concatenate([[True], keep[slot_ptr[k] : slot_ptr[k] + q - 1]])
+        parts.append(block[np.ix_(rows, rows)].ravel())
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _warm_arrays(warm: EntityModels | None, E: int, idx_dtype):
@@ -326,64 +408,6 @@ def _single_threaded_blas():
     except ImportError:  # optional: only a speed-up
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
-
-
-def _fit_wide(problem, k, opt, warm, s0, out):
-    """Entity ``k``, too wide for a dense Newton: scipy L-BFGS-B on ``f_e`` (L1 by splitting
-    ``w = w+ - w-`` with bounds ``>= 0``), written into the kernel's outputs at slot ``s0``."""
-    task, l2, l1, fit_b, reg_b, max_iter, tol, _, var_mode = opt
-    r0, r1 = problem.entity_ptr[k], problem.entity_ptr[k + 1]
-    y, wt, off = problem.y[r0:r1], problem.weights[r0:r1], problem.offsets[r0:r1]
-    Xe, n, fb = problem.X[r0:r1], r1 - r0, int(fit_b)
-    feats, inv = np.unique(Xe.indices, return_inverse=True)
-    Z = sp.csr_matrix((Xe.data, inv.ravel(), Xe.indptr), shape=(n, feats.size))
-    if fit_b:
-        Z = sp.hstack([np.ones((n, 1)), Z], format="csr")
-    p, ps = Z.shape[1], 0 if (reg_b or not fit_b) else 1
-    theta0 = np.zeros(p)
-    if warm[1].size:
-        theta0[0] = warm[0][k] if fit_b else 0.0
-        widx, wval = warm[2][warm[1][k] : warm[1][k + 1]], warm[3][warm[1][k] : warm[1][k + 1]]
-        pos = np.searchsorted(widx, feats).clip(max=max(widx.size - 1, 0))
-        hit = (widx[pos] == feats) if widx.size else np.zeros(feats.size, bool)
-        theta0[fb:][hit] = wval[pos[hit]]
-
-    def smooth(th):
-        loss, d1, _ = mean_derivatives(task, y, Z @ th + off)
-        g = Z.T @ (wt * d1)
-        g[ps:] += l2 * th[ps:]
-        return (wt @ loss + 0.5 * l2 * th[ps:] @ th[ps:]) / n, g / n
-
-    opts = {"maxiter": max(10 * max_iter, 1000), "maxcor": 20, "gtol": tol, "ftol": 1e-15}
-    if l1 == 0:
-        res = scipy.optimize.minimize(smooth, theta0, jac=True, method="L-BFGS-B", options=opts)
-        theta = res.x
-    else:
-        lam = l1 / n
-
-        def split(v):
-            f, g = smooth(np.concatenate([v[:fb], v[fb:p] - v[p:]]))
-            return f + lam * v[fb:].sum(), np.concatenate([g[:fb], g[fb:] + lam, lam - g[fb:]])
-
-        v0 = np.concatenate([theta0[:fb], np.maximum(theta0[fb:], 0), np.maximum(-theta0[fb:], 0)])
-        bounds = [(None, None)] * fb + [(0, None)] * (2 * (p - fb))
-        res = scipy.optimize.minimize(split, v0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)  # fmt: skip
-        theta = np.concatenate([res.x[:fb], res.x[fb:p] - res.x[p:]])
-    out_b, out_idx, out_val, out_vb, out_var, out_d, status, n_iter = out
-    d = feats.size
-    out_b[k] = theta[0] if fb else 0.0
-    out_idx[s0 : s0 + d], out_val[s0 : s0 + d] = feats, theta[fb:]
-    out_d[k], status[k] = d, _k.CONVERGED if res.success else _k.MAX_ITER
-    n_iter[k] = res.nit
-    if var_mode:
-        D = wt * mean_derivatives(task, y, Z @ theta + off)[2]
-        reg = np.where(np.arange(p) >= ps, l2, 0.0) + 1e-12
-        if var_mode == 1:
-            var = 1.0 / (Z.multiply(Z).T @ D + reg)
-        else:
-            var = np.diag(np.linalg.inv((Z.T @ Z.multiply(D[:, None])).toarray() + np.diag(reg)))
-        out_vb[k] = var[0] if fb else np.nan
-        out_var[s0 : s0 + d] = var[fb:]
 
 
 def score_entities(

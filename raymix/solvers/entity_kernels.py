@@ -26,7 +26,9 @@ import math
 import numpy as np
 from numba import njit
 
+from raymix.solvers import prior_kernels as _pk
 from raymix.solvers.loss_kernels import derivatives
+from raymix.solvers.newton_kernels import chol_solve, cholesky, prox_direction, variances
 
 CONVERGED, MAX_ITER, STALLED, TOO_LARGE = 0, 1, 2, 3
 _EPS = 2.220446049250313e-16
@@ -55,10 +57,11 @@ def _find(feats, d, c, guess):
 
 
 @njit(cache=True, nogil=True)
-def _local_features(indices, j0, j1, feats, lcol, max_d):
-    """Sorted unique feature indices of nnz ``j0:j1`` into ``feats``; local column of each
-    nnz into ``lcol``. Returns the count, or -1 if it exceeds ``max_d``."""
-    d, guess = 0, 0
+def _local_features(indices, j0, j1, feats, d0, lcol, max_d):
+    """Sorted unique feature indices of nnz ``j0:j1`` into ``feats``, merged with the ``d0``
+    sorted ones already there (a prior's); local column of each nnz into ``lcol``. Returns
+    the count, or -1 if it exceeds ``max_d``."""
+    d, guess = d0, 0
     for j in range(j0, j1):
         c = indices[j]
         pos = _find(feats, d, c, guess)
@@ -192,81 +195,6 @@ def _hessian(rows, hw, ps, l2, H):
         H[a * p + a] += l2
 
 
-@njit(cache=True, nogil=True)
-def _cholesky(H, L, p):
-    """Lower Cholesky factor of ``H`` (lower triangle) into ``L``; a ridge ``mu I`` is added
-    (growing from 1e-12 * max diag) until the factorization is numerically stable."""
-    dmax = 0.0
-    for a in range(p):
-        dmax = max(dmax, H[a * p + a])
-    if dmax <= 0.0:
-        dmax = 1.0
-    mu = 0.0
-    for _attempt in range(24):
-        ok = True
-        for j in range(p):
-            s = H[j * p + j] + mu
-            for k in range(j):
-                s -= L[j * p + k] * L[j * p + k]
-            if not s > 1e-14 * (H[j * p + j] + mu):
-                ok = False
-                break
-            ljj = math.sqrt(s)
-            L[j * p + j] = ljj
-            for i in range(j + 1, p):
-                s = H[i * p + j]
-                for k in range(j):
-                    s -= L[i * p + k] * L[j * p + k]
-                L[i * p + j] = s / ljj
-        if ok:
-            return True
-        mu = 1e-12 * dmax if mu == 0.0 else 100.0 * mu
-    return False
-
-
-@njit(cache=True, nogil=True)
-def _chol_solve(L, p, g, x):
-    """Solve ``L L^T x = -g``."""
-    for i in range(p):
-        s = -g[i]
-        for k in range(i):
-            s -= L[i * p + k] * x[k]
-        x[i] = s / L[i * p + i]
-    for i in range(p - 1, -1, -1):
-        s = x[i]
-        for k in range(i + 1, p):
-            s -= L[k * p + i] * x[k]
-        x[i] = s / L[i * p + i]
-
-
-@njit(cache=True, nogil=True)
-def _prox_direction(H, g, theta, delta, Hd, p, ls, l1, inner_tol):
-    """Coordinate descent on the L1-penalized quadratic model (glmnet / newGLMNET):
-    ``min_d g.d + d'Hd/2 + l1 ||theta[ls:] + d[ls:]||_1``. ``H`` must be full (symmetric)."""
-    for a in range(p):
-        delta[a] = 0.0
-        Hd[a] = 0.0
-    for _sweep in range(1000):
-        viol = 0.0
-        for j in range(p):
-            a = H[j * p + j]
-            if a <= 0.0:
-                continue
-            c = g[j] + Hd[j] - a * delta[j]
-            u = a * theta[j] - c
-            if j >= ls:
-                u = math.copysign(max(abs(u) - l1, 0.0), u)
-            new = u / a - theta[j]
-            change = new - delta[j]
-            if change != 0.0:
-                delta[j] = new
-                for i in range(p):
-                    Hd[i] += H[j * p + i] * change
-                viol = max(viol, a * abs(change))
-        if viol <= inner_tol:
-            break
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _optimality(g, theta, p, ls, l1):
     """Max-abs min-norm subgradient of F (unscaled)."""
@@ -284,41 +212,27 @@ def _optimality(g, theta, p, ls, l1):
     return m
 
 
-@njit(cache=True, nogil=True)
-def _variance(H, L, p, full, out):
-    """SIMPLE: ``1/(diag H + 1e-12)``; FULL: ``diag((H + 1e-12 I)^-1)`` via Cholesky."""
-    if not full:
-        for a in range(p):
-            out[a] = 1.0 / (H[a * p + a] + 1e-12)
-        return
-    for a in range(p):
-        H[a * p + a] += 1e-12
-    _cholesky(H, L, p)
-    e, x = np.zeros(p), np.empty(p)
-    for k in range(p):  # (H^-1)_kk = x_k where H x = e_k
-        e[k] = -1.0
-        _chol_solve(L, p, e, x)
-        e[k] = 0.0
-        out[k] = x[k]
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _vectors(m):
     return np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m), np.empty(m)
 
 
 @njit(cache=True, nogil=True)
-def fit_range(lo, hi, inp, opt, warm, out):
+def fit_range(lo, hi, inp, opt, warm, pri, out):
     """Fit entities ``lo..hi-1``; see the module docstring. ``warm_ptr`` empty = cold start;
-    ``var_mode`` 0 none, 1 simple, 2 full. Entities whose ``p`` exceeds ``max_p`` get status
-    ``TOO_LARGE`` and are left to the caller. Argument tuples (see ``fit_entities``):
-    ``inp = (entity_ptr, indptr, indices, data, y, wt, off, slot_ptr)``, ``opt = (task, l2, l1,
-    fit_b, reg_b, max_iter, tol, max_p, var_mode)``, ``warm = (b, ptr, idx, val)``, ``out =
-    (b, idx, val, var_b, var, d, status, n_iter)`` with per-entity slots at ``slot_ptr``."""
-    entity_ptr, indptr, indices, data, y, wt, off, slot_ptr = inp
+    ``var_mode`` 0 none, 1 simple, 2 full, 3 full and the covariance matrix. Entities whose
+    ``p`` exceeds ``max_p`` get status ``TOO_LARGE`` and are left to the caller. Argument
+    tuples (see ``fit_entities``): ``inp = (entity_ptr, indptr, indices, data, y, wt, off,
+    slot_ptr, cov_ptr)``, ``opt = (task, l2, l1, fit_b, reg_b, max_iter, tol, max_p,
+    var_mode)``, ``warm = (b, ptr, idx, val)``, ``pri`` a prior (:mod:`.prior_kernels`; its
+    ``ptr`` empty: the ridge ``l2``), ``out = (b, idx, val, var_b, var, d, status, n_iter,
+    cov)`` with per-entity slots at ``slot_ptr`` and ``(1 + d)^2`` matrices at ``cov_ptr``."""
+    entity_ptr, indptr, indices, data, y, wt, off, slot_ptr, cov_ptr = inp
     task, l2, l1, fit_b, reg_b, max_iter, tol, max_p, var_mode = opt
     warm_b, warm_ptr, warm_idx, warm_val = warm
-    out_b, out_idx, out_val, out_vb, out_var, out_d, out_status, out_iter = out
+    out_b, out_idx, out_val, out_vb, out_var, out_d, out_status, out_iter, out_cov = out
+    use_prior = pri[0].shape[0] > 0
+    full_prior = use_prior and pri[5].shape[0] > 0
     fb = 1 if fit_b else 0
     ps = 0 if (reg_b or not fit_b) else 1
     feats = np.empty(max(max_p, 1), indices.dtype)
@@ -327,6 +241,7 @@ def fit_range(lo, hi, inp, opt, warm, out):
     lcol = np.empty(cap_nnz, np.int64)
     theta, g, delta, Hd, trial, _ = _vectors(cap_p)
     H, L = np.empty(cap_p * cap_p), np.empty(cap_p * cap_p)
+    lam, mu, P = np.empty(cap_p), np.empty(cap_p), np.empty(cap_p * cap_p if full_prior else 0)
     Zd = np.empty(4096)
     empty = np.empty(0)
     for k in range(lo, hi):
@@ -336,7 +251,8 @@ def fit_range(lo, hi, inp, opt, warm, out):
         if j1 - j0 > cap_nnz:
             cap_nnz = 2 * (j1 - j0)
             lcol = np.empty(cap_nnz, np.int64)
-        d = _local_features(indices, j0, j1, feats, lcol, max_p - fb)
+        d0 = _pk.seed_features(k, pri, feats, max_p - fb) if use_prior else 0
+        d = _local_features(indices, j0, j1, feats, d0, lcol, max_p - fb) if d0 >= 0 else -1
         if d < 0:
             out_status[k] = TOO_LARGE
             out_d[k] = 0
@@ -349,9 +265,15 @@ def fit_range(lo, hi, inp, opt, warm, out):
             cap_p = 2 * p
             theta, g, delta, Hd, trial, _ = _vectors(cap_p)
             H, L = np.empty(cap_p * cap_p), np.empty(cap_p * cap_p)
-        # start: zeros, or the warm model mapped by global feature index
+            lam, mu = np.empty(cap_p), np.empty(cap_p)
+            P = np.empty(cap_p * cap_p if full_prior else 0)
+        # start: zeros (the prior's mean), or the warm model mapped by global feature index
         for a in range(p):
             theta[a] = 0.0
+        if use_prior:
+            _pk.penalty_terms(k, pri, feats, d, fb, ps, l2, lam, mu, P)
+            for a in range(p):
+                theta[a] = mu[a]
         if warm_ptr.shape[0] > 0:
             if fb:
                 theta[0] = warm_b[k]
@@ -380,27 +302,39 @@ def fit_range(lo, hi, inp, opt, warm, out):
             ntol = tol * n
             _linear_part(rows, off, 1.0, theta, z)
             f = _row_derivs(task, n, r0, y, wt, z, empty, 0.0, gw, hw)
-            f += _penalty(theta, p, ps, fb, l2, l1)
+            if use_prior:
+                f += _penalty(theta, p, p, fb, 0.0, l1)
+                f += _pk.penalty_value(theta, p, lam, mu, P, full_prior)
+            else:
+                f += _penalty(theta, p, ps, fb, l2, l1)
             while True:
-                _gradient(rows, gw, theta, ps, l2, g)
+                if use_prior:
+                    _gradient(rows, gw, theta, p, 0.0, g)
+                    _pk.add_penalty_gradient(theta, p, lam, mu, P, full_prior, g)
+                else:
+                    _gradient(rows, gw, theta, ps, l2, g)
                 kkt = _optimality(g, theta, p, fb, l1)
                 if kkt <= ntol:
                     break
                 if it >= max_iter:
                     status = MAX_ITER
                     break
-                _hessian(rows, hw, ps, l2, H)
+                if use_prior:
+                    _hessian(rows, hw, p, 0.0, H)
+                    _pk.add_penalty_hessian(p, lam, P, full_prior, H)
+                else:
+                    _hessian(rows, hw, ps, l2, H)
                 if l1 > 0.0:
                     for a in range(p):
                         for c in range(a):
                             H[c * p + a] = H[a * p + c]
-                    _prox_direction(H, g, theta, delta, Hd, p, fb, l1, max(0.1 * ntol, 1e-3 * kkt))
+                    prox_direction(H, g, theta, delta, Hd, p, fb, l1, max(0.1 * ntol, 1e-3 * kkt))
                     for a in range(p):
                         trial[a] = theta[a] + delta[a]
                     dec = _penalty(trial, p, p, fb, 0.0, l1) - _penalty(theta, p, p, fb, 0.0, l1)
                 else:
-                    _cholesky(H, L, p)
-                    _chol_solve(L, p, g, delta)
+                    cholesky(H, L, p)
+                    chol_solve(L, p, g, delta)
                     dec = 0.0
                 for a in range(p):
                     dec += g[a] * delta[a]
@@ -412,7 +346,11 @@ def fit_range(lo, hi, inp, opt, warm, out):
                 for _halving in range(50):
                     for a in range(p):
                         trial[a] = theta[a] + t * delta[a]
-                    ft = _penalty(trial, p, ps, fb, l2, l1)
+                    if use_prior:
+                        ft = _penalty(trial, p, p, fb, 0.0, l1)
+                        ft += _pk.penalty_value(trial, p, lam, mu, P, full_prior)
+                    else:
+                        ft = _penalty(trial, p, ps, fb, l2, l1)
                     ft += _row_derivs(task, n, r0, y, wt, z, u, t, gw2, hw2)
                     if ft <= f + 1e-4 * t * dec + 4.0 * _EPS * abs(f):
                         accepted = True
@@ -429,8 +367,14 @@ def fit_range(lo, hi, inp, opt, warm, out):
                 gw, gw2, hw, hw2 = gw2, gw, hw2, hw
                 it += 1
         if var_mode > 0 and p > 0:  # hw holds the final point's curvatures
-            _hessian(rows, hw, ps, l2, H)
-            _variance(H, L, p, var_mode == 2, delta)
+            if use_prior:
+                _hessian(rows, hw, p, 0.0, H)
+                _pk.add_penalty_hessian(p, lam, P, full_prior, H)
+            else:
+                _hessian(rows, hw, ps, l2, H)
+            variances(H, L, p, var_mode >= 2, delta)
+            if var_mode == 3:  # H now holds H + 1e-12 I and L its factor
+                _covariance(L, p, fb, d, trial, Hd, out_cov, cov_ptr[k])
         s0 = slot_ptr[k]
         out_b[k] = theta[0] if fb else 0.0
         for a in range(d):
@@ -443,6 +387,24 @@ def fit_range(lo, hi, inp, opt, warm, out):
         out_d[k] = d
         out_status[k] = status
         out_iter[k] = it
+
+
+@njit(cache=True, nogil=True)
+def _covariance(L, p, fb, d, e, x, out, at):
+    """``(H + 1e-12 I)^-1`` from its Cholesky factor ``L``, as the ``(1 + d)^2`` row-major
+    matrix at ``out[at:]`` over ``[b, w]`` (the intercept's row and column NaN without one)."""
+    q = 1 + d
+    off = 1 - fb
+    for a in range(q * q):
+        out[at + a] = np.nan
+    for a in range(p):
+        e[a] = 0.0
+    for c in range(p):  # column c of the inverse: H x = e_c
+        e[c] = -1.0
+        chol_solve(L, p, e, x)
+        e[c] = 0.0
+        for a in range(p):
+            out[at + (a + off) * q + c + off] = x[a]
 
 
 @njit(cache=True, nogil=True)

@@ -8,7 +8,9 @@ intercept ``theta = coef``. The objective, a sum over rows (not a mean), is
     z_i = x_i . coef + b + o_i,
 
 with ``w_i`` the sample weights (default 1), ``o_i`` the offsets (default 0) and ``loss``
-one of :mod:`raymix.solvers.loss`'s (``"logistic"``, ``"linear"``, ``"poisson"``).
+one of :mod:`raymix.solvers.loss`'s (``"logistic"``, ``"linear"``, ``"poisson"``). With a
+Gaussian prior (:mod:`raymix.solvers.prior`, e.g. the previous run's model and variances)
+the ridge terms become ``(1/2)(theta - mu)' P (theta - mu)`` where the prior has entries.
 Where the intercept sits is written in :mod:`raymix.solvers.layout`; the compiled passes
 over the rows are in :mod:`raymix.solvers.glm_kernels`.
 
@@ -31,6 +33,7 @@ from raymix.solvers import glm_kernels as _k
 from raymix.solvers.layout import glm_coef_intercept, glm_penalized, glm_theta
 from raymix.solvers.loss import TASKS, check_labels, task_code
 from raymix.solvers.owlqn import LBFGSOptions, QuasiNewtonResult, owlqn
+from raymix.solvers.prior import Prior, glm_prior_terms
 from raymix.solvers.variance import VARIANCE_MODES, coefficient_variances, threshold
 
 __all__ = [
@@ -267,6 +270,7 @@ def minimize_glm(
     precondition: bool = True,
     x0=None,
     options: LBFGSOptions = LBFGSOptions(),
+    prior: Prior | None = None,
 ) -> GLMFit:
     """Minimise ``f(theta) = value_grad(theta)[0] + penalties`` (module docstring) over theta.
 
@@ -289,7 +293,9 @@ def minimize_glm(
     which makes the test independent of the units of the features.
 
     ``precondition=False`` is GDMix exactly: ``fmin_l_bfgs_b(m=history, factr=tolerance/eps,
-    maxiter=max_iter, pgtol=gtol)`` on theta. ``x0`` (theta order) defaults to zeros.
+    maxiter=max_iter, pgtol=gtol)`` on theta. ``x0`` (theta order) defaults to zeros, or to
+    the mean of ``prior`` (a :class:`~raymix.solvers.prior.Prior` over the feature indices
+    ``0..d-1``, which replaces the ridge ``l2`` where it has entries).
     """
     owner = "minimize_glm"
     if not callable(value_grad):
@@ -316,7 +322,15 @@ def minimize_glm(
                 f"The 'stats' parameter of {owner} describes {stats.n_features} columns but "
                 f"n_params={n_params} with fit_intercept={fit_intercept} means {d}."
             )
+    if prior is not None and not isinstance(prior, Prior):
+        raise checks.invalid(owner, "prior", "None or a Prior", prior)
+    terms = None
+    if prior is not None:
+        terms = glm_prior_terms(prior, d, l2=l2, fit_intercept=fit_intercept,
+                                regularize_intercept=regularize_intercept)  # fmt: skip
     theta0 = np.zeros(n_params) if x0 is None else np.array(x0, dtype=np.float64)
+    if x0 is None and terms is not None:
+        theta0 = terms[0].copy()
     if theta0.shape != (n_params,) or not np.all(np.isfinite(theta0)):
         raise checks.invalid(owner, "x0", f"None or a finite array of shape ({n_params},)", x0)
 
@@ -333,7 +347,13 @@ def minimize_glm(
         theta = u if A is None else A.to_theta(u)
         value, grad = value_grad(theta)
         grad = np.asarray(grad, dtype=np.float64)
-        if l2 > 0:
+        if terms is not None:
+            mu, P = terms
+            r = theta - mu
+            Pr = P @ r if P.ndim == 2 else P * r
+            value = value + 0.5 * float(r @ Pr)
+            grad = grad + Pr
+        elif l2 > 0:
             value = value + 0.5 * l2 * float(penalized @ (theta * theta))
             grad = grad + l2 * penalized * theta
         return float(value), grad if A is None else A.grad_to_u(grad)
@@ -390,11 +410,13 @@ def fit_glm(
     x0=None,
     options: LBFGSOptions = LBFGSOptions(),
     variance: str | None = None,
+    prior: Prior | None = None,
 ) -> GLMFit:
     """Fit the GLM of the module docstring on in-memory rows: ``GLMLoss`` + ``minimize_glm``.
 
     ``variance`` ("simple" | "full" | None) adds :func:`coefficient_variances` of the data
-    Hessian at the solution (before any thresholding, which is the caller's choice).
+    Hessian at the solution (before any thresholding, which is the caller's choice); with a
+    ``prior`` the Hessian of the penalty is the prior's precision (the posterior's).
     """
     owner = "fit_glm"
     checks.choice(owner, "task", task, TASKS)
@@ -420,12 +442,19 @@ def fit_glm(
         precondition=precondition,
         x0=x0,
         options=options,
+        prior=prior,
     )
     if variance is None:
         return fit
     theta = glm_theta(fit.coef, fit.intercept, fit_intercept)
+    hessian = loss.hessian(theta)
+    if prior is not None:  # the posterior's: the data's plus the prior's precision
+        _, P = glm_prior_terms(prior, loss.n_features, l2=l2, fit_intercept=fit_intercept,
+                               regularize_intercept=regularize_intercept)  # fmt: skip
+        hessian = hessian + (P if P.ndim == 2 else np.diag(P))
+        l2, regularize_intercept = 0.0, False
     variances = coefficient_variances(
-        loss.hessian(theta),
+        hessian,
         l2,
         fit_intercept=fit_intercept,
         regularize_intercept=regularize_intercept,

@@ -55,6 +55,7 @@ from raymix.storage.filesystems import (
     scrub,
     use_endpoint,
 )
+from raymix.storage.trees import local_tree, upload_tree, writing_tree
 from raymix.storage.uris import (
     REMOTE_SCHEMES,
     SUCCESS,
@@ -91,6 +92,7 @@ __all__ = [
     "join",
     "list_dir",
     "local_copy",
+    "local_tree",
     "make_dirs",
     "name_of",
     "normal",
@@ -107,9 +109,11 @@ __all__ = [
     "staged",
     "text_stream",
     "upload",
+    "upload_tree",
     "use_endpoint",
     "walk",
     "write_bytes",
     "write_json",
     "write_text",
+    "writing_tree",
 ]

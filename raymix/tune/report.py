@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-from pathlib import Path
 
-from raymix.files import write_text
+from raymix import storage
 
 
-def trials_csv(path: Path, trials: list[dict]) -> Path:
+def trials_csv(path, trials: list[dict]):
     columns: list[str] = []
     for row in trials:
         columns += [k for k in row if k not in columns]
@@ -19,7 +18,8 @@ def trials_csv(path: Path, trials: list[dict]) -> Path:
     writer.writeheader()
     for row in trials:
         writer.writerow({k: _cell(row.get(k)) for k in columns})
-    return write_text(path, buffer.getvalue())
+    storage.write_text(path, buffer.getvalue())
+    return path
 
 
 def _cell(value):
@@ -91,8 +91,8 @@ def _fmt(value) -> str:
 
 
 def plot_search(
-    path: Path, trials: list[dict], keys: list[str], metric: str, best: dict, space
-) -> Path | None:
+    path, trials: list[dict], keys: list[str], metric: str, best: dict, space
+) -> object | None:
     """One panel per searched parameter: the metric of every trial against its value (log
     axis for log-scaled domains), the best trial marked. PNG with matplotlib; None without it."""
     try:
@@ -149,11 +149,10 @@ def plot_search(
     axes.flat[0].legend(fontsize=8, loc="best")
     fig.suptitle(f"{len(done)} trials: validation {metric} per searched parameter", fontsize=10)
     fig.tight_layout()
-    from raymix.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    storage.write_bytes(path, png.getvalue())
     return path
 
 

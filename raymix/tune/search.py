@@ -19,13 +19,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ray.tune import Callback
-
+from raymix import storage
 from raymix.errors import RecipeError
+from raymix.outputs import output_location
 from raymix.recipe.spec import Recipe
+from raymix.storage import Location
+from raymix.tune.progress import SESSION, Progress
 from raymix.tune.space import (
     SearchSpace,
     apply_config,
+    check_searcher,
     check_space,
     describe,
     load_space,
@@ -41,7 +44,7 @@ MARKER = "search.json"
 class TuneResult:
     """What a search produced. ``trials`` are dicts (one per trial, the CSV's rows)."""
 
-    out: Path
+    out: Path | Location
     metric: str
     mode: str
     keys: list[str]
@@ -72,8 +75,8 @@ class TuneResult:
         """The result of a finished search, from its ``result.json`` and ``best.json``."""
         from raymix.recipe.load import load_recipe
 
-        out = Path(out)
-        saved = json.loads((out / "result.json").read_text())
+        out = output_location(out, field="out")
+        saved = json.loads(storage.read_text(out / "result.json"))
         return cls(
             out=out,
             metric=saved["metric"],
@@ -84,7 +87,7 @@ class TuneResult:
             best_recipe=load_recipe(out / "best.json"),
             seconds=saved["seconds"],
             stats=saved["stats"],
-            files={k: Path(v) for k, v in saved["files"].items()},
+            files={k: output_location(v) for k, v in saved["files"].items()},
             expected=saved["expected_trials"],
         )
 
@@ -99,13 +102,15 @@ def search(
     address: str | None = None,
     progress=None,
     stop_after: int | None = None,
+    mlflow: str | None = None,
 ) -> TuneResult:
     """Search ``space`` (dotted recipe paths -> Tune domains) for the best validation metric.
 
     ``recipe`` is a Recipe or a recipe file; ``space`` a :class:`SearchSpace`, a plain dict
     (default settings) or a space file. With ``resume`` an interrupted search in ``out``
     continues from Tune's experiment state. ``stop_after`` interrupts the search (as Ctrl+C
-    does) once that many trials have finished in this call: for tests.
+    does) once that many trials have finished in this call: for tests. ``mlflow``, a
+    tracking URI, logs every trial as an MLflow run (:func:`raymix.tracking.tune_callback`).
     """
     from raymix.engine.cluster import physical_cores, ray_session
     from raymix.outputs import absolute_paths
@@ -124,10 +129,11 @@ def search(
     if recipe.metric != metric:
         recipe = recipe.model_copy(update={"metric": metric})
     check_space(recipe, space)
+    check_searcher(space)
     from raymix.run import plan
 
     plan(recipe)  # the data's files and schemas, before anything starts
-    out = Path(out or f"{recipe.output}-tune").absolute()
+    out = output_location(out or f"{recipe.output}-tune", field="out")
     _prepare_out(out, recipe, space, resume, overwrite)
 
     concurrent = space.max_concurrent or physical_cores()
@@ -135,9 +141,14 @@ def search(
     # from the driver); raymix never changes directories, and the paths are absolute anyway
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # its banner ignores verbose=0
-    _SESSION.update(say=say, stop_after=stop_after, completed=0)
+    SESSION.update(say=say, stop_after=stop_after, completed=0)
     with ray_session(recipe.resources, address) as ray:
-        tuner = _tuner(ray, recipe, space, out, metric, mode, concurrent, resume)
+        callbacks = [Progress(metric, space.num_samples)]
+        if mlflow:
+            from raymix.tracking import tune_callback
+
+            callbacks.append(tune_callback(mlflow, f"{recipe.name}-tune"))
+        tuner = _tuner(ray, recipe, space, out, metric, mode, concurrent, resume, callbacks)
         say(
             f"searching {len(space.space)} field(s) of '{recipe.name}' with {space.searcher}"
             f"{' + ' + space.scheduler if space.scheduler else ''}: {space.num_samples} trial(s), "
@@ -171,11 +182,7 @@ def absolute_data(recipe: Recipe) -> Recipe:
     return recipe.model_copy(update={"data": fix(recipe.data), "coordinates": coordinates})
 
 
-def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, overwrite: bool):
-    import shutil
-
-    from raymix.files import write_json
-
+def _prepare_out(out, recipe: Recipe, space: SearchSpace, resume: bool, overwrite: bool):
     marker = out / MARKER
     described = {
         "recipe": json.loads(recipe.model_dump_json()),
@@ -190,10 +197,10 @@ def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, ov
         },
     }
     if resume:
-        if not (out / EXPERIMENT).is_dir():
+        if not storage.is_dir(out / EXPERIMENT):
             raise RecipeError(f"--resume: no search to resume in {out} (no {EXPERIMENT}/)")
-        if marker.is_file():
-            before = json.loads(marker.read_text())
+        if storage.is_file(marker):
+            before = json.loads(storage.read_text(marker))
             for part in ("recipe", "space"):
                 if before.get(part) != described[part]:
                     raise RecipeError(
@@ -201,25 +208,36 @@ def _prepare_out(out: Path, recipe: Recipe, space: SearchSpace, resume: bool, ov
                         "resume with the same recipe and space, or start a new search"
                     )
         return
-    if out.exists() and any(out.iterdir()):
+    if storage.is_file(out):
+        raise RecipeError(f"output {out} exists and is not a directory")
+    if storage.list_dir(out):
         if not overwrite:
             raise RecipeError(
                 f"output directory {out} is not empty: pass --overwrite to replace a previous "
                 "search, or --resume to continue it"
             )
-        if not marker.is_file():
+        if not storage.is_file(marker):
             raise RecipeError(
                 f"--overwrite only replaces a previous search (a directory with {MARKER}): {out}"
             )
         for name in (EXPERIMENT, "best"):
-            shutil.rmtree(out / name, ignore_errors=True)
+            storage.delete_tree(out / name)
         for name in ("trials.csv", "best.json", "search.png", "result.json", MARKER):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(marker, described)
+            storage.delete_file(out / name)
+    storage.make_dirs(out)
+    storage.write_json(marker, described)
 
 
-def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
+def _experiment_storage(out) -> dict:
+    """Ray Tune's ``storage_path`` (and ``storage_filesystem`` for an object store: raymix's,
+    which knows the endpoint) for the experiment under ``out``."""
+    if not storage.is_uri(out):
+        return {"storage_path": str(out)}
+    fs, inner = storage.filesystem(out)
+    return {"storage_path": inner, "storage_filesystem": fs}
+
+
+def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume, callbacks):
     from ray import tune
 
     from raymix.engine.reading import READ_TASK_CPUS
@@ -238,17 +256,22 @@ def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
         ),
         {"cpu": per_trial},
     )
+    where = _experiment_storage(out)
     run_config = tune.RunConfig(
         name=EXPERIMENT,
-        storage_path=str(out),
+        **where,
         verbose=0,
-        callbacks=[_Progress(metric, space.num_samples)],
+        callbacks=callbacks,
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False),
     )
     if resume:
-        _SESSION["say"](f"resuming the search in {out}")
+        SESSION["say"](f"resuming the search in {out}")
         return tune.Tuner.restore(
-            str(out / EXPERIMENT), trainable, resume_unfinished=True, resume_errored=True
+            f"{where['storage_path']}/{EXPERIMENT}",
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=where.get("storage_filesystem"),
         )
     return tune.Tuner(
         trainable,
@@ -259,7 +282,8 @@ def _tuner(ray, recipe, space, out, metric, mode, concurrent, resume):
             num_samples=space.num_samples,
             search_alg=_searcher(space, metric, mode, recipe.seed, concurrent),
             scheduler=_scheduler(space, recipe),
-            max_concurrent_trials=concurrent,
+            # a generator has its own limit (given both, Tune warns and ignores this one)
+            max_concurrent_trials=concurrent if space.searcher == "optuna" else None,
             reuse_actors=True,
         ),
         run_config=run_config,
@@ -328,60 +352,7 @@ def _scheduler(space: SearchSpace, recipe: Recipe):
     )
 
 
-# Where the progress callback prints and when it interrupts the search: set by every call of
-# search(), not pickled with the callback into Tune's experiment state.
-_SESSION: dict = {"say": lambda message: None, "stop_after": None, "completed": 0}
-
-
-class _Progress(Callback):
-    """One line per finished trial; after ``stop_after`` trials in this session, interrupt
-    the search as Ctrl+C does (Tune saves its state and ends; ``resume`` continues it)."""
-
-    def __init__(self, metric: str, total: int):
-        self.metric, self.total, self.session_done = metric, total, 0
-
-    def say(self, message: str) -> None:
-        _SESSION["say"](message)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.session_done += 1
-        _SESSION["completed"] += 1
-        done = 1 + sum(1 for t in trials if t.status == "TERMINATED" and t is not trial)
-        result = trial.last_result or {}
-        value = result.get(self.metric)
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
-        where = "reused data" if result.get("reused_data") else "loaded data"
-        self.say(
-            f"trial {done}/{self.total}: {self.metric}={_short(value)} after "
-            f"{result.get('passes_run', 0)} pass(es), {where}: {shown}"
-        )
-        stop_after = _SESSION["stop_after"]
-        if stop_after is not None and self.session_done == stop_after:
-            _interrupt(self.say)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.say(f"trial {trial.trial_id} failed: {trial.error_file}")
-
-
-def _interrupt(say) -> None:
-    """Send this process the signal Tune's own handler turns into a saved, resumable stop."""
-    import signal
-
-    if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
-        say("cannot interrupt the search here (Tune's signal handler is not installed)")
-        return
-    say("interrupting the search")
-    os.kill(os.getpid(), signal.SIGUSR1)
-
-
-def _short(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
-    from raymix.files import write_json, write_text
     from raymix.tune.report import plot_search, trials_csv
 
     keys = list(space.space)
@@ -427,17 +398,19 @@ def _collect(grid, recipe, space, out, metric, mode, seconds) -> TuneResult:
     best_recipe = apply_config(recipe, best_config).model_copy(update={"output": str(out / "best")})
     files = {
         "csv": trials_csv(out / "trials.csv", trials),
-        "best": write_text(out / "best.json", best_recipe.model_dump_json(indent=2) + "\n"),
+        "best": storage.write_text(out / "best.json", best_recipe.model_dump_json(indent=2) + "\n"),
         "plot": plot_search(out / "search.png", trials, keys, metric, best, space),
     }
-    stats = _stats(trials, seconds, _SESSION["completed"])
+    if files["plot"] is None:
+        SESSION["say"]("search.png skipped: matplotlib is not installed (pip install matplotlib)")
+    stats = _stats(trials, seconds, SESSION["completed"])
     expected = space.num_samples * math.prod(
         len(v["grid_search"]) for v in _param_space(space).values() if _is_grid(v)
     )
     result = TuneResult(
         out, metric, mode, keys, trials, best, best_recipe, seconds, stats, files, expected
     )
-    write_json(
+    storage.write_json(
         out / "result.json",
         {
             "metric": metric,

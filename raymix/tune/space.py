@@ -145,6 +145,19 @@ def apply_config(recipe: Recipe, config: dict) -> Recipe:
     return validate_recipe(raw, source="search space")
 
 
+def check_searcher(space: SearchSpace, installed=None) -> None:
+    """Fail before Ray starts (and before ``search.json`` is written) when the searcher's
+    package is missing; ``installed(name)`` says whether a package is (default: importable)."""
+    import importlib.util
+
+    found = installed or (lambda name: importlib.util.find_spec(name) is not None)
+    if space.searcher == "optuna" and not found("optuna"):
+        raise RecipeError(
+            "searcher 'optuna' needs Optuna: pip install 'raymix[tune]' (or use searcher 'random')",
+            field="searcher",
+        )
+
+
 def check_space(recipe: Recipe, space: SearchSpace) -> None:
     """Fail before anything starts if a key is unknown or a value the recipe rejects."""
     for key in space.space:

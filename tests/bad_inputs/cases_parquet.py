@@ -4,17 +4,10 @@ and the column."""
 from __future__ import annotations
 
 import pyarrow as pa
-import pytest
 
 from raymix import Columns
 
 from .corpus import case, parquet, replace, rows, set_value
-
-XFAIL_ITEM_6 = pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 6: entity ids of another type in the validation split fail inside a "
-    "bucket actor (a Ray traceback, TypeError '<' between int and str), not before the start",
-)
 
 
 def strings(table: pa.Table, name: str) -> pa.Array:
@@ -101,10 +94,11 @@ def missing_label_column(w, where):
     return w.recipe(where / "train"), [str(path), "column 'response'", "missing column"]
 
 
-@case("plan", "Parquet file without the weight column")
+@case("plan", "Parquet file without the weight column the recipe names")
 def missing_weight_column(w, where):
     path = parquet(where / "train" / "part-0.parquet", rows().drop_columns(["weight"]))
-    return w.recipe(where / "train"), [str(path), "column 'weight'", "missing column"]
+    recipe = w.recipe(where / "train", columns=Columns(weight="weight"))  # a default is optional
+    return recipe, [str(path), "column 'weight'", "missing column"]
 
 
 @case("plan", "Parquet uid column of strings")
@@ -155,18 +149,15 @@ def entity_mixed_types(w, where):
     return w.recipe(where / "train"), fragments
 
 
-@case(
-    "plan",
-    "entity ids: integers in training, strings in validation",
-    marks=(XFAIL_ITEM_6,),
-)
+@case("plan", "entity ids: integers in training, strings in validation", cli=True)
 def entity_types_differ_between_splits(w, where):
-    parquet(where / "train" / "part-0.parquet", rows())
+    train = parquet(where / "train" / "part-0.parquet", rows())
     table = rows(20, 100)
     table = replace(table, "user_id", [f"u{v}" for v in table.column("user_id").to_pylist()])
     path = parquet(where / "validation" / "part-0.parquet", table)
     recipe = w.recipe(where / "train", validation=str(where / "validation"))
-    return recipe, [str(path), "column 'user_id'", "string", "int64"]
+    fragments = [str(path), "column 'user_id'", "strings here but integers", str(train)]
+    return recipe, fragments
 
 
 @case("plan", "a weight column of strings in the validation data only")

@@ -109,3 +109,28 @@ def test_no_intercept_and_l1():
     fit = fit_fixed_effect(spec(fit_intercept=False, l1=30.0), objective_of(loss), None)
     assert fit.theta.shape == (5,) and fit.summary.newton_steps == 0  # L1: no polish
     assert (fit.theta == 0).any()  # OWL-QN zeroes some coefficients
+
+
+def test_a_prior_is_the_explicit_posterior_mode_and_its_variances():
+    from scipy.optimize import minimize
+
+    from raymix.solvers.prior import Prior
+
+    X, y, w = problem()
+    loss = GLMLoss(X, y, weights=w)
+    # a prior on features 0, 2 and the intercept; features 1, 3, 4 keep the ridge l2
+    prior = Prior(np.array([0, 2]), np.array([0.3, 0.5, 1.0]), np.array([4.0, 2.0, 9.0]))
+    l2 = 1.5
+    fit = fit_fixed_effect(spec(l2=l2, sparsity_threshold=0, variance="full"), objective_of(loss), None, prior=prior)  # fmt: skip
+    mu = np.array([0.5, 0, 1.0, 0, 0, 0.3])  # theta order: coef..., intercept last
+    P = np.array([2.0, l2, 9.0, l2, l2, 4.0])
+
+    def f(theta):
+        value, grad = loss.value_grad(theta)
+        r = theta - mu
+        return value + 0.5 * r @ (P * r), grad + P * r
+
+    best = minimize(f, np.zeros(6), jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-12})  # fmt: skip
+    np.testing.assert_allclose(fit.theta, best.x, atol=1e-7)
+    assert fit.summary.newton_steps > 0  # polished on the prior's objective
+    np.testing.assert_allclose(fit.variances, np.diag(np.linalg.inv(loss.hessian(fit.theta) + np.diag(P))), rtol=1e-8)  # fmt: skip

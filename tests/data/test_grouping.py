@@ -77,3 +77,17 @@ def test_first_row_is_where_each_entity_first_appeared():
         g = group_rows(r)
         np.testing.assert_array_equal(g.first_row, first)
         assert g.first_row.dtype == np.int64
+
+
+def test_string_ids_read_as_bytes_hash_as_the_same_strings():
+    """TFRecord bytes_list ids arrive as bytes, Parquet strings as str: one entity, one bucket
+    (non-ASCII UTF-8 bytes raised UnicodeDecodeError inside the routing task)."""
+    import pyarrow as pa
+
+    ids = ["u1", "é1", "ユーザー", ""]
+    as_bytes = pa.array([s.encode() for s in ids], pa.binary()).to_numpy(zero_copy_only=False)
+    as_str = np.asarray(ids, dtype=object)
+    np.testing.assert_array_equal(stable_bucket(as_bytes, 97), stable_bucket(as_str, 97))
+    np.testing.assert_array_equal(
+        stable_bucket(np.asarray([s.encode() for s in ids]), 97), stable_bucket(as_str, 97)
+    )

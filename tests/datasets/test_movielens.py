@@ -12,7 +12,12 @@ import pytest
 
 from raymix.data.metadata import load_feature_list, load_metadata
 from raymix.data.source import list_data_files, read_data_file
-from raymix.datasets.movielens import clean_title, convert_movielens, movielens_split_summary
+from raymix.datasets.movielens import (
+    clean_title,
+    convert_movielens,
+    describe_conversion,
+    movielens_split_summary,
+)
 from raymix.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -341,3 +346,21 @@ def test_overwrite_replaces_the_other_format(tmp_path):
 
 def _all_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_the_conversion_is_described_in_words():
+    summary = {
+        "dest": "data/movielens", "format": "parquet", "files": ["a", "b"], "seconds": 3.25,
+        "rows": 100_000, "users": 943, "movies": 1682, "positive_rate": 0.55375,
+        "train_rows": 79_959, "train_positives": 44_260, "validation_rows": 20_041,
+        "validation_positives": 11_115, "seed": 0, "vocab_size": 2011,
+    }  # fmt: skip
+    text = describe_conversion(summary)
+    assert text.splitlines() == [
+        "wrote data/movielens (parquet, 2 files) in 3.2 s",
+        "  100,000 ratings of 943 users on 1,682 movies; positive (rating > 3): 55.4%",
+        "  train 79,959 rows (44,260 positive), validation 20,041 rows (11,115 positive); "
+        "split seed 0",
+        "  title vocabulary: 2,011 tokens",
+    ]
+    assert "{" not in text

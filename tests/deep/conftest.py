@@ -42,6 +42,28 @@ def write_text_rows(path: Path, n: int, seed: int, start_uid: int = 0, dim: int 
     pq.write_table(table, path)
 
 
+def small_deep_recipe(root: str, output: str, *, steps: int, passes: int):
+    """A small deep-only recipe on :func:`text_data` at ``root`` (a path or a URI)."""
+    from raymix import Data, DeepEffect, Recipe
+
+    deep = DeepEffect(
+        name="deep",
+        vocab=f"{root}/vocab.txt",
+        feature_bag="wide",
+        embedding_size=8,
+        filters=6,
+        window_sizes=[2, 3],
+        max_len=5,
+        optimizer="adam",
+        learning_rate=0.01,
+        steps=steps,
+        batch_size=32,
+        seed=3,
+    )
+    data = Data(train=f"{root}/train", validation=f"{root}/validation")
+    return Recipe(data=data, coordinates=[deep], passes=passes, output=output)
+
+
 @pytest.fixture(scope="session")
 def text_data(tmp_path_factory) -> Path:
     """``train/`` (400 rows), ``validation/`` (200 rows) and ``vocab.txt`` (w0..w19: w20+ are unknown)."""

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from raymix import Data, DeepEffect, Recipe
+from raymix import Recipe
 from raymix.deep.export import TRAINER_STATE, load_weights
 from raymix.run import fit
+from tests.deep.conftest import small_deep_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -19,22 +20,7 @@ class Interrupted(Exception):
 
 
 def recipe(text_data, output) -> Recipe:
-    deep = DeepEffect(
-        name="deep",
-        vocab=str(text_data / "vocab.txt"),
-        feature_bag="wide",
-        embedding_size=8,
-        filters=6,
-        window_sizes=[2, 3],
-        max_len=5,
-        optimizer="adam",
-        learning_rate=0.01,
-        steps=30,
-        batch_size=32,
-        seed=3,
-    )
-    data = Data(train=str(text_data / "train"), validation=str(text_data / "validation"))
-    return Recipe(data=data, coordinates=[deep], passes=3, output=str(output))
+    return small_deep_recipe(str(text_data), str(output), steps=30, passes=3)
 
 
 def test_a_resumed_deep_run_restores_its_optimizer_and_ends_as_an_uninterrupted_one(

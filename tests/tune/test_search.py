@@ -90,3 +90,28 @@ def test_best_json_refits_to_the_best_trial_and_beats_the_worst(searched):
     assert auc == pytest.approx(resumed.best_metric, abs=1e-9)
     assert auc >= max(t["auc"] for t in resumed.trials if not t["stopped_early"]) - 1e-12
     assert auc >= min(t["auc"] for t in resumed.trials)
+
+
+def test_every_trial_is_an_mlflow_run(movielens, ray_session, tmp_path, monkeypatch):
+    """Ray Tune's MLflow callback, against a local SQLite store: one run per trial with its
+    sampled field as a param and its objective as a metric."""
+    import mlflow
+
+    monkeypatch.setenv("RAYMIX_MOVIELENS", str(movielens))
+    recipe = load_recipe(REPO / "recipes" / "movielens_lr.py", [f"output={tmp_path / 'lr'}"])
+    space = SearchSpace(
+        {"coordinates.per-user.l2": tune.grid_search([0.5, 2.0])},
+        num_samples=1,
+        searcher="grid",
+        max_concurrent=1,
+    )
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = search(recipe, space, out=tmp_path / "search", mlflow=store)
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=[f"{recipe.name}-tune"])
+    assert len(runs) == 2
+    assert sorted(runs["params.coordinates.per-user.l2"].astype(float)) == [0.5, 2.0]
+    logged = sorted(runs["metrics.auc"])
+    assert logged == pytest.approx(sorted(t["auc"] for t in result.trials), abs=1e-12)
+    experiment = mlflow.get_experiment_by_name(f"{recipe.name}-tune")
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()  # not the cwd

@@ -8,7 +8,14 @@ from ray import tune
 from raymix import Data, FixedEffect, RandomEffect, Recipe
 from raymix.cli import main
 from raymix.errors import RecipeError
-from raymix.tune.space import SearchSpace, apply_config, check_space, load_space, needs_new_data
+from raymix.tune.space import (
+    SearchSpace,
+    apply_config,
+    check_searcher,
+    check_space,
+    load_space,
+    needs_new_data,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,3 +123,11 @@ def test_random_effect_l2_is_a_number_or_auto():
         apply_config(recipe(), {"coordinates.per-user.l2": "atuo"})
     with pytest.raises(RecipeError, match="coordinates.global.l2"):  # fixed effects: numbers
         apply_config(recipe(), {"coordinates.global.l2": "auto"})
+
+
+def test_a_missing_searcher_package_fails_before_anything_starts():
+    space = SearchSpace(space={"passes": [1, 2]}, searcher="optuna")
+    with pytest.raises(RecipeError, match="searcher 'optuna' needs Optuna: pip install"):
+        check_searcher(space, installed=lambda name: False)
+    check_searcher(space, installed=lambda name: name == "optuna")
+    check_searcher(SearchSpace(space={"passes": [1, 2]}, searcher="random"), lambda name: False)

@@ -81,6 +81,40 @@ def read_avro_model_table(path: str | Path, names: list[tuple[str, str]] | None)
     return pa.concat_tables(tables)
 
 
+def model_features(path: str | Path) -> set[tuple[str, str]]:
+    """The distinct ``(name, term)`` pairs of the ``means`` of every model under ``path`` (one
+    Avro file or a directory of them), the intercept left out: what a warm start knows, to
+    compare with the features of its bag before a run starts."""
+    found: set[bytes] = set()
+    pairs: set[tuple[str, str]] = set()
+    for file in avro_files(path):
+        try:
+            raw = storage.read_bytes(file)
+        except OSError as exc:
+            raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
+        schema, codec, sync, pos = _header(raw, file)
+        if codec not in _CODECS or not _is_model_schema(schema):
+            pairs |= {
+                (m["name"], m["term"])
+                for record in read_models(file)
+                for m in record["means"]
+                if (m["name"], m["term"]) != INTERCEPT
+            }
+            continue
+        for start, count, data in _blocks(raw, pos, sync, codec, file):
+            block = _decode(data, count, True, start, file)
+            keys = pa.Array.from_buffers(
+                pa.large_binary(),
+                block["key_ptr"].size - 1,
+                [None, pa.py_buffer(block["key_ptr"]), pa.py_buffer(block["key_data"])],
+            )
+            found.update(pc.unique(keys).to_pylist())
+    for key in found:
+        name, _, term = key.partition(_SEPARATOR)
+        pairs.add((name.decode("utf-8"), term.decode("utf-8")))
+    return pairs
+
+
 def _read_file(file: Path, names, lookup: _NameLookup) -> pa.Table:
     try:
         raw = storage.read_bytes(file)

@@ -360,3 +360,26 @@ def test_select_models_reads_the_table(tmp_path):
         assert models.intercepts[row] == intercept
         assert index.tolist() == np.asarray(w_index)[keep].tolist()
         assert value.tolist() == np.asarray(w_value)[keep].tolist()
+
+
+def test_model_features_are_the_distinct_pairs_of_the_means(tmp_path):
+    """What a warm start knows, compiled or through fastavro: every (name, term) but the
+    intercept, variances left out."""
+    from raymix.data.avro.model_reader import model_features
+
+    rng = np.random.default_rng(3)
+    n = BLOCK_RECORDS + 9  # two container blocks
+    write(tmp_path / "d" / "a.avro", rng, n, 40, np.arange(n), names=FILE_NAMES, variances=True)
+    records = odd_records()
+    fields = MODEL_SCHEMA_JSON["fields"]
+    reordered = dict(MODEL_SCHEMA_JSON, fields=[fields[2], fields[0], *fields[3:], fields[1]])
+    fastavro_file(tmp_path / "d" / "b.avro", reordered, records)  # read through fastavro
+    want = {
+        (m["name"], m["term"])
+        for record in read_models(tmp_path / "d")
+        for m in record["means"]
+        if (m["name"], m["term"]) != INTERCEPT
+    }
+    assert ("f3é", "") in want and ("a\x00b", "t") in want
+    assert model_features(tmp_path / "d") == want
+    assert model_features(tmp_path / "d" / "a.avro") <= set(FILE_NAMES)

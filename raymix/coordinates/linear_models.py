@@ -1,0 +1,138 @@
+"""A trained linear coordinate held for scoring: the one place a row's linear score is computed.
+
+``raymix score`` (batch, through Ray Data) and ``raymix serve`` (online, through Ray Serve)
+both score a coordinate's rows with :meth:`LinearModels.scores`, so a served row gets exactly
+the score the batch command writes.
+
+Layout (compact: a million entities of ~10 coefficients are ~130 MB):
+
+    keys        str  [E]        entity ids, sorted (one "" or "global model" for a fixed effect)
+    intercepts  f64  [E]        b_k
+    coef_ptr    i64  [E + 1]    model k's coefficients are coef_value[coef_ptr[k]:coef_ptr[k+1]]
+    coef_index  i64  [nnz]      on features coef_index[...] (ascending within a model)
+    coef_value  f64  [nnz]
+
+i.e. one CSR matrix ``W`` (E x dim) of coefficients beside the intercepts. Row ``r`` with
+entity ``e`` scores ``b_e + x_r . w_e``, without the offset; a row whose entity has no model
+scores 0 (it is scored by the other coordinates alone, as GDMix does). A fixed effect's one
+model scores every row: ``x_r . w + b``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from raymix.data.avro.model_reader import read_avro_model_table
+from raymix.errors import DataError
+from raymix.solvers.entity import EntityModels, score_entities
+from raymix.solvers.glm import linear_predictor
+
+
+@dataclass(frozen=True)
+class LinearModels:
+    """Models of one coordinate in the layout of this module's docstring."""
+
+    keys: np.ndarray
+    intercepts: np.ndarray
+    coef_ptr: np.ndarray
+    coef_index: np.ndarray
+    coef_value: np.ndarray
+
+    @property
+    def n_models(self) -> int:
+        return int(self.keys.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (ids, intercepts, coefficients)."""
+        return sum(
+            a.nbytes
+            for a in (self.keys, self.intercepts, self.coef_ptr, self.coef_index, self.coef_value)
+        )
+
+    @cached_property
+    def _entity_models(self) -> EntityModels:
+        n = self.keys.size
+        return EntityModels(
+            self.intercepts,
+            self.coef_ptr,
+            self.coef_index,
+            self.coef_value,
+            np.ones(n, bool),
+            np.zeros(n, np.int32),
+        )
+
+    def rows_of(self, entity: np.ndarray) -> np.ndarray:
+        """Model row per entity id (ints or strings; an int ``7`` is the id ``"7"``), -1 for
+        an entity without a model."""
+        keys = np.asarray([entity_key(v) for v in entity.tolist()], dtype=str)
+        n = keys.size
+        if not (self.keys.size and n):
+            return np.full(n, -1, np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+        return np.where(self.keys[pos] == keys, pos, -1).astype(np.int64)
+
+    def scores(self, X, entity: np.ndarray | None) -> np.ndarray:
+        """Per-row scores (float64, no offset) of rows ``X`` (CSR or dense, n x dim) with
+        entity ids ``entity`` (None for a fixed effect)."""
+        n = X.shape[0]
+        if entity is None:  # a fixed effect: the fit's own scoring, X @ coef + b
+            coef = np.zeros(X.shape[1])
+            coef[self.coef_index] = self.coef_value
+            return linear_predictor(X, coef, float(self.intercepts[0]))
+        which = self.rows_of(entity)
+        order = np.argsort(which, kind="stable")
+        grouped = which[order]
+        starts = (
+            np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else np.zeros(0, np.int64)
+        )
+        ptr = np.r_[starts, n].astype(np.int64)
+        out = np.empty(n)
+        out[order] = score_entities(self._entity_models, X[order], ptr, model_index=grouped[starts])
+        return out
+
+
+def entity_key(value) -> str:
+    """An entity id as the models name it: strings as they are, integers in decimal."""
+    return value if isinstance(value, str) else str(int(value))
+
+
+def load_linear_models(directory: str | Path, names, dim: int) -> LinearModels:
+    """The models of an Avro model directory (or file), read with the compiled reader and
+    sorted by id (stably: of two models with one id, the first in file order is used).
+
+    ``names[j]`` is feature ``j``'s ``(name, term)`` (None: a feature's name is its index);
+    coefficients on unknown features are dropped, one on a feature ``>= dim`` is an error.
+    """
+    table = read_avro_model_table(directory, names)
+    entity = table.column("entity").combine_chunks()
+    order = pc.sort_indices(entity).to_numpy()  # stable; UTF-8 bytes sort as code points
+    index_lists = table.column("index").combine_chunks()
+    value_lists = table.column("value").combine_chunks()
+    offsets = index_lists.offsets.to_numpy().astype(np.int64)
+    index = index_lists.values.to_numpy().astype(np.int64, copy=False)
+    value = value_lists.values.to_numpy().astype(np.float64, copy=False)
+    if index.size and index.max() >= dim:
+        bad = int(np.searchsorted(offsets, int(np.argmax(index)), side="right") - 1)
+        raise DataError(
+            f"model '{entity[bad].as_py()}' has feature index {index.max()} >= {dim}",
+            path=str(directory),
+        )
+    counts = np.diff(offsets)[order]
+    ptr = np.zeros(order.size + 1, np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    gather = np.repeat(offsets[:-1][order] - ptr[:-1], counts) + np.arange(ptr[-1])
+    keys = entity.take(pa.array(order)).to_numpy(zero_copy_only=False).astype(str)
+    return LinearModels(
+        keys,
+        table.column("intercept").to_numpy()[order].astype(np.float64),
+        ptr,
+        index[gather],
+        value[gather],
+    )
