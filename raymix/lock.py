@@ -32,7 +32,12 @@ def lock_path(output: Path) -> Path:
 def output_lock(output: Path):
     """Hold ``output``'s lock while the body runs; refuse at once if another run holds it."""
     path = lock_path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file where a parent directory should be
+        blocker = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+        reason = f"'{blocker}' is not a directory" if blocker else exc.strerror
+        raise RecipeError(f"cannot create output '{output}': {reason}", field="output") from None
     mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     for _ in range(2):  # a second try after removing a stale lock
         try:

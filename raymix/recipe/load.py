@@ -90,8 +90,11 @@ def _read_raw(path: Path, name: str) -> dict:
                 import yaml
 
                 raw = yaml.safe_load(text)
-        except Exception as exc:
-            raise RecipeError(f"{name}: cannot parse: {exc}") from None
+        except Exception as exc:  # a YAML error spans lines: one line, its place first
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            reason = getattr(exc, "problem", None) or exc
+            raise RecipeError(f"{name}{where}: cannot parse: {reason}") from None
         if not isinstance(raw, dict):
             raise RecipeError(f"{name}: the top level must be a mapping")
         if "fixed_effect_config" in raw or "random_effect_config" in raw:
