@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raymix.coordinates.bucket_prior import take_models
 from raymix.data.grouping import Grouped
 from raymix.solvers.entity import EntityModels
 
@@ -46,19 +47,15 @@ def sample_entities(train: Grouped, models: EntityModels | None, k: int, seed: i
     chosen = np.arange(fitted.size)
     if fitted.size > k:
         chosen = np.sort(np.random.default_rng(seed).choice(fitted.size, k, replace=False))
-    ptr = models.coef_ptr
-    values = np.asarray(models.coef_value)
-    counts = np.diff(ptr)[chosen]
-    starts = ptr[chosen]
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    slopes = values[offsets + np.arange(counts.sum())]
-    owner = np.repeat(np.arange(chosen.size), counts)
+    picked = take_models(models, chosen)
+    slopes = np.asarray(picked.coef_value, np.float64)
+    owner = np.repeat(np.arange(chosen.size), np.diff(picked.coef_ptr))
     norm = np.sqrt(np.bincount(owner, weights=slopes**2, minlength=chosen.size))
     return EntitySample(
         rows=rows[chosen].astype(np.int64),
-        intercept=np.asarray(models.intercepts, np.float64)[chosen],
-        slope_norm=norm.astype(np.float64),
-        slopes=slopes.astype(np.float64),
+        intercept=np.asarray(picked.intercepts, np.float64),
+        slope_norm=norm,
+        slopes=slopes,
         entities=int(fitted.size),
     )
 
