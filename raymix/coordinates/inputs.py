@@ -78,7 +78,7 @@ def build_source(
     bag_columns: tuple[str, ...] = ()
     if isinstance(bag, tuple):
         bag_columns, dim, dense = bag, len(bag), True
-        bag = "+".join(bag)
+        bag = bag_label(bag)
     elif bag:
         dim, dense = bag_shape(bag, metadata, data.metadata, data.feature_lists, files, tables)
     present = column_names(files, fmt, tables, metadata)

@@ -61,7 +61,7 @@ def check_columns(arrow: pa.Schema, schema: RowSchema, path: str, entity_type=No
         if not ok(kind):
             raise DataError(f"has type {kind}; expected {expected}", path=path, column=name)
     if schema.entity:
-        kind = _decoded(arrow.field(schema.entity).type)
+        kind = value_type(arrow.field(schema.entity).type)
         if entity_type is None:
             entity_type = (kind, path)
         elif pa.types.is_integer(kind) != pa.types.is_integer(entity_type[0]):
@@ -74,7 +74,7 @@ def check_columns(arrow: pa.Schema, schema: RowSchema, path: str, entity_type=No
     return entity_type
 
 
-def _decoded(kind: pa.DataType) -> pa.DataType:
+def value_type(kind: pa.DataType) -> pa.DataType:
     """A dictionary (categorical) column's value type; any other type as it is."""
     return kind.value_type if pa.types.is_dictionary(kind) else kind
 
@@ -106,7 +106,7 @@ def _expected_type(name: str, schema: RowSchema):
     if name == schema.entity:
         return (
             "integers or strings",
-            lambda k: pa.types.is_integer(_decoded(k)) or text(_decoded(k)),
+            lambda k: pa.types.is_integer(value_type(k)) or text(value_type(k)),
         )
     if name in schema.bag_columns:
         return "numbers, one per row (a feature column)", lambda k: leaf(k, number, (0,))

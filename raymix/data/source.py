@@ -185,12 +185,10 @@ def entity_kind(source: Source) -> str | None:
     if not entity:
         return None
     if source.tables or source.format == "parquet":
-        from raymix.data.parquet import parquet_schema
+        from raymix.data.parquet import parquet_schema, value_type
 
         first = source.tables[0].schema if source.tables else parquet_schema(source.files[0])
-        kind = first.field(entity).type
-        if pa.types.is_dictionary(kind):
-            kind = kind.value_type
+        kind = value_type(first.field(entity).type)
         return "integers" if pa.types.is_integer(kind) else "strings"
     dtype = source.tfrecord_metadata()[entity].dtype
     return "integers" if dtype in ("long", "int") else "strings"

@@ -200,8 +200,8 @@ def load_run(output: str | Path) -> ServedRun:
         directory = output / spec.name / "models"
         given = spec.feature_bag
         bag = bag_label(given) if given else None
+        names = feature_names(data, given, source.schema.dim)
         if given and bag:
-            names = feature_names(data, given, source.schema.dim)
             found = Bag(
                 bag,
                 source.schema.dim,
@@ -224,7 +224,6 @@ def load_run(output: str | Path) -> ServedRun:
                 ServedCoordinate(spec.name, "deep", bag, text=text, deep_model=model)
             )
             continue
-        names = feature_names(data, given, source.schema.dim)
         models = load_linear_models(directory, names, source.schema.dim)
         if isinstance(spec, FixedEffect) and models.n_models != 1:
             raise DataError("a fixed effect has exactly one model", path=str(directory))
