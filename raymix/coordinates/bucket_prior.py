@@ -168,11 +168,20 @@ def scoring_models(
         val_model = np.append(train_model, -1)[val_model_group]
     if prior is None or prior.carried.n == 0:
         return Scoring(fitted, train_model, val_model)
+    # only the carried models that score a row join today's (most carried entities have no
+    # row at all: concatenating and sorting them at every step would cost per entity kept)
     carried = prior.carried
-    models = carried.models if fitted is None else EntityModels.concatenate([fitted, carried.models])  # fmt: skip
-    at = lookup_entities(train.entities, carried.ids)
-    train_model = np.where((train_model < 0) & (at >= 0), n_fitted + at, train_model)
+    train_at = np.where(train_model < 0, lookup_entities(train.entities, carried.ids), -1)
+    val_at = np.zeros(0, np.int64)
     if val_entities is not None:
-        at = lookup_entities(val_entities, carried.ids)
-        val_model = np.where((val_model < 0) & (at >= 0), n_fitted + at, val_model)
-    return Scoring(models, train_model, val_model)
+        val_at = np.where(val_model < 0, lookup_entities(val_entities, carried.ids), -1)
+    used = np.unique(np.concatenate([train_at[train_at >= 0], val_at[val_at >= 0]]))
+    if used.size == 0:
+        return Scoring(fitted, train_model, val_model)
+    kept = take_models(carried.models, used)
+    models = kept if fitted is None else EntityModels.concatenate([fitted, kept])
+
+    def joined(model: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return np.where(at >= 0, n_fitted + np.searchsorted(used, at), model)
+
+    return Scoring(models, joined(train_model, train_at), joined(val_model, val_at))
