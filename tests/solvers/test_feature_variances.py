@@ -76,3 +76,16 @@ def test_moments_skip_slots_no_entity_has_and_keep_their_l2():
     step = next_feature_l2s(moments, l2s)
     assert step.l2s[2] == 3.0 and np.isnan(step.sigma2[2])
     assert step.penalty == pytest.approx(float(l2s @ moments.squares))
+
+
+def test_one_shared_variance_cannot_fit_the_planted_sigmas():
+    """The exact ML with one shared sigma sits between the planted ones, and the likelihood
+    ratio for the per-feature model is far beyond chi2(2)'s 0.999 quantile (13.8)."""
+    y, x, g = planted(0, a=120)
+    Z, none = np.column_stack([np.ones(y.size), x]), np.zeros((y.size, 0))
+    shared = fit_linear_mixed(y, none, [Factor(g, Z)])
+    per = fit_linear_mixed(y, none, [Factor(g, Z, per_feature=True)])
+    assert shared.deviance - per.deviance > 13.8
+    assert 0.3**2 * 2 < shared.sigma2[0] < 1.5**2 / 1.5
+    step, _ = em(y, x, g, tol=1e-8)
+    np.testing.assert_allclose(np.sqrt(step.sigma2), [1.0, 0.3, 1.5], rtol=0.25)
