@@ -107,7 +107,8 @@ class _Design:
 def _design(y, X, factors, weights) -> tuple[_Design, list[int]]:
     y = np.asarray(y, dtype=np.float64)
     n = y.size
-    X = np.asarray(X, dtype=np.float64).reshape(n, -1) if X is not None else np.ones((n, 1))
+    X = np.ones((n, 1)) if X is None else np.asarray(X, dtype=np.float64)
+    X = X if X.ndim == 2 and X.shape[0] == n else X.reshape(n, -1)  # (n, 0): no fixed effect
     w = checks.vector(weights, n, "weights", default=1.0)
     checks.finite(y, "y")
     checks.finite(w, "weights")
