@@ -15,6 +15,8 @@ import os
 from typing import Any
 
 from raymix.errors import RecipeError
+from raymix.recipe.gdmix_detext import detext_coordinate
+from raymix.recipe.gdmix_keys import GDMIX_KEYS, check_keys
 
 _TOP = {"output_dir", "fixed_effect_config", "random_effect_config", "spark_config", "tfjob_config"}
 _SPARK = {"executorInstances", "executorCores", "driverMemory", "executorMemory"}
@@ -28,19 +30,6 @@ _TFJOB = {
     "ttlSecondsAfterFinished",
     "tfjobTimeoutMinutes",
     "deleteAfterDone",
-}
-_GDMIX = {
-    "action",
-    "stage",
-    "model_type",
-    "training_score_dir",
-    "validation_score_dir",
-    "partition_list_file",
-    "uid_column_name",
-    "weight_column_name",
-    "label_column_name",
-    "prediction_score_column_name",
-    "prediction_score_per_coordinate_column_name",
 }
 _LR = {
     "metadata_file",
@@ -92,10 +81,10 @@ _DEFAULTS = {
 def translate_gdmix_config(config: dict, source: str = "gdmix config") -> dict[str, Any]:
     """The raw recipe (not validated yet) equivalent to a parsed GDMix config: one
     coordinate-descent pass. ``source`` (the config file) prefixes every message."""
-    _check_keys(config, _TOP, "", source)
+    check_keys(config, _TOP, "", source)
     for section, allowed in (("spark_config", _SPARK), ("tfjob_config", _TFJOB)):
         if section in config:
-            _check_keys(config[section] or {}, allowed, section, source)
+            check_keys(config[section] or {}, allowed, section, source)
     if "output_dir" not in config:
         raise RecipeError(f"{source}: output_dir: required field is missing")
     fixed = config.get("fixed_effect_config")
@@ -113,7 +102,7 @@ def translate_gdmix_config(config: dict, source: str = "gdmix config") -> dict[s
         "uid": schema.get("uid_column_name", "uid"),
         "label": schema.get("label_column_name", "response"),
         "weight": schema.get("weight_column_name"),
-        "offset": fe.get("offset_column_name", "offset") if fe.get("offset_column_name") else None,
+        "offset": fe.get("offset_column_name") or None,
     }
     raw = {
         "name": "gdmix",
@@ -132,13 +121,14 @@ def _coordinate(name: str, spec, section: str, source: str, random: bool) -> dic
         raise RecipeError(f"{source}: {where}: must be a mapping")
     model_type = (spec.get("gdmix_config") or {}).get("model_type", "logistic_regression")
     if model_type == "detext":
-        raise RecipeError(
-            f"{source}: {where}.gdmix_config.model_type: 'detext' configs are not translated yet; "
-            "write a raymix recipe with a deep fixed effect instead"
-        )
+        if random:
+            raise RecipeError(
+                f"{source}: {where}.gdmix_config.model_type: 'detext' is a fixed effect only"
+            )
+        return detext_coordinate(name, spec, where, source)
     allowed = _LR | (_RE_ONLY if random else _FE_ONLY)
-    _check_keys(spec, allowed, where, source)
-    _check_keys(spec.get("gdmix_config") or {}, _GDMIX, f"{where}.gdmix_config", source)
+    check_keys(spec, allowed, where, source)
+    check_keys(spec.get("gdmix_config") or {}, GDMIX_KEYS, f"{where}.gdmix_config", source)
     if model_type not in ("logistic_regression", "linear_regression"):
         raise RecipeError(
             f"{source}: {where}.gdmix_config.model_type: must be one of "
@@ -185,14 +175,3 @@ def _coordinate(name: str, spec, section: str, source: str, random: bool) -> dic
     if spec.get("output_model_dir") and os.path.isdir(spec["output_model_dir"]):
         coordinate["warm_start"] = spec["output_model_dir"]
     return coordinate
-
-
-def _check_keys(mapping, allowed: set[str], where: str, source: str) -> None:
-    if not isinstance(mapping, dict):
-        raise RecipeError(f"{source}: {where or 'top level'}: must be a mapping")
-    for key in mapping:
-        if key not in allowed:
-            path = f"{where}.{key}" if where else str(key)
-            raise RecipeError(
-                f"{source}: {path}: unknown GDMix config key (known here: {sorted(allowed)})"
-            )

@@ -11,6 +11,7 @@ from raymix import RecipeError
 from .corpus import REPO, Load, case
 
 CONFIG = REPO / "recipes" / "lr-movieLens.yaml"
+DETEXT = REPO / "recipes" / "detext-movieLens.yaml"
 
 
 def gdmix(where, change, name: str = "lr.yaml"):
@@ -89,10 +90,19 @@ def gdmix_unknown_model_type(w, where):
     return Load(path), [str(path), "fixed_effect_config.global.gdmix_config.model_type", "'svm'"]
 
 
-@case("recipe", "GDMix DeText config (not translated)", RecipeError)
-def gdmix_detext(w, where):
+@case("recipe", "GDMix DeText fixed effect with LR fields", RecipeError)
+def gdmix_detext_with_lr_fields(w, where):
     path = gdmix(where, lambda c: fixed(c).update(gdmix_config={"model_type": "detext"}))
-    return Load(path), [str(path), "'detext' configs are not translated yet"]
+    return Load(path), [str(path), "fixed_effect_config.global.training_data_dir: unknown"]
+
+
+@case("recipe", "GDMix DeText config with a text encoder raymix lacks", RecipeError, cli=True)
+def gdmix_detext_unsupported_value(w, where):
+    config = yaml.safe_load(DETEXT.read_text())
+    config["fixed_effect_config"]["global"]["ftr_ext"] = "bert"
+    path = where / "detext.yaml"
+    path.write_text(json.dumps(config, indent=1))
+    return path, [str(path), "fixed_effect_config.global.ftr_ext", "'cnn'", "'bert'"]
 
 
 @case("recipe", "GDMix config with an unknown top-level section", RecipeError)

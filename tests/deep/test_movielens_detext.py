@@ -120,3 +120,33 @@ def test_one_and_two_workers_reach_the_same_auc(detext_run, backend):
     assert abs(one - two) <= 0.005
     # one worker is the in-process run, step for step
     assert abs(one - result.final["global"]["auc"]) <= 1e-6
+
+
+def test_gdmix_detext_yaml_through_the_cli_reaches_the_deep_recipe(detext_run, movielens, tmp_path):
+    """GDMix's detext-movieLens.yaml (recipes/), run by ``raymix fit`` in a fresh process from
+    a directory holding ``data/movielens``, trains to the deep recipe's AUCs (±0.003)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _, result, _ = detext_run
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "movielens").symlink_to(movielens)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAYMIX_MOVIELENS")}
+    done = subprocess.run(
+        [sys.executable, "-m", "raymix", "fit", str(REPO / "recipes" / "detext-movieLens.yaml")]
+        + ["--set", f"output={out}", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = json.loads((out / "summary.json").read_text())["final"]
+    assert list(final) == ["global", "per-user", "per-movie"]
+    for name in final:
+        assert abs(final[name]["auc"] - result.final[name]["auc"]) <= 0.003, name
+    assert (out / "global" / "models").is_dir()
