@@ -114,7 +114,11 @@ def summarize(
             "coordinate": s.coordinate,
             "metrics": s.metrics,
             "seconds": round(s.seconds, 4),
-            **{k: v for k, v in s.info.items() if isinstance(v, int | float | bool | str | list)},
+            **{
+                k: v
+                for k, v in s.info.items()
+                if isinstance(v, int | float | bool | str | list | dict)
+            },
         }
         for s in state.steps
     ]
@@ -162,15 +166,21 @@ def summarize(
 def variance_components(steps: list[dict]) -> dict[str, dict[str, float]]:
     """lme4's ``VarCorr``: per random effect with ``l2="auto"``, the variance of its
     coefficients (``sigma^2``; ``1 / l2`` for a task without a residual variance) and its
-    standard deviation, from its last step; ``"residual"``: ``sigma_e^2`` of a linear
+    standard deviation, from its last step (with ``l2_per_feature`` one per slot, named
+    ``"<coordinate> (Intercept)"``, ``"<coordinate> <feature>"``); ``"residual"``: ``sigma_e^2`` of a linear
     model, from the last step that estimated it."""
     components: dict[str, dict[str, float]] = {}
     residual = None
     for s in steps:
         if "l2" not in s:
             continue
-        variance = s.get("sigma2", 1.0 / s["l2"] if s["l2"] else float("inf"))
-        components[s["coordinate"]] = {"variance": variance, "std_dev": float(np.sqrt(variance))}
+        by_feature = s.get("sigma2_by_feature")
+        if by_feature:  # l2_per_feature: one per slot, as lme4's (1 + x || g) lists them
+            for term, variance in by_feature.items():
+                components[f"{s['coordinate']} {term}"] = {"variance": variance, "std_dev": float(np.sqrt(variance))}  # fmt: skip
+        else:
+            variance = s.get("sigma2", 1.0 / s["l2"] if s["l2"] else float("inf"))
+            components[s["coordinate"]] = {"variance": variance, "std_dev": float(np.sqrt(variance))}  # fmt: skip
         residual = s.get("sigma_e2", residual)
     if residual is not None:
         components["residual"] = {"variance": residual, "std_dev": float(np.sqrt(residual))}

@@ -36,3 +36,12 @@ def test_the_table_shows_the_components():
     assert line.split()[1:] == [f"{1.8:.4g}", f"{math.sqrt(1.8):.4g}"]
     plain = FitResult(output=None, steps=steps()[:1], final={}, timings={}, best_pass=1, files={})
     assert "variance components" not in table(plain)
+
+
+def test_per_feature_components_are_listed_per_slot():
+    step = {"pass": 1, "coordinate": "per-user", "metrics": {"rmse": 0.6}, "seconds": 0.1,
+            "l2": 2.0, "sigma2": 0.9, "sigma_e2": 1.8,
+            "sigma2_by_feature": {"(Intercept)": 0.9, "age": 0.04}}  # fmt: skip
+    components = variance_components([step])
+    assert list(components) == ["per-user (Intercept)", "per-user age", "residual"]
+    assert components["per-user age"] == {"variance": 0.04, "std_dev": 0.2}

@@ -33,6 +33,7 @@ from raymix.data.rows import Rows
 from raymix.errors import RecipeError
 from raymix.recipe.spec import RandomEffect
 from raymix.solvers.entity import EntityModels, EntityProblem, fit_entities, score_entities
+from raymix.solvers.feature_variances import FeatureMoments, feature_moments, feature_priors
 from raymix.solvers.variance_components import LinearMoments, linear_moments, prior_moments
 
 
@@ -61,11 +62,14 @@ class LoadedBucket:
 class FitCommand:
     """Refit an actor's entities: ``l2`` overrides the spec's (how the driver passes the
     value of ``l2="auto"``); ``moments`` asks for an EM step's prior moments;
-    ``variance_scale`` multiplies the models' variances (a linear task's ``sigma_e^2``)."""
+    ``variance_scale`` multiplies the models' variances (a linear task's ``sigma_e^2``);
+    ``l2s``: one l2 per coefficient slot (intercept first, then each feature) for
+    ``l2_per_feature``, in place of ``l2``."""
 
     l2: float | None = None
     moments: bool = False
     variance_scale: float = 1.0
+    l2s: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class BucketFit:
     solver_seconds: float = 0.0
     prior_moments: tuple[float, int] = (0.0, 0)
     linear_moments: LinearMoments | None = None
+    feature_moments: FeatureMoments | None = None
 
 
 def group_train(spec: RandomEffect, seed: int, rows: Rows, row_bucket: np.ndarray) -> BucketRows:
@@ -149,6 +154,7 @@ def fit_bucket(
     warm_start: EntityModels | None = None,
     prior: BucketPrior | None = None,
     threads: int = 1,
+    l2s: tuple[float, ...] | None = None,
 ) -> BucketFit:
     """Fit the models of ``bucket``'s entities with these offsets and score its rows.
 
@@ -160,9 +166,12 @@ def fit_bucket(
     for the models the run keeps. ``warm_start`` are the models of the same entities, as a
     previous fit returned them. With a ``prior`` (:mod:`raymix.coordinates.bucket_prior`)
     each entity's ridge is its prior where it has one, and the carried models score their
-    entities' rows.
+    entities' rows. ``l2s`` (``l2_per_feature``) is one ridge per coefficient slot, and
+    its EM step's reply carries :class:`FeatureMoments`.
     """
     penalty = spec.l2 if l2 is None else l2
+    if l2s is not None:
+        penalty = 1.0  # unused: every coefficient has its slot's ridge (a prior of mean 0)
     if isinstance(penalty, str):
         raise RecipeError(
             "is 'auto': the coordinate resolves it", field=f"coordinates.{spec.name}.l2"
@@ -181,18 +190,25 @@ def fit_bucket(
         warm_start=warm_start,
         variance="full" if moments or spec.variance == "covariance" else spec.variance,
         covariance=spec.variance == "covariance" and not moments,
-        prior=None if prior is None else prior.priors,
+        prior=_ridge_prior(problem, l2s, spec)
+        if l2s is not None
+        else None
+        if prior is None
+        else prior.priors,  # fmt: skip
         threshold=0.0 if moments else spec.sparsity_threshold,
         n_threads=threads,
     )
     seconds = time.perf_counter() - started
     em = prior_moments(models, spec.regularize_intercept) if moments else (0.0, 0)
     scored = score_bucket(bucket, models, prior)
-    linear = None
+    linear = per_feature = None
     if moments and spec.task == "linear":
         rows = bucket.train.rows
         residuals = rows.label - offsets - scored.train_scores
         linear = linear_moments(models, spec.regularize_intercept, residuals, rows.weight)
+        if l2s is not None:
+            dim = rows.X.shape[1]
+            per_feature = feature_moments(models, dim, spec.regularize_intercept, residuals, rows.weight)  # fmt: skip
     if variance_scale != 1.0:
         models = _scaled_variances(models, variance_scale)
         scored = dataclasses.replace(scored, models=models)
@@ -203,7 +219,16 @@ def fit_bucket(
         solver_seconds=seconds,
         prior_moments=em,
         linear_moments=linear,
+        feature_moments=per_feature,
     )
+
+
+def _ridge_prior(problem: EntityProblem, l2s: tuple[float, ...], spec: RandomEffect):
+    """``l2_per_feature``'s ridges as a prior of mean 0; a free intercept has none."""
+    slots = np.array(l2s, np.float64)
+    if not spec.regularize_intercept:
+        slots[0] = 0.0
+    return feature_priors(problem, slots)
 
 
 def _scaled_variances(models: EntityModels, scale: float) -> EntityModels:

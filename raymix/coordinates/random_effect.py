@@ -21,12 +21,19 @@ from raymix.coordinates.buckets import BucketFit, FitCommand, LoadedBucket
 from raymix.coordinates.entity_sample import EntitySample
 from raymix.data.source import Source
 from raymix.recipe.spec import RandomEffect
+from raymix.solvers.feature_variances import (
+    FeatureMoments,
+    FeatureStep,
+    next_feature_l2s,
+    solve_l2s,
+)
 from raymix.solvers.variance_components import (
     LinearMoments,
     LinearStep,
     ResidualVariance,
     next_l2,
     next_linear_l2,
+    shift_variance,
     solve_l2,
 )
 
@@ -125,6 +132,7 @@ class RandomEffectCoordinate:
         self._auto_l2: float | None = None  # the last estimate of l2="auto"
         self.residual = ResidualVariance() if residual is None else residual
         self.components: LinearStep | None = None  # a linear l2="auto": the last estimates
+        self._auto_l2s: np.ndarray | None = None  # l2_per_feature: the last per-slot l2s
         self.carried = 0  # yesterday's models kept unchanged (entities without rows today)
 
     def start(self) -> None:
@@ -159,14 +167,18 @@ class RandomEffectCoordinate:
         if not refit:
             return self._outcome(self.pool.score(self.name), {})
         offsets = self.pool.share(gather(train_offsets, self._train_pos))
-        l2, em_iterations, step = None, 0, None
-        if self.spec.l2 == "auto" and self.spec.task == "linear":
+        l2, em_iterations, step, l2s = None, 0, None, None
+        per_feature: FeatureStep | None = None
+        if self.spec.l2_per_feature:
+            per_feature, em_iterations, step = self._estimate_per_feature(offsets)
+            l2s, l2 = tuple(per_feature.l2s), float(per_feature.l2s[0])
+        elif self.spec.l2 == "auto" and self.spec.task == "linear":
             l2, em_iterations, step = self._estimate_linear(offsets)
         elif self.spec.l2 == "auto":
             l2, em_iterations = self._estimate_l2(offsets)
-        command = FitCommand(l2=l2)
+        command = FitCommand(l2=l2, l2s=l2s)
         if step is not None and np.isfinite(step.sigma_e2):
-            command = FitCommand(l2=l2, variance_scale=step.sigma_e2)
+            command = FitCommand(l2=l2, variance_scale=step.sigma_e2, l2s=l2s)
         fits = self.pool.fit(self.name, offsets, command)
         info: dict = {
             "entities": sum(f.entities for f in fits),
@@ -178,6 +190,8 @@ class RandomEffectCoordinate:
             info.update(l2=l2, em_iterations=em_iterations)
         if step is not None:
             info.update(sigma2=step.sigma2, sigma_e2=step.sigma_e2)
+        if per_feature is not None:
+            info["sigma2_by_feature"] = self._by_feature(per_feature)
         if self.spec.prior is not None:
             info["entities_carried"] = self.carried
         return self._outcome(fits, info)
@@ -221,13 +235,63 @@ class RandomEffectCoordinate:
         self.residual.record(self.name, last[-1], intercept if spec.fit_intercept else None)
         return self._auto_l2, steps, last[-1]
 
+    def _estimate_per_feature(self, offsets: Sequence[object]) -> tuple[FeatureStep, int, LinearStep]:  # fmt: skip
+        """``l2_per_feature``: ``sigma_e^2`` and one ``sigma^2`` per slot (intercept, then
+        each feature) by the EM of :mod:`~raymix.solvers.feature_variances`, accelerated;
+        the intercepts' shift correction against the other factors as for one ``sigma^2``.
+        Returns the last step, the EM steps, and its summary as a :class:`LinearStep`
+        (``sigma2``: the intercept's) for the other random effects' residual."""
+        last: list[FeatureStep] = []
+        intercepts: list[int] = []  # the entities with a penalized intercept, at each step
+
+        def em_step(l2s: np.ndarray) -> np.ndarray:
+            command = FitCommand(moments=True, l2s=tuple(float(v) for v in l2s))
+            fits = self.pool.fit(self.name, offsets, command)
+            parts = [f.feature_moments for f in fits if f.feature_moments is not None]
+            moments = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+            others, partners = self.residual.others(self.name), self.residual.partners(self.name)
+            if self.spec.regularize_intercept and moments.counts[0]:
+                shift = shift_variance(moments.counts[0] * l2s[0], partners)
+                moments = _with_intercept_shift(moments, moments.counts[0] * shift)
+            last.append(next_feature_l2s(moments, l2s, others))
+            intercepts.append(int(moments.counts[0]) if self.spec.regularize_intercept else 0)
+            return last[-1].l2s
+
+        start = self._auto_l2s if self._auto_l2s is not None else np.ones(1 + self._dim())
+        self._auto_l2s, steps = solve_l2s(
+            em_step, start, tol=LINEAR_EM_TOLERANCE, max_iter=LINEAR_EM_STEPS
+        )
+        final = last[-1]
+        precision = intercepts[-1] * float(final.l2s[0])  # the intercepts' D = m l2
+        step = LinearStep(float(final.l2s[0]), final.sigma_e2, float(final.sigma2[0]), final.penalty, precision)  # fmt: skip
+        spec = self.spec
+        intercept = "penalized" if spec.regularize_intercept else "free"
+        self.residual.record(self.name, step, intercept if spec.fit_intercept else None)
+        return final, steps, step
+
+    def _dim(self) -> int:
+        return self.train_source.schema.dim
+
+    def _by_feature(self, step: FeatureStep) -> dict[str, float]:
+        """The per-slot variances by name (``"(Intercept)"``, then ``name`` or
+        ``name:term`` from the feature list, else ``feature <j>``); slots no entity has
+        are left out."""
+        names = ["(Intercept)"]
+        for j in range(step.sigma2.size - 1):
+            if self.names is not None and j < len(self.names):
+                name, term = self.names[j]
+                names.append(f"{name}:{term}" if term else name)
+            else:
+                names.append(f"feature {j}")
+        return {n: float(v) for n, v in zip(names, step.sigma2, strict=True) if np.isfinite(v)}
+
     def reconfigure(self, spec: RandomEffect) -> None:
         """New hyper-parameters (l2, l1, solver, ...) for the resident groups; models dropped.
 
         Only fields that leave the grouping as it is may change (not the entity, feature bag,
         ``min_samples``/``max_samples`` or data).
         """
-        self.spec, self._auto_l2, self.components = spec, None, None
+        self.spec, self._auto_l2, self.components, self._auto_l2s = spec, None, None, None
         self.residual.forget(self.name)
         self.pool.reconfigure(spec)
 
@@ -255,3 +319,10 @@ class RandomEffectCoordinate:
 
     def close(self) -> None:
         self.pool.close(self.name)
+
+
+def _with_intercept_shift(moments: FeatureMoments, extra: float) -> FeatureMoments:
+    """``moments`` with ``extra`` added to the intercept slot's variance sum."""
+    variances = moments.variances.copy()
+    variances[0] += extra
+    return dataclasses.replace(moments, variances=variances)

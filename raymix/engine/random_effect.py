@@ -107,6 +107,7 @@ class BucketActor:
             warm_start=state.models,
             prior=state.prior,
             threads=self.threads,
+            l2s=command.l2s,
         )
         state.models = fit.models
         return fit

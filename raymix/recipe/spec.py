@@ -255,6 +255,7 @@ class RandomEffect(_LinearCoordinate):
     kind: Literal["random_effect"] = "random_effect"
     entity: Annotated[str, Field(min_length=1)]
     l2: NonNegative | Literal["auto"] = 1.0
+    l2_per_feature: bool = False  #: one variance per slot, lme4's ``(1 + x || g)`` (linear)
 
     @field_validator("l2", mode="before")
     @classmethod
@@ -262,12 +263,11 @@ class RandomEffect(_LinearCoordinate):
         if value == "auto":
             return value
         try:
-            number = float(value)
+            if 0 <= (number := float(value)) < float("inf"):
+                return number
         except (TypeError, ValueError):
-            number = None
-        if number is None or not 0 <= number < float("inf"):
-            raise ValueError(f"l2 must be a number >= 0 or 'auto'. Got {value!r} instead")
-        return number
+            pass
+        raise ValueError(f"l2 must be a number >= 0 or 'auto'. Got {value!r} instead")
 
     solver: Newton = Newton()
     min_samples: Annotated[int, Field(ge=0)] = 0
@@ -282,6 +282,8 @@ class RandomEffect(_LinearCoordinate):
     def _bounds(self):
         if self.max_samples is not None and self.max_samples < self.min_samples:
             raise ValueError("max_samples must be >= min_samples")
+        if self.l2_per_feature and (self.l2 != "auto" or self.task != "linear" or self.l1):
+            raise ValueError("l2_per_feature is a linear task's l2='auto' per feature, no l1")
         return self
 
 

@@ -30,7 +30,14 @@ import numpy as np
 from raymix.solvers.layout import entity_intercept_slots, entity_variance_ptr
 from raymix.solvers.prior import EntityPriors
 
-__all__ = ["FeatureMoments", "FeatureStep", "feature_moments", "feature_priors", "next_feature_l2s"]
+__all__ = [
+    "FeatureMoments",
+    "FeatureStep",
+    "feature_moments",
+    "feature_priors",
+    "next_feature_l2s",
+    "solve_l2s",
+]
 
 
 @dataclass(frozen=True)
@@ -132,3 +139,30 @@ def feature_priors(problem, l2s: np.ndarray) -> EntityPriors:
         precision=precision,
         has_intercept=np.ones(E, bool),
     )
+
+
+def solve_l2s(em_step, start: np.ndarray, tol: float = 1e-7, max_iter: int = 300):
+    """The fixed point of ``em_step`` (``l2s -> next l2s``, :func:`next_feature_l2s` over a
+    refit) from ``start``, on ``log l2``, accelerated by SQUAREM (Varadhan & Roland 2008:
+    two EM steps extrapolated along their difference, then one EM step from there; plain EM
+    over variance components creeps). Returns ``(l2s, EM steps)``: converged when no
+    ``log l2`` moves by more than ``tol`` in an EM step."""
+
+    def step(u: np.ndarray) -> np.ndarray:
+        return np.log(np.asarray(em_step(np.exp(u)), np.float64))
+
+    u, calls = np.log(np.asarray(start, np.float64)), 0
+    while calls < max_iter:
+        u1 = step(u)
+        calls += 1
+        r = u1 - u
+        if np.max(np.abs(r), initial=0.0) < tol:
+            return np.exp(u1), calls
+        u2 = step(u1)
+        calls += 1
+        v = u2 - 2.0 * u1 + u
+        nv = float(np.linalg.norm(v))
+        alpha = -1.0 if nv == 0 else min(-1.0, -float(np.linalg.norm(r)) / nv)
+        jump = np.clip(u - 2.0 * alpha * r + alpha * alpha * v, u - 5.0, u + 5.0)
+        u = jump if np.all(np.isfinite(jump)) else u2
+    return np.exp(u), calls
