@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.sparse as sp
 
 from raymix.data.avro.model_reader import read_avro_model_table
 from raymix.errors import DataError
@@ -87,6 +88,10 @@ class LinearModels:
             coef = np.zeros(X.shape[1])
             coef[self.coef_index] = self.coef_value
             return linear_predictor(X, coef, float(self.intercepts[0]), n_threads=threads)
+        if not sp.issparse(
+            X
+        ):  # a dense bag: the entity kernels take CSR (as routing gives the fit)
+            X = sp.csr_matrix(X)
         which = self.rows_of(entity)
         order = np.argsort(which, kind="stable")
         grouped = which[order]
