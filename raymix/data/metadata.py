@@ -270,8 +270,9 @@ def load_metadata(path: str | os.PathLike) -> Metadata:
     return Metadata.from_dict(obj, path)
 
 
-def load_feature_list(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Read a GDMix ``featureList/<bag>`` file: one ``name,term`` CSV row per feature.
+def load_feature_list(path: str | os.PathLike, delimiter: str = ",") -> list[tuple[str, str]]:
+    """Read a GDMix ``featureList/<bag>`` file: one ``name,term`` CSV row per feature (with
+    ``delimiter="\t"``, a Photon ML feature list: ``name<TAB>term``, no quoting).
 
     The 0-based line number is the feature index in the bag. Every row must have exactly two
     CSV fields; the last line may lack its newline.
@@ -279,12 +280,17 @@ def load_feature_list(path: str | os.PathLike) -> list[tuple[str, str]]:
     path = _where(path)
     text = _read_text(path, "feature list", "feature list")
     out: list[tuple[str, str]] = []
-    reader = csv.reader(io.StringIO(text, newline=""))
+    buffer = io.StringIO(text, newline="")
+    if delimiter == "\t":
+        reader = csv.reader(buffer, delimiter=delimiter, quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(buffer, delimiter=delimiter)
+    sep = "name<TAB>term" if delimiter == "\t" else f"name{delimiter}term"
     try:
         for line, row in enumerate(reader):
             if len(row) != 2:
                 raise DataError(
-                    f"line {line + 1}: expected 2 CSV fields 'name,term', got {len(row)}: {row!r}",
+                    f"line {line + 1}: expected 2 CSV fields '{sep}', got {len(row)}: {row!r}",
                     str(path),
                 )
             out.append((row[0], row[1]))

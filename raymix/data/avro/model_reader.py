@@ -461,3 +461,8 @@ def _read_with_fastavro(file: Path, names) -> pa.Table:
         np.concatenate([*indices, np.zeros(0, np.int64)]),
         np.concatenate([*values, np.zeros(0)]),
     )
+
+
+# The container framing, public for the other Avro readers (:mod:`raymix.data.avro.photon_input`).
+container_header = _header
+container_blocks = _blocks

@@ -267,3 +267,9 @@ def decode_block(
     if pos != data.size:
         return TRAILING, count, c, k
     return OK, count, c, k
+
+
+# The varint and string readers, public for the other compiled Avro decoders
+# (:mod:`raymix.data.avro.photon_kernels`).
+long_at = _long
+string_at = _string
