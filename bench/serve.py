@@ -195,6 +195,10 @@ def main() -> None:
     parser.add_argument("--batch-requests", type=int, default=200, help="1,000-row requests")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-rounds", type=int, default=3, help="1,000-row rounds")
+    parser.add_argument(
+        "--batch-only", action="store_true", help="only the 1,000-row rounds (no single, swap)"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/raymix-bench-serve"))
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -213,7 +217,8 @@ def main() -> None:
     fitted = fit_small(args.work)
     one, two = (args.work / "run-1").resolve(), (args.work / "run-2").resolve()
     results["write_seconds"] = synthesize(fitted, one, args.users, args.items, seed=1)
-    synthesize(fitted, two, args.users, args.items, seed=2)
+    if not args.batch_only:
+        synthesize(fitted, two, args.users, args.items, seed=2)
     loaded = measure_load(one)
     run_1 = loaded.pop("run")
     results["load_in_process"] = loaded
@@ -242,23 +247,22 @@ def main() -> None:
     print(json.dumps(results["replica"]), flush=True)
     for url in urls.values():  # warm up both
         run_load(url, single, count=100, concurrency=args.concurrency, max_seconds=60)
+        run_load(url, batches, count=8, concurrency=4, max_seconds=60)
 
-    results["single"] = rounds = single_rounds(urls, single, args)
-    throughput = [
-        r["requests_per_s"] / b["requests_per_s"]
-        for r, b in zip(rounds["raymix"], rounds["bare"], strict=True)
+    if not args.batch_only:
+        results["single"] = rounds = single_rounds(urls, single, args)
+        results["single_ratio"] = single_ratio(rounds)
+        print(json.dumps(results["single_ratio"]), flush=True)
+    results["batch_1000"] = batch_rounds(urls, batches, args)
+    ratio = [
+        r["rows_per_s"] / b["rows_per_s"]
+        for r, b in zip(results["batch_1000"]["raymix"], results["batch_1000"]["bare"], strict=True)
     ]
-    p99 = [r["p99_ms"] / b["p99_ms"] for r, b in zip(rounds["raymix"], rounds["bare"], strict=True)]
-    results["single_ratio"] = {
-        "throughput": round(float(np.median(throughput)), 3),
-        "p99": round(float(np.median(p99)), 3),
-    }
-    print(json.dumps(results["single_ratio"]), flush=True)
-
-    for name, url in urls.items():
-        r = run_load(url, batches, count=args.batch_requests, concurrency=4, max_seconds=180)
-        results[f"batch_1000/{name}"] = r.summary(rows_per_request=1000)
-        print(json.dumps({f"batch_1000/{name}": results[f"batch_1000/{name}"]}), flush=True)
+    results["batch_ratio"] = [round(x, 3) for x in ratio]
+    print(json.dumps({"batch_ratio": results["batch_ratio"]}), flush=True)
+    if args.batch_only:
+        finish(results, base, args)
+        return
 
     run_2 = measure_load(two).pop("run")
     expected = {str(one): expected_scores(run_1, rows), str(two): expected_scores(run_2, rows)}
@@ -267,6 +271,35 @@ def main() -> None:
     print(json.dumps({"swap": results["swap"]}), flush=True)
     after = httpx.get(f"{base}/", timeout=60).json()
     results["replica"]["memory_after_swap_bytes"] = after["replica_memory_bytes"]
+    finish(results, base, args)
+
+
+def single_ratio(rounds: dict) -> dict:
+    pairs = list(zip(rounds["raymix"], rounds["bare"], strict=True))
+    throughput = [r["requests_per_s"] / b["requests_per_s"] for r, b in pairs]
+    p99 = [r["p99_ms"] / b["p99_ms"] for r, b in pairs]
+    return {
+        "throughput": round(float(np.median(throughput)), 3),
+        "p99": round(float(np.median(p99)), 3),
+    }
+
+
+def batch_rounds(urls: dict, batches: list[bytes], args) -> dict:
+    """1,000-row requests, bare and raymix alternated over ``--batch-rounds``."""
+    out: dict = {name: [] for name in urls}
+    for _ in range(args.batch_rounds):
+        for name, url in urls.items():
+            r = run_load(url, batches, count=args.batch_requests, concurrency=4, max_seconds=180)
+            out[name].append(r.summary(rows_per_request=1000))
+            print(json.dumps({f"batch_1000/{name}": out[name][-1]}), flush=True)
+    return out
+
+
+def finish(results: dict, base: str, args) -> None:
+    from ray import serve as ray_serve
+
+    import raymix.serving
+
     results["load_average"] = os.getloadavg()
     raymix.serving.shutdown("raymix")
     ray_serve.shutdown()

@@ -69,13 +69,37 @@ class LinearModels:
             np.zeros(n, np.int32),
         )
 
+    @cached_property
+    def int_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ids that are integers in canonical decimal (``"7"``, not ``"07"``), as int64
+        sorted (stably), and each one's row: integer ids are looked up here, without
+        formatting each as a string."""
+        try:
+            values = self.keys.astype(np.int64)
+        except (ValueError, OverflowError):  # some id is not an integer: only the canonical
+            canonical = [k for k in self.keys.tolist() if _canonical_int(k)]
+            rows = np.flatnonzero(np.isin(self.keys, np.asarray(canonical, dtype=str)))
+            values = np.asarray([int(k) for k in self.keys[rows].tolist()], dtype=np.int64)
+        else:
+            rows = np.flatnonzero(values.astype(str) == self.keys)
+            values = values[rows]
+        order = np.argsort(values, kind="stable")
+        return values[order], rows[order].astype(np.int64)
+
     def rows_of(self, entity: np.ndarray) -> np.ndarray:
         """Model row per entity id (ints or strings; an int ``7`` is the id ``"7"``), -1 for
         an entity without a model."""
-        keys = np.asarray([entity_key(v) for v in entity.tolist()], dtype=str)
-        n = keys.size
+        n = entity.size
         if not (self.keys.size and n):
             return np.full(n, -1, np.int64)
+        ints = _int64_ids(entity)
+        if ints is not None:
+            values, rows = self.int_ids
+            if not values.size:
+                return np.full(n, -1, np.int64)
+            pos = np.minimum(np.searchsorted(values, ints), values.size - 1)
+            return np.where(values[pos] == ints, rows[pos], -1).astype(np.int64)
+        keys = np.asarray([entity_key(v) for v in entity.tolist()], dtype=str)
         pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
         return np.where(self.keys[pos] == keys, pos, -1).astype(np.int64)
 
@@ -125,6 +149,26 @@ class LinearModels:
         )
         index = np.where(wanted >= 0, np.cumsum(wanted >= 0) - 1, -1).astype(np.int64)
         return models, index
+
+
+def _canonical_int(key: str) -> bool:
+    return key.isascii() and key.lstrip("-").isdigit() and str(int(key)) == key
+
+
+def _int64_ids(entity: np.ndarray) -> np.ndarray | None:
+    """``entity`` as int64 if every id is an integer (numpy, or Python ``int`` that fits),
+    else None (strings, bools, a mix: looked up as strings)."""
+    if entity.dtype.kind == "i" or (entity.dtype.kind == "u" and entity.dtype.itemsize < 8):
+        return entity.astype(np.int64, copy=False)
+    if entity.dtype != object:
+        return None
+    values = entity.tolist()
+    if set(map(type, values)) != {int}:
+        return None
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError:
+        return None
 
 
 def entity_key(value) -> str:

@@ -8,7 +8,9 @@ Routes (one deployment, :class:`Scorer`, ``route_prefix="/"``):
     GET  /          the run being served, its coordinates, the replica's memory and load time
 
 Requests are batched (``serve.batch``): the rows of the requests that arrive together are
-parsed against one snapshot of the served run, stacked and scored at once.
+parsed against one snapshot of the served run, stacked and scored at once. A request of
+:data:`ALONE_ROWS` rows or more is a batch by itself: it is scored at once, without waiting
+in the queue.
 
 Swapping runs: a small named actor, :class:`RunBoard`, holds the output directory to serve
 and a generation number. Each replica waits on it in a thread; when the generation moves it
@@ -41,6 +43,7 @@ from raymix.serving.requests import (
 NAMESPACE = "raymix-serve"
 MAX_BATCH = 32  # requests scored together
 BATCH_WAIT_S = 0.002
+ALONE_ROWS = 256  # a request of this many rows skips the batch queue (and its wait)
 
 
 @ray.remote(num_cpus=0)
@@ -128,6 +131,9 @@ class Scorer:
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _score(self, requests: list[list]) -> list:
+        return self._score_now(requests)
+
+    def _score_now(self, requests: list[list]) -> list:
         """Per request its response body, or ``(status, message)``; a request that cannot be
         scored never fails the others of its batch."""
         run = self.run  # one snapshot for the whole batch: one run scores each response
@@ -164,7 +170,10 @@ class Scorer:
                 rows = parse_body(await request.body())
             except RequestError as exc:
                 return JSONResponse({"error": exc.message}, status_code=400)
-            result = await self._score(rows)
+            if len(rows) >= ALONE_ROWS:  # a batch already: scored now, not queued
+                result = self._score_now([rows])[0]
+            else:
+                result = await self._score(rows)
             if isinstance(result, tuple):
                 status, message = result
                 return JSONResponse({"error": message}, status_code=status)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from raymix.coordinates.linear_models import LinearModels, load_linear_models
 from raymix.errors import DataError, RecipeError
 from raymix.recipe.spec import DeepEffect, ExternalEffect, FixedEffect, RandomEffect, Recipe
 
+KEYED_DIM = 1 << 16  # Bag.keys holds the decimal indices of bags up to this wide
 RUN_FILE = "run.json"  # raymix.outputs.RUN_FILE (the application floor, above this one)
 
 
@@ -45,6 +47,16 @@ class Bag:
     features: dict[str, int] | None = None
     #: a bag of scalar columns: a request gives each as its own field (one feature each)
     columns: tuple[str, ...] | None = None
+
+    @cached_property
+    def keys(self) -> dict[str, int]:
+        """Feature index per request key, one dict lookup a key: every name of the feature
+        list, and (for a bag of at most :data:`KEYED_DIM` features) each index in canonical
+        decimal that no name shadows. A key not here ("007", an index of a wider bag) is
+        read as the request parser reads it."""
+        keys = {str(j): j for j in range(self.dim)} if self.dim <= KEYED_DIM else {}
+        keys.update(self.features or {})  # a name wins over an index, as in the parser
+        return keys
 
 
 @dataclass(frozen=True)
@@ -228,6 +240,8 @@ def load_run(output: str | Path) -> ServedRun:
         if isinstance(spec, FixedEffect) and models.n_models != 1:
             raise DataError("a fixed effect has exactly one model", path=str(directory))
         kind = "fixed" if isinstance(spec, FixedEffect) else "random"
+        if entity:
+            models.int_ids  # noqa: B018 (built now, not by the first request)
         coordinates.append(ServedCoordinate(spec.name, kind, bag, entity=entity, linear=models))
     layout = Layout(
         bags=bags,

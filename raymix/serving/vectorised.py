@@ -164,9 +164,7 @@ def _from_dicts(given: list[dict], bag: Bag, n: int):
 def _indices(keys: list[str], bag: Bag) -> np.ndarray | None:
     """Each key's feature index (a name of the feature list first, else a decimal index
     below ``dim``), or None if one is neither."""
-    index = np.full(len(keys), -1, np.int64)
-    if bag.features is not None:
-        index = np.fromiter(map(bag.features.get, keys, repeat(-1)), np.int64, len(keys))
+    index = np.fromiter(map(bag.keys.get, keys, repeat(-1)), np.int64, len(keys))
     missing = np.flatnonzero(index < 0)
     if missing.size:
         digits = [keys[k] for k in missing.tolist()]

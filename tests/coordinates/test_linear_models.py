@@ -54,3 +54,30 @@ def test_a_fixed_effect_scores_the_same_on_one_thread():
     lm = LinearModels(np.asarray([""]), np.asarray([0.3]), np.asarray([0, 3]), np.asarray([0, 2, 4]), rng.normal(size=3))  # fmt: skip
     X = rng.normal(size=(500, 5))
     np.testing.assert_array_equal(lm.scores(X, None, threads=1), lm.scores(X, None))
+
+
+def string_rows(lm: LinearModels, entity) -> np.ndarray:
+    """Each id's row found by its decimal string in the sorted keys (the reference)."""
+    keys = list(lm.keys)
+    out = []
+    for v in entity:
+        key = v if isinstance(v, str) else str(int(v))
+        out.append(keys.index(key) if key in keys else -1)
+    return np.asarray(out, np.int64)
+
+
+def test_integer_ids_are_looked_up_as_their_decimal_strings():
+    keys = np.sort(np.asarray(["7", "07", "-3", "12", "12", "abc", "+5", "5 ", "99", ""]))
+    lm = LinearModels(keys, np.zeros(keys.size), np.zeros(keys.size + 1, np.int64), np.zeros(0, np.int64), np.zeros(0))  # fmt: skip
+    ids = [7, -3, 12, 5, 99, 100, 0, 2**70]
+    got = lm.rows_of(np.asarray(ids, dtype=object))
+    np.testing.assert_array_equal(got, string_rows(lm, ids))
+    assert got[ids.index(12)] == list(keys).index("12")  # of two equal ids, the first
+    assert (got[[ids.index(5), ids.index(100), ids.index(0)]] == -1).all()  # "+5", "5 " are not 5
+    small = np.asarray([7, -3, 99, 4], np.int64)
+    np.testing.assert_array_equal(lm.rows_of(small), string_rows(lm, small.tolist()))
+    mixed = np.asarray([7, "07", True, "abc"], dtype=object)  # strings and bools: as strings
+    np.testing.assert_array_equal(lm.rows_of(mixed), string_rows(lm, mixed.tolist()))
+    numeric = models(300, 4)  # every id an integer: the fast conversion
+    ids = np.asarray([5, 299, 300, 17, 5], dtype=object)
+    np.testing.assert_array_equal(numeric.rows_of(ids), string_rows(numeric, ids.tolist()))

@@ -1,0 +1,77 @@
+"""Where a 1,000-row ``POST /predict`` spends its time inside the replica, without HTTP or Ray.
+
+The run bench/serve.py serves (``--work``: 1M user and 100k item models), one 1,000-row body
+of bench/serve.py's generator; each step of the replica's request path timed alone, min and
+median of ``--repeat``:
+
+    python bench/serve_handler.py [--work /tmp/raymix-bench-serve] [--repeat 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from serve import request_rows  # noqa: E402
+
+
+def timed(name: str, f, repeat: int, out: dict):
+    seconds = []
+    result = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = f()
+        seconds.append(time.perf_counter() - start)
+    seconds.sort()
+    out[name] = {
+        "min_ms": round(seconds[0] * 1e3, 2),
+        "median_ms": round(seconds[repeat // 2] * 1e3, 2),
+    }
+    print(json.dumps({name: out[name]}), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/raymix-bench-serve"))
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+
+    from raymix.serving.model import load_run
+    from raymix.serving.requests import parse_body, parse_rows, predictions
+
+    run = load_run(args.work / "run-1")
+    body = json.dumps({"rows": request_rows(1000, 1_000_000, 100_000, seed=4)}).encode()
+    out: dict = {"body_bytes": len(body)}
+    k = args.repeat
+    rows = timed("json parse (orjson)", lambda: parse_body(body), k, out)
+    batch = timed("columns: rows -> arrays", lambda: parse_rows(rows, run.layout), k, out)
+    for c in run.coordinates:
+        X = batch.bags[c.bag]
+        ids = batch.entities[c.entity] if c.entity else None
+        timed(f"score {c.name}", lambda c=c, X=X, ids=ids: c.scores(X, ids, None), k, out)
+        if c.linear is not None and ids is not None:
+            timed(
+                f"  of which id lookup {c.name}", lambda c=c, ids=ids: c.linear.rows_of(ids), k, out
+            )
+    scored = timed("score (all coordinates)", lambda: run.score(batch), k, out)
+    answer = timed("response dicts", lambda: predictions(run.name, batch, scored), k, out)
+    timed("response JSON (orjson)", lambda: orjson.dumps(answer), k, out)
+
+    def whole():
+        b = parse_rows(parse_body(body), run.layout)
+        return orjson.dumps(predictions(run.name, b, run.score(b)))
+
+    timed("whole request path", whole, k, out)
+
+
+if __name__ == "__main__":
+    main()
