@@ -84,7 +84,7 @@ class Data(Spec):
 
     train: str | tuple[str, ...] | InMemory
     validation: str | tuple[str, ...] | InMemory | None = None
-    format: Literal["auto", "tfrecord", "parquet"] = "auto"
+    format: Literal["auto", "tfrecord", "parquet", "photon"] = "auto"
     metadata: str | None = None
     feature_lists: str | None = None
     grouped_by: str | None = None
