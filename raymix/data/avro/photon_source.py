@@ -68,6 +68,13 @@ def photon_entity_kind(path: str, entity: str) -> str:
 
 def check_photon_files(files: tuple[str, ...], schema: RowSchema, names) -> list[int]:
     """Read every file (compiled) for ``schema`` and return its rows; a bad file raises."""
+    for path in files if not schema.label_optional else ():
+        if schema.label not in (fields := photon_fields(path)):
+            raise DataError(
+                f"not Photon ML input: the records have no field {schema.label!r} "
+                f"(fields: {', '.join(fields)})",
+                path=storage.shown(path),
+            )
     return [_rows_of(path, _stamp(path), photon_columns(schema), names) for path in files]
 
 
@@ -135,8 +142,12 @@ def photon_table(path: str, columns: PhotonColumns, names) -> pa.Table:
     lists.update((bag, []) for bag in _with_other_bags(path, wanted)[len(wanted) :])
     if wanted:
         lists[wanted[0]] = list(names)
-    rows = read_photon(path, dataclasses.replace(columns, bags=tuple(lists)), lists)
-    table: dict[str, pa.Array] = {columns.response: pa.array(rows.response)}
+    labelled = columns.response in photon_fields(path)  # unlabelled rows to score: no label
+    response = columns.response if labelled else _a_number(path)
+    rows = read_photon(
+        path, dataclasses.replace(columns, bags=tuple(lists), response=response), lists
+    )
+    table: dict[str, pa.Array] = {columns.response: pa.array(rows.response)} if labelled else {}
     if columns.weight:
         table[columns.weight] = pa.array(rows.weight)
     if columns.offset:

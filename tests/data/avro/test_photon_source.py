@@ -93,3 +93,17 @@ def test_a_photon_feature_list_gives_the_index(splits, tmp_path):
 def test_a_missing_field_names_the_file(splits):
     with pytest.raises(DataError, match=r"a\.avro.*no field 'user'"):
         build_source(splits, Columns(), split="train", bag="bag", entity="user")
+
+
+def test_rows_without_a_response_read_for_scoring_only(splits, tmp_path):
+    schema = {**SCHEMA, "fields": [f for f in SCHEMA["fields"] if f["name"] != "response"]}
+    with (tmp_path / "u.avro").open("wb") as out:
+        record = row("m9", 0.0, [feature("g", "", 1.0)])
+        del record["response"]
+        fastavro.writer(out, fastavro.parse_schema(schema), [record])
+    data = splits.model_copy(update={"validation": str(tmp_path / "u.avro")})
+    source = build_source(data, Columns(), split="validation", bag="bag", label_optional=True)
+    r = rows_from_table(read_table(source, source.files[0]), source.schema)
+    assert np.isnan(r.label).all() and r.X.toarray().tolist() == [[0.0, 0.0, 1.0]]
+    with pytest.raises(DataError, match="u.avro.*response"):
+        build_source(data, Columns(), split="validation", bag="bag")
