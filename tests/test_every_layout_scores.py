@@ -1,6 +1,8 @@
 """Every bag layout fits and then scores: ``raymix score`` on a fitted run gives the fit's own
 validation scores (to 1e-9) for dense, sparse and intercept-only bags, on a fixed effect and on
-a random effect, from every input format in ``FORMATS`` (add a writer there for a new format).
+a random effect, from every input format in ``FORMATS`` (add a writer there for a new format):
+Parquet and Photon ML's Avro input (whose bags are sparse records: a "dense" bag there names
+every feature in every row).
 
 The deep coordinate is left out here: it needs a vocabulary and text columns, and its
 fit-then-score path is covered by tests/serving (movieLens DeText)."""
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import fastavro
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,7 +55,50 @@ def write_parquet(root: Path) -> Data:
     return Data(train=str(root / "train"), validation=str(root / "validation"))
 
 
-FORMATS = {"parquet": write_parquet}
+PHOTON_SCHEMA = {
+    "type": "record",
+    "name": "Rating",
+    "fields": [
+        {"name": "user", "type": "long"},
+        {"name": "response", "type": "double"},
+        *(
+            {"name": bag, "type": {"type": "array", "items": "Feature" if bag == "sparse" else {
+                "type": "record", "name": "Feature", "fields": [
+                    {"name": "name", "type": "string"},
+                    {"name": "term", "type": ["null", "string"]},
+                    {"name": "value", "type": "double"}]}}}
+            for bag in ("dense", "sparse")
+        ),
+    ],
+}  # fmt: skip
+
+
+def write_photon(root: Path) -> Data:
+    """The same rows as Photon ML's GAME Avro input: each bag an array of {name, term, value}
+    records (the dense bag names all 3 features, the sparse one 1-2), indexed from the data."""
+    root.mkdir(parents=True, exist_ok=True)
+    for split, seed in (("train", 1), ("validation", 2)):
+        rows = table(seed).to_pylist()
+        records = [
+            {
+                "user": r["user"],
+                "response": float(r["response"]),
+                "dense": [
+                    {"name": str(j), "term": None, "value": v} for j, v in enumerate(r["dense"])
+                ],
+                "sparse": [
+                    {"name": str(j), "term": "", "value": v}
+                    for j, v in zip(r["sparse_indices"], r["sparse_values"], strict=True)
+                ],
+            }
+            for r in rows
+        ]
+        with (root / f"{split}.avro").open("wb") as out:
+            fastavro.writer(out, fastavro.parse_schema(PHOTON_SCHEMA), records)
+    return Data(train=str(root / "train.avro"), validation=str(root / "validation.avro"))
+
+
+FORMATS = {"parquet": write_parquet, "photon": write_photon}
 BAGS = {"dense": "dense", "sparse": "sparse", "intercept": None}
 
 

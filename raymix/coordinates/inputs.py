@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from raymix import storage
+from raymix.data.avro.photon_source import PHOTON, check_photon_files, photon_fields, photon_names
 from raymix.data.in_memory import (
     MEMORY,
     column_names,
@@ -76,24 +77,35 @@ def build_source(
     dim: int | None = 0
     dense = False
     bag_columns: tuple[str, ...] = ()
-    if isinstance(bag, tuple):
+    names = None
+    if fmt == PHOTON and isinstance(bag, tuple):
+        raise RecipeError("Photon ML input has feature bags, not scalar feature columns")
+    if fmt == PHOTON and isinstance(bag, str):
+        names = photon_names(bag, data.feature_lists, _train_files(data, split, files))
+        dim = len(names)
+    elif isinstance(bag, tuple):
         bag_columns, dim, dense = bag, len(bag), True
         bag = bag_label(bag)
     elif bag:
         dim, dense = bag_shape(bag, metadata, data.metadata, data.feature_lists, files, tables)
-    present = column_names(files, fmt, tables, metadata)
+    present = (
+        tuple(photon_fields(files[0]))
+        if fmt == PHOTON
+        else column_names(files, fmt, tables, metadata)
+    )
     # the README's defaults: rows in memory without a uid column -> the row number (files keep
     # their uid: rows are matched across coordinates' files by it), no weight column -> 1
     # (only for the default names: a column named in the recipe must be there)
-    uid_from_row = (
+    uid_from_row = fmt == PHOTON or (
         fmt == MEMORY and "uid" not in columns.model_fields_set and columns.uid not in present
     )
     weight = columns.weight
     if weight and "weight" not in columns.model_fields_set and weight not in present:
         weight = None
-    required = ([] if uid_from_row else [columns.uid]) + [
-        c for c in (weight, columns.offset, entity) if c
-    ]
+    offset = columns.offset
+    if fmt == PHOTON and offset is None and "offset" in present:
+        offset = "offset"  # Photon's offsets are part of its rows
+    required = ([] if uid_from_row else [columns.uid]) + [c for c in (weight, offset, entity) if c]
     if not label_optional:
         required.append(columns.label)
     if metadata is not None:
@@ -107,7 +119,7 @@ def build_source(
         uid=columns.uid,
         label=columns.label,
         weight=weight,
-        offset=columns.offset,
+        offset=offset,
         bag=bag,
         dim=0 if dim is None else dim,
         dense_bag=dense,
@@ -133,6 +145,7 @@ def build_source(
         schema=schema,
         grouped_by=data.grouped_by,
         tables=tables,
+        names=names,
     )
     if not check_files(source):
         raise DataError(
@@ -140,11 +153,23 @@ def build_source(
             path=spec if isinstance(spec, str) else files[0],
         )
     if uid_from_row:
-        source = dataclasses.replace(source, first_uids=first_uids(rows_per_file(files, tables)))
+        counts = (
+            check_photon_files(files, schema, names)
+            if fmt == PHOTON
+            else rows_per_file(files, tables)
+        )
+        source = dataclasses.replace(source, first_uids=first_uids(counts))
     if dim is None and bag:  # Parquet with neither metadata nor feature list
         schema = dataclasses.replace(schema, dim=largest_bag_index(bag, files, tables) + 1)
         source = dataclasses.replace(source, schema=schema)
     return source
+
+
+def _train_files(data: Data, split: str, files: tuple[str, ...]) -> tuple[str, ...]:
+    """The train split's files: a Photon bag without a feature list is indexed from them."""
+    if split == "train" or isinstance(data.train, InMemory):
+        return files
+    return list_files(data.train, "data.train")
 
 
 def _held_table(spec: InMemory, split: str):
@@ -165,6 +190,8 @@ def feature_names(
     them; a bag's come from GDMix's featureList, or None."""
     if isinstance(bag, tuple):
         return [(name, "") for name in bag]
+    if bag and not isinstance(data.train, InMemory) and _is_photon(data):
+        return list(photon_names(bag, data.feature_lists, list_files(data.train, "data.train")))
     if not bag or not data.feature_lists:
         return None
     path = data.feature_lists
@@ -178,6 +205,12 @@ def feature_names(
             path=storage.shown(file),
         )
     return names
+
+
+def _is_photon(data: Data) -> bool:
+    if data.format != "auto" or isinstance(data.train, InMemory):
+        return data.format == PHOTON
+    return file_format(list_files(data.train, "data.train"), "auto") == PHOTON
 
 
 def bag_label(bag: str | tuple[str, ...]) -> str:

@@ -18,6 +18,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from raymix import storage
+from raymix.data.avro.photon_source import (
+    PHOTON,
+    PHOTON_SUFFIXES,
+    check_photon_files,
+    photon_columns,
+    photon_entity_kind,
+    photon_table,
+)
 from raymix.data.in_memory import (
     MEMORY,
     arrow_schema,
@@ -38,6 +46,9 @@ from raymix.errors import DataError
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.deflate", ".tfrecord.gz")
 #: Records of every TFRecord file checked against the metadata before anything starts.
 FIRST_RECORDS = 8
+#: GDMix's discovery order (then Photon ML's Avro): the first pattern that matches any file wins.
+DATA_PATTERNS = ("*.tfrecord", "*.tfrecord.deflate", "*.tfrecord.gz", "*.parquet", "*.avro")
+KINDS = "*.tfrecord[.gz|.deflate], *.parquet or Photon *.avro"
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,8 @@ class Source:
     tables: tuple[pa.Table, ...] | None = None
     #: ``schema.uid_from_row``: the uid of each file's first row
     first_uids: tuple[int, ...] | None = None
+    #: format ``photon``: the bag's ``(name, term)`` per index (:mod:`~raymix.data.avro.photon_source`)
+    names: tuple[tuple[str, str], ...] | None = None
 
     def tfrecord_metadata(self) -> Metadata:
         """The metadata TFRecord files are read with (a source built from a recipe has it)."""
@@ -96,9 +109,7 @@ def list_files(spec: str | tuple[str, ...], what: str) -> tuple[str, ...]:
                 raise DataError(f"{what}: no such file or directory", path=entry)
         found = [f for f in found if not os.path.isdir(f)]
         if not found:
-            raise DataError(
-                f"{what}: no data files (*.tfrecord[.gz|.deflate] or *.parquet)", path=entry
-            )
+            raise DataError(f"{what}: no data files ({KINDS})", path=entry)
         for f in found:
             if not os.path.exists(f):  # a link to nowhere
                 raise DataError(f"{what}: broken symbolic link to '{os.readlink(f)}'", path=f)
@@ -118,10 +129,7 @@ def _list_uri(entry: str, what: str) -> list[str]:
         storage.check_reachable(entry)  # no bucket, no credentials: say so rather than "no file"
         raise DataError(f"{what}: no such file or directory", path=storage.shown(entry))
     if not found:
-        raise DataError(
-            f"{what}: no data files (*.tfrecord[.gz|.deflate] or *.parquet)",
-            path=storage.shown(entry),
-        )
+        raise DataError(f"{what}: no data files ({KINDS})", path=storage.shown(entry))
     return found
 
 
@@ -135,7 +143,7 @@ def _discover_in(files: list[str], directory: str) -> list[str]:
 
 
 def _discover(directory: str) -> list[str]:
-    for pattern in ("*.tfrecord", "*.tfrecord.deflate", "*.tfrecord.gz", "*.parquet"):
+    for pattern in DATA_PATTERNS:
         found = sorted(glob.glob(os.path.join(directory, "**", pattern), recursive=True))
         if found:
             return found
@@ -145,10 +153,18 @@ def _discover(directory: str) -> list[str]:
 def file_format(files: tuple[str, ...], declared: str) -> str:
     if declared != "auto":
         return declared
-    kinds = {"parquet" if f.endswith(".parquet") else "tfrecord" for f in files}
+    kinds = {_kind(f) for f in files}
     if len(kinds) > 1:
-        raise DataError("mixed TFRecord and Parquet files; set data.format", path=files[0])
+        raise DataError(
+            f"mixed {' and '.join(sorted(kinds))} files; set data.format", path=files[0]
+        )
     return kinds.pop()
+
+
+def _kind(path: str) -> str:
+    if path.endswith(".parquet"):
+        return "parquet"
+    return PHOTON if path.endswith(PHOTON_SUFFIXES) else "tfrecord"
 
 
 def check_files(source: Source) -> int:
@@ -163,6 +179,8 @@ def check_files(source: Source) -> int:
         return check_tables(source.tables or (), source.files, source.schema)
     if source.format == "parquet":
         return check_parquet_files(source.files, source.schema)
+    if source.format == PHOTON:
+        return sum(check_photon_files(source.files, source.schema, source.names))
     if source.grouped_by:  # SequenceExamples: checked by the grouped reader as it reads
         from raymix.data.tfrecord.framing import first_records
 
@@ -184,6 +202,8 @@ def entity_kind(source: Source) -> str | None:
     entity = source.schema.entity
     if not entity:
         return None
+    if source.format == PHOTON:
+        return photon_entity_kind(source.files[0], entity)
     if source.tables or source.format == "parquet":
         from raymix.data.parquet import parquet_schema, value_type
 
@@ -211,6 +231,8 @@ def _read(source: Source, path: str) -> pa.Table:
             raise exc.with_location(path) from None
     if source.format == "parquet":
         return read_parquet_rows(path, source.schema)
+    if source.format == PHOTON:
+        return photon_table(path, photon_columns(source.schema), source.names)
     if source.grouped_by:
         from raymix.data.tfrecord.tables import read_grouped_tfrecord_file
 
@@ -268,10 +290,6 @@ def bag_shape(
             )
         return size, True
     return None, False
-
-
-#: GDMix's discovery order: the first pattern that matches any file wins.
-DATA_PATTERNS = ("*.tfrecord", "*.tfrecord.deflate", "*.tfrecord.gz", "*.parquet")
 
 
 def list_data_files(dir_or_glob: str | os.PathLike) -> list[str]:

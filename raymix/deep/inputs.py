@@ -94,6 +94,10 @@ def read_text_table(source: Source, column: str, path: str) -> pa.Table:
         from raymix.data.parquet import read_parquet_rows
 
         return read_parquet_rows(path, source.schema, extra=(column,))
+    if source.format == "photon":
+        raise DataError(
+            "a deep coordinate reads its text from Parquet or TFRecord, not Photon Avro", path=path
+        )
     from raymix.data.tfrecord.tables import read_tfrecord_file
 
     if source.metadata is None:

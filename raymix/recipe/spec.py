@@ -74,17 +74,17 @@ class Data(Spec):
     or (in Python) rows in memory: a pandas DataFrame, a pyarrow Table or a ray.data.Dataset,
     of which ``run.json`` records a description (:mod:`raymix.recipe.memory`).
 
-    TFRecord data (GDMix's layout) needs ``metadata`` (``tensor_metadata.json``); Parquet data
-    follows raymix's row convention (see README) and may omit it. ``feature_lists`` is GDMix's
-    ``featureList`` directory (one ``name,term`` file per feature bag), used to name
-    coefficients in the Avro models; without it features are named by their index.
+    TFRecord data (GDMix's layout) needs ``metadata`` (``tensor_metadata.json``); Parquet (the
+    row convention, README) may omit it; ``photon`` is Photon ML's GAME Avro (``*.avro``).
+    ``feature_lists``: GDMix's ``featureList`` dir (a ``name,term`` file per bag; Photon's are
+    ``name<TAB>term``), naming coefficients in the Avro models; else features are indices.
     ``grouped_by`` reads GDMix's grouped layout (the output of its DataPartitioner: one
     ``SequenceExample`` per entity of this column, TFRecord only), one row per record.
     """
 
     train: str | tuple[str, ...] | InMemory
     validation: str | tuple[str, ...] | InMemory | None = None
-    format: Literal["auto", "tfrecord", "parquet"] = "auto"
+    format: Literal["auto", "tfrecord", "parquet", "photon"] = "auto"
     metadata: str | None = None
     feature_lists: str | None = None
     grouped_by: str | None = None
