@@ -27,8 +27,9 @@ import hashlib
 import io
 import json
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import numpy as np
@@ -173,7 +174,7 @@ def read_records(file: str | Path) -> list[dict]:
         sync = stream.read(16)
         codec = meta.get("avro.codec", b"null").decode()
         if codec not in ("null", "deflate"):
-            return list(fastavro.reader(io.BytesIO(raw)))
+            return list(cast(Iterator[dict], fastavro.reader(io.BytesIO(raw))))
         schema = lenient_schema(meta["avro.schema"])
         records: list[dict] = []
         while stream.tell() < len(raw):
