@@ -87,3 +87,75 @@ def test_lenient_schema_only_forgives_defaults(tmp_path: Path):
         read_records(broken)
     with pytest.raises(Exception, match="nope"):
         lenient_schema('{"type": "record", "name": "r", "fields": [{"name": "a", "type": "nope"}]}')
+
+
+def _write_raymix_models(root: Path) -> dict[str, Path]:
+    """A fixed effect (one model, with terms and variances) and a random effect (25 users in
+    two files), as raymix writes them under ``<coordinate>/models``."""
+    from raymix.data.avro.models import model_record, write_models
+
+    rng = np.random.default_rng(3)
+    names = [(f"f{j}", t) for j in range(6) for t in ("", "a", "b")]
+    fixed = root / "global" / "models"
+    index = np.arange(len(names))
+    write_models(
+        fixed / "part-00000.avro",
+        [
+            model_record(
+                "global",
+                rng.normal(),
+                index,
+                rng.normal(size=index.size),
+                names,
+                "linear",
+                rng.uniform(0.1, 1, index.size + 1),
+            )
+        ],  # fmt: skip
+    )
+    users = root / "per_user" / "models"
+    for part in range(2):
+        records = []
+        for u in range(part * 12, part * 12 + 12 + part):
+            idx = np.sort(rng.choice(len(names), 4, replace=False))
+            records.append(model_record(f"user{u}", rng.normal(), idx, rng.normal(size=4),
+                                        names, "linear", rng.uniform(0.1, 1, 5)))  # fmt: skip
+        write_models(users / f"part-{part:05d}.avro", records)
+    return {"global": fixed, "per_user": users}
+
+
+def test_raymix_models_round_trip_through_photon_layout(tmp_path: Path):
+    from raymix.data.avro.photon_layout import PhotonCoordinate, read_id_info, write_photon_layout
+    from raymix.data.avro.priors import prior_models_dir
+
+    models = _write_raymix_models(tmp_path / "fit")
+    out = tmp_path / "photon"
+    coordinates = [
+        PhotonCoordinate("global", "fixed_effect", models["global"], "globalShard",
+                         settings={"regularizationWeight": 10.0, "regularizationType": "L2"}),
+        PhotonCoordinate("per_user", "random_effect", models["per_user"], "userShard", "userId",
+                         {"regularizationWeight": 1.0, "regularizationType": "L2"}),
+    ]  # fmt: skip
+    write_photon_layout(out, coordinates)
+
+    for c in coordinates:
+        photon_dir = prior_models_dir(out, c.name, c.kind)
+        assert photon_dir == out / c.kind.replace("_", "-") / c.name / "coefficients"
+        assert list(read_models(photon_dir)) == list(read_models(c.models))  # every field
+        assert model_features(photon_dir) == model_features(c.models)
+        names = sorted(model_features(c.models))
+        assert read_avro_model_table(photon_dir, names) == read_avro_model_table(c.models, names)
+    assert read_id_info(out, "fixed_effect", "global") == ["globalShard"]
+    assert read_id_info(out, "random_effect", "per_user") == ["userId", "userShard"]
+    assert (out / "model-spec").read_text().splitlines() == [
+        "global -> regularizationWeight: 10.0\tregularizationType: L2",
+        "per_user -> regularizationWeight: 1.0\tregularizationType: L2",
+    ]
+
+
+def test_photon_fixture_written_again_reads_back_identically(tmp_path: Path):
+    from raymix.data.avro.photon_layout import PhotonCoordinate, write_photon_layout
+
+    c = PhotonCoordinate("globalShard", "fixed_effect", MODEL.parent, "globalShard")
+    write_photon_layout(tmp_path, [c])
+    again = tmp_path / "fixed-effect" / "globalShard" / "coefficients"
+    assert list(read_models(again)) == _reference_records(MODEL)
