@@ -48,7 +48,22 @@ def test_fit_writes_photon_layout(ray_session, tmp_path: Path):
         assert prior_models_dir(only_photon, c.name, c.kind) == (
             only_photon / c.kind.replace("_", "-") / c.name / "coefficients"
         )
-    again = fit(
-        recipe.with_prior(str(only_photon)).model_copy(update={"output": str(tmp_path / "2")})
-    )
-    assert again.output == tmp_path / "2"
+    # and a warm start from it is the warm start from raymix's own models directories
+    runs = {}
+    for source in ("raymix", "photon"):
+        warm = []
+        for c in coordinates:
+            where = out / c.name / "models"
+            if source == "photon":
+                where = prior_models_dir(only_photon, c.name, c.kind)
+            warm.append(c.model_copy(update={"warm_start": str(where)}))
+        update = {
+            "coordinates": tuple(warm),
+            "output": str(tmp_path / source),
+            "model_layout": "raymix",
+        }
+        fit(recipe.model_copy(update=update))
+        runs[source] = [
+            list(read_models(tmp_path / source / c.name / "models")) for c in coordinates
+        ]
+    assert runs["photon"] == runs["raymix"]
