@@ -160,6 +160,24 @@ def _read_any(stream: io.BytesIO, schema) -> Any:
     return fastavro.schemaless_reader(stream, schema, None)
 
 
+def iter_records(file: str | Path) -> Iterator[dict]:
+    """The records of one Avro container file, streamed through fastavro's reader; a file
+    whose writer schema fastavro refuses (Photon ML's ``null`` default on a ``string``)
+    through :func:`read_records` (about 3x slower, so only then)."""
+    try:
+        with storage.open_input(file) as handle:
+            try:
+                reader = fastavro.reader(handle)
+            except fastavro.schema.SchemaParseException:
+                reader = None
+            if reader is not None:
+                yield from cast(Iterator[dict], reader)
+                return
+    except (OSError, ValueError, EOFError, fastavro.read.SchemaResolutionError) as exc:
+        raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
+    yield from read_records(file)
+
+
 def read_records(file: str | Path) -> list[dict]:
     """The records of one Avro container file (codec ``null`` or ``deflate``; others through
     fastavro's reader), decoded with the leniently parsed writer schema. Any way the file is

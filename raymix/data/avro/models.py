@@ -16,7 +16,7 @@ import fastavro
 import numpy as np
 
 from raymix import storage
-from raymix.data.avro.container import read_records
+from raymix.data.avro.container import iter_records
 from raymix.errors import DataError
 
 INTERCEPT = ("(INTERCEPT)", "")
@@ -97,11 +97,11 @@ def write_models(path: str | Path, records: Iterable[dict]) -> Path:
 
 
 def read_models(path: str | Path) -> Iterator[dict]:
-    """Records of one model file or of every ``*.avro`` in a directory (sorted), read
-    leniently (:func:`raymix.data.avro.container.read_records`: Photon ML's files with a
-    ``null`` default on a ``string`` field read too)."""
+    """Records of one model file or of every ``*.avro`` in a directory (sorted); Photon ML's
+    files with a ``null`` default on a ``string`` field read too
+    (:func:`raymix.data.avro.container.iter_records`)."""
     for file in avro_files(path):
-        yield from read_records(file)
+        yield from iter_records(file)
 
 
 def coefficients_by_index(
