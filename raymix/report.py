@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from raymix import metrics as M
+from raymix import storage
 from raymix.coordinates.random_effect import RandomEffectCoordinate
+from raymix.data.avro.photon_layout import PhotonCoordinate, write_photon_layout
 from raymix.data.avro.scores import write_scores_avro
 from raymix.descent import DescentState
 from raymix.recipe.spec import Recipe
@@ -80,6 +82,8 @@ def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -
                     state.validation.label, codes
                 )
             write_json(base / "metric" / "evalSummary.json", {recipe.metric: value})
+    if recipe.model_layout == "photon":
+        write_photon_layout(out, photon_coordinates(out, recipe))
     files["_final"] = final
     files["_entities"] = {
         c.name: c.sample_entities() for c in coordinates if isinstance(c, RandomEffectCoordinate)
@@ -92,6 +96,23 @@ def write_outputs(out: Path, recipe: Recipe, coordinates, state: DescentState) -
         probability = mean(task_code(task), cum_val[-1])
         files["_calibration"] = calibration(probability, state.validation.label)
     return files
+
+
+def photon_coordinates(out, recipe: Recipe) -> list[PhotonCoordinate]:
+    """The fixed and random effects of ``recipe`` (their models under ``out``) as Photon ML
+    coordinates: the feature bag as the shard, the settings as Photon's model-spec names."""
+    found = []
+    for c in recipe.coordinates:
+        if c.kind not in ("fixed_effect", "random_effect"):
+            continue
+        bag = c.feature_bag
+        shard = ",".join(bag) if isinstance(bag, tuple) else (bag or "intercept")
+        settings: dict[str, object] = {"regularizationWeight": c.l2, "regularizationType": "L2"}
+        if c.l1:
+            settings |= {"regularizationType": "ELASTIC_NET", "l1Weight": c.l1}
+        models = storage.join(out, c.name, "models")
+        found.append(PhotonCoordinate(c.name, c.kind, models, shard, getattr(c, "entity", None), settings))  # fmt: skip
+    return found
 
 
 def summarize(

@@ -465,6 +465,8 @@ class Recipe(Spec):
     resources: Resources = Resources()
     seed: int = 0
     checkpoint: bool = True
+    #: "photon": the models also in Photon ML's GAME layout (fixed-effect/, random-effect/, model-spec)
+    model_layout: Literal["raymix", "photon"] = "raymix"
 
     @model_validator(mode="after")
     def _coordinates(self):
@@ -479,10 +481,7 @@ class Recipe(Spec):
         return self
 
     def coordinate(self, name: str):
-        for coordinate in self.coordinates:
-            if coordinate.name == name:
-                return coordinate
-        raise KeyError(name)
+        return {c.name: c for c in self.coordinates}[name]  # KeyError(name) if none
 
     def data_for(self, coordinate) -> Data:
         return coordinate.data or self.data

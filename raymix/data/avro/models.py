@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import cast
 
 import fastavro
 import numpy as np
 
 from raymix import storage
+from raymix.data.avro.container import iter_records
 from raymix.errors import DataError
 
 INTERCEPT = ("(INTERCEPT)", "")
@@ -97,13 +97,11 @@ def write_models(path: str | Path, records: Iterable[dict]) -> Path:
 
 
 def read_models(path: str | Path) -> Iterator[dict]:
-    """Records of one model file or of every ``*.avro`` in a directory (sorted)."""
+    """Records of one model file or of every ``*.avro`` in a directory (sorted); Photon ML's
+    files with a ``null`` default on a ``string`` field read too
+    (:func:`raymix.data.avro.container.iter_records`)."""
     for file in avro_files(path):
-        try:
-            with storage.open_input(file) as handle:
-                yield from cast(Iterator[dict], fastavro.reader(handle))
-        except (OSError, ValueError, EOFError, fastavro.read.SchemaResolutionError) as exc:
-            raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
+        yield from iter_records(file)
 
 
 def coefficients_by_index(

@@ -13,33 +13,28 @@ Where the models of coordinate ``c`` are under a prior path ``P`` (:func:`prior_
 or ``P`` itself (a models directory or one file).
 
 Files of Photon ML's versions of the time declare ``"default": null`` on a plain ``string``
-field (``modelClass``), which strict Avro parsers reject: the container is framed here and
-the records decoded with that default dropped. A bad prior fails in one line naming the
+field (``modelClass``), which strict Avro parsers reject: they are read through
+:func:`raymix.data.avro.container.read_records`, which drops that default. A bad prior fails in one line naming the
 file: no variances, a variance that is not finite and > 0, a model of another task, a corrupt
 file.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import fastavro
 import numpy as np
 import pyarrow as pa
 
 from raymix import storage
+from raymix.data.avro.container import read_records
 from raymix.data.avro.models import INTERCEPT, MODEL_CLASS, avro_files
 from raymix.errors import DataError
 from raymix.solvers.entity import EntityModels
 from raymix.solvers.prior import EntityPriors, Prior, covariance_ptr, precision_of
 
 COVARIANCE_SUFFIX = ".covariance.arrow"
-_MAGIC = b"Obj\x01"
 
 
 @dataclass(frozen=True)
@@ -248,38 +243,3 @@ def _read_covariances(path: Path) -> dict:
         raise DataError(f"cannot read covariances: {exc}", path=str(path)) from None
     ids = table.column("entity").to_pylist()
     return {e: values[offsets[i] : offsets[i + 1]] for i, e in enumerate(ids)}
-
-
-def _read_any(stream: io.BytesIO, schema) -> Any:
-    return fastavro.schemaless_reader(stream, schema, None)
-
-
-def read_records(file: Path) -> list[dict]:
-    """The records of one Avro container file, decoded with a lenient writer schema."""
-    try:
-        raw = file.read_bytes()
-        if raw[:4] != _MAGIC:
-            raise ValueError("not an Avro object container file")
-        stream = io.BytesIO(raw)
-        stream.seek(4)
-        meta = _read_any(stream, {"type": "map", "values": "bytes"})
-        sync = stream.read(16)
-        schema = fastavro.parse_schema(json.loads(meta["avro.schema"]), _ignore_default_error=True)  # fmt: skip
-        codec = meta.get("avro.codec", b"null").decode()
-        if codec not in ("null", "deflate"):
-            raise ValueError(f"codec {codec!r} is not supported for priors")
-        records: list[dict] = []
-        long_schema = {"type": "long"}
-        while stream.tell() < len(raw):
-            count = _read_any(stream, long_schema)
-            size = _read_any(stream, long_schema)
-            data = stream.read(size)
-            if len(data) != size or stream.read(16) != sync:
-                raise ValueError(f"truncated block or wrong sync marker before byte {stream.tell()}")  # fmt: skip
-            block = io.BytesIO(zlib.decompress(data, -15) if codec == "deflate" else data)
-            records.extend(_read_any(block, schema) for _ in range(count))
-        return records
-    except DataError:
-        raise
-    except Exception as exc:  # any way a file can be broken: one line naming it
-        raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
