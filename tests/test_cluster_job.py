@@ -16,24 +16,15 @@ Token authentication (on by default in Ray 2.60) stays on: head, second node and
 get ``RAY_AUTH_MODE=token`` and one fresh ``RAY_AUTH_TOKEN``, which the job's driver and
 workers inherit from the nodes' environment. A client without it is refused.
 
-Cleanup never uses ``ray stop`` (it kills every Ray on the machine, including the session's):
-each ``ray start`` runs in a new session, and exactly the processes of those sessions and
-their descendants (the job's driver starts its own session under the job supervisor) are
-killed.
+The cluster is ``tests.loopback.LoopbackCluster`` (shared with ``bench/chaos.py``); its
+cleanup kills exactly the processes of its ``ray start`` sessions, never with ``ray stop``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,204 +35,15 @@ from raymix.data.avro.models import read_models
 from raymix.data.avro.scores import read_scores_avro
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
+from tests.loopback import LoopbackCluster
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "movielens_lr.py"
 COORDINATES = ("global", "per-user", "per-movie")
-RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 JOB_TIMEOUT = 420
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-
-def free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, session id) of every process, from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        table[int(entry)] = (int(fields[1]), int(fields[3]))
-    return table
-
-
-class LoopbackCluster:
-    """A Ray head and one more node on 127.0.0.1, each started by ``ray start``."""
-
-    def __init__(self, cpus_per_node: int = 2, object_store_bytes: int = 300_000_000):
-        # Short: Ray's Unix sockets live under it (at most 107 characters).
-        self.temp_dir = tempfile.mkdtemp(prefix="raymix-cluster-", dir="/tmp")
-        self.cpus, self.store = cpus_per_node, object_store_bytes
-        (self.gcs_port, self.dashboard_port, self.client_port, *self._node_ports) = free_ports(11)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        self.env.update(
-            RAY_AUTH_MODE="token",
-            RAY_AUTH_TOKEN=secrets.token_hex(32),
-            RAY_USAGE_STATS_ENABLED="0",
-            RAY_DATA_DISABLE_PROGRESS_BARS="1",
-            TF_CPP_MIN_LOG_LEVEL="3",
-        )
-        self.sessions: list[int] = []  # pids of our `ray start`s: session ids of their daemons
-        self.log: list[str] = []
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    @property
-    def gcs(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
-
-    def _ray(self, args: list[str], timeout: float, env=None) -> subprocess.CompletedProcess:
-        process = subprocess.Popen(
-            RAY + args,
-            env=env or self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        if args[0] == "start":
-            self.sessions.append(process.pid)
-        try:
-            out, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            out, _ = process.communicate()
-            out += f"\n[timed out after {timeout} s]"
-        self.log.append(f"$ ray {' '.join(args[:3])} ...\n{out[-3000:]}")
-        return subprocess.CompletedProcess(args, process.returncode, out, "")
-
-    def _node_args(self, ports: list[int]) -> list[str]:
-        agent, agent_grpc, metrics, runtime_env = ports
-        return [
-            f"--num-cpus={self.cpus}",
-            f"--object-store-memory={self.store}",
-            "--node-ip-address=127.0.0.1",
-            "--disable-usage-stats",
-            f"--dashboard-agent-listen-port={agent}",
-            f"--dashboard-agent-grpc-port={agent_grpc}",
-            f"--metrics-export-port={metrics}",
-            f"--runtime-env-agent-port={runtime_env}",
-        ]
-
-    def start(self) -> None:
-        head = self._ray(
-            [
-                "start",
-                "--head",
-                f"--port={self.gcs_port}",
-                f"--temp-dir={self.temp_dir}",
-                "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={self.dashboard_port}",
-                f"--ray-client-server-port={self.client_port}",
-                *self._node_args(self._node_ports[:4]),
-            ],
-            timeout=180,
-        )
-        assert head.returncode == 0, self.transcript()
-        # On a very busy machine `ray start` gives up when its raylet takes more than 30 s to
-        # register (a constant in Ray): then try again, on fresh ports.
-        for attempt in range(3):
-            ports = self._node_ports[4:8] if attempt == 0 else free_ports(4)
-            node = self._ray(["start", f"--address={self.gcs}", *self._node_args(ports)], 180)
-            patience = "90" if node.returncode == 0 else "20"
-            waited = self.python(WAIT_FOR_NODES, self.dashboard, "2", patience, timeout=150)
-            if waited.returncode == 0:
-                return
-        raise AssertionError(f"the second node never joined\n{self.transcript()}")
-
-    def submit(self, submission_id: str, env_vars: dict, entrypoint: list[str]):
-        """``ray job submit`` (waits for the end, tailing the driver's log)."""
-        runtime_env = json.dumps({"env_vars": env_vars})
-        return self._ray(
-            [
-                "job",
-                "submit",
-                f"--address={self.dashboard}",
-                f"--submission-id={submission_id}",
-                f"--runtime-env-json={runtime_env}",
-                "--",
-                *entrypoint,
-            ],
-            timeout=JOB_TIMEOUT,
-        )
-
-    def python(self, code: str, *args: str, env=None, timeout: float = 120):
-        result = subprocess.run(
-            [sys.executable, "-c", code, *args],
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        self.log.append(f"$ python -c ...\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
-        return result
-
-    def transcript(self) -> str:
-        return "\n".join(self.log)[-12000:]
-
-    def stop(self) -> None:
-        """Kill exactly our processes: those in our `ray start` sessions, and descendants."""
-        own = {os.getpid(), os.getppid(), 0, 1}
-        assert os.getsid(0) not in self.sessions
-        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-            table = process_table()
-            children: dict[int, list[int]] = {}
-            for pid, (parent, _) in table.items():
-                children.setdefault(parent, []).append(pid)
-            ours = {pid for pid, (_, sid) in table.items() if sid in self.sessions}
-            pending = list(ours)
-            while pending:
-                for child in children.get(pending.pop(), []):
-                    if child not in ours:
-                        ours.add(child)
-                        pending.append(child)
-            ours -= own
-            for pid in ours:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in ours):
-                time.sleep(0.2)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-WAIT_FOR_NODES = """
-import sys, time
-from ray.util.state import list_nodes
-
-dashboard, wanted, patience = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-deadline = time.monotonic() + patience
-while True:
-    try:
-        alive = [n for n in list_nodes(address=dashboard) if n.state == "ALIVE"]
-    except Exception:  # the dashboard may still be starting
-        alive = []
-    if len(alive) >= wanted:
-        break
-    if time.monotonic() > deadline:
-        sys.exit(f"{len(alive)} of {wanted} nodes alive after {patience} s")
-    time.sleep(2)
-"""
 
 STATE = """
 import json, sys
@@ -302,6 +104,7 @@ def test_movielens_as_a_ray_job_on_two_nodes_equals_the_local_fit(
             {"RAYMIX_MOVIELENS": str(movielens), "PYTHONPATH": str(REPO)},
             [sys.executable, "-m", "raymix.cli", "fit", str(RECIPE)]
             + ["--set", f"output={job_out}", "--address", "auto"],
+            timeout=JOB_TIMEOUT,
         )
 
     try:
@@ -315,7 +118,7 @@ def test_movielens_as_a_ray_job_on_two_nodes_equals_the_local_fit(
         placement = json.loads(state.stdout.strip().splitlines()[-1])
         # A client without the cluster's token is refused.
         stranger = {**cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-        refused = cluster._ray(["job", "list", f"--address={cluster.dashboard}"], 60, stranger)
+        refused = cluster.ray(["job", "list", f"--address={cluster.dashboard}"], 60, stranger)
     finally:
         cluster.stop()
         pool.shutdown(wait=True)

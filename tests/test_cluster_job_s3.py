@@ -21,6 +21,7 @@ import pytest
 
 from raymix.recipe.load import load_recipe
 from raymix.run import fit
+from tests.loopback import LoopbackCluster
 from tests.s3server import s3_server  # noqa: F401 - a fixture
 from tests.test_cluster_job import (
     COORDINATES,
@@ -28,7 +29,6 @@ from tests.test_cluster_job import (
     RECIPE,
     REPO,
     STATE,
-    LoopbackCluster,
     deterministic,
     models_of,
 )
@@ -63,6 +63,7 @@ def test_movielens_on_two_nodes_with_everything_in_s3_equals_the_local_fit(
             {"RAYMIX_MOVIELENS": data, "PYTHONPATH": str(REPO)},
             [sys.executable, "-m", "raymix.cli", "fit", str(RECIPE)]
             + ["--set", f"output={job_out}", "--address", "auto"],
+            timeout=JOB_TIMEOUT,
         )
 
     try:
