@@ -34,13 +34,8 @@ import pyarrow.compute as pc
 
 from raymix import storage
 from raymix.data.avro.model_reader_kernels import (
-    BAD_LONG,
-    BAD_UNION,
-    BAD_UTF8,
-    NEGATIVE,
     OK,
-    TRAILING,
-    TRUNCATED,
+    REASONS,
     decode_block,
 )
 from raymix.data.avro.models import (
@@ -58,15 +53,6 @@ _MAGIC = b"Obj\x01"
 _CODECS = ("null", "deflate")
 _BATCH_COEFFICIENTS = 1 << 21  # triples whose names are looked up at once
 _SEPARATOR = b"\xff"  # never in UTF-8, so ``name + 0xff + term`` is one pair's key
-
-_REASONS = {
-    TRUNCATED: "a record runs past the end of its block",
-    BAD_LONG: "a long is more than 10 bytes",
-    NEGATIVE: "a negative string length",
-    BAD_UNION: "a union branch out of range",
-    BAD_UTF8: "a string is not valid UTF-8",
-    TRAILING: "bytes after the block's last record",
-}
 
 
 def read_avro_model_table(path: str | Path, names: list[tuple[str, str]] | None) -> pa.Table:
@@ -285,7 +271,7 @@ def _decode(data: np.ndarray, count: int, by_name: bool, start: int, file: Path)
     )
     if status != OK:
         raise DataError(
-            f"corrupt block at byte {start}, record {record}: {_REASONS[status]}",
+            f"corrupt block at byte {start}, record {record}: {REASONS[status]}",
             path=str(file),
         )
     for name in ("value", "index", "ask"):

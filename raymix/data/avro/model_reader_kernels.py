@@ -14,6 +14,15 @@ from numba import njit
 
 # Kernel status codes.
 OK, TRUNCATED, BAD_LONG, NEGATIVE, BAD_UNION, BAD_UTF8, TRAILING = range(7)
+#: what each status but OK says of a corrupt block
+REASONS = {
+    TRUNCATED: "a record runs past the end of its block",
+    BAD_LONG: "a long is more than 10 bytes",
+    NEGATIVE: "a negative string length",
+    BAD_UNION: "a union branch out of range",
+    BAD_UTF8: "a string is not valid UTF-8",
+    TRAILING: "bytes after the block's last record",
+}
 # Results of parsing a name as an integer (``names=None``).
 _INT, _NOT_INT, _ASK_PYTHON = 0, 1, 2
 

@@ -34,13 +34,10 @@ import scipy.sparse as sp
 from raymix import storage
 from raymix.data.avro.model_reader import container_blocks, container_header
 from raymix.data.avro.model_reader_kernels import (
-    BAD_LONG,
     BAD_UNION,
-    BAD_UTF8,
     NEGATIVE,
     OK,
-    TRAILING,
-    TRUNCATED,
+    REASONS,
 )
 from raymix.data.avro.photon_kernels import (
     I_NAME,
@@ -77,13 +74,10 @@ _PRIMITIVE = {
 }
 _NUMERIC = (T_BOOL, T_LONG, T_FLOAT, T_DOUBLE)
 _MAX_BRANCHES = 8
-_REASONS = {
-    TRUNCATED: "a record runs past the end of its block",
-    BAD_LONG: "a long is more than 10 bytes",
+_REASONS = {  # a Photon record's lengths are of strings and arrays, its unions typed
+    **REASONS,
     NEGATIVE: "a negative length",
     BAD_UNION: "a union branch out of range or of the wrong type",
-    BAD_UTF8: "a string is not valid UTF-8",
-    TRAILING: "bytes after the block's last record",
 }
 
 
