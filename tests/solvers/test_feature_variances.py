@@ -25,21 +25,30 @@ def planted(seed, a=60, n=15, sigmas=(1.0, 0.3, 1.5), sigma_e=0.8):
     return y, x, g
 
 
-def em(y, x, g, iters=3000, tol=1e-11):
+def one_factor(y, x, g):
     a, n = g.max() + 1, y.size // (g.max() + 1)
-    problem = EntityProblem(np.arange(a + 1) * n, sp.csr_matrix(x), y)
+    return EntityProblem(np.arange(a + 1) * n, sp.csr_matrix(x), y)
+
+
+def em_step(problem, y, x, g, l2s):
+    """One EM step at ``l2s``: the per-slot ridge fit, its moments, the M-step."""
+    models = fit_entities(
+        problem, task="linear", l2=1.0, regularize_intercept=True, variance="full",
+        prior=feature_priors(problem, l2s), tol=1e-12,
+    )  # fmt: skip
+    theta = np.zeros((g.max() + 1, x.shape[1]))
+    rows = np.repeat(np.arange(g.max() + 1), np.diff(models.coef_ptr))
+    theta[rows, models.coef_index] = models.coef_value
+    residuals = y - models.intercepts[g] - (theta[g] * x).sum(axis=1)
+    moments = feature_moments(models, x.shape[1], True, residuals, np.ones(y.size))
+    return next_feature_l2s(moments, l2s), models
+
+
+def em(y, x, g, iters=3000, tol=1e-11):
+    problem = one_factor(y, x, g)
     l2s = np.ones(1 + x.shape[1])
     for _ in range(iters):
-        models = fit_entities(
-            problem, task="linear", l2=1.0, regularize_intercept=True, variance="full",
-            prior=feature_priors(problem, l2s), tol=1e-12,
-        )  # fmt: skip
-        theta = np.zeros((a, x.shape[1]))
-        rows = np.repeat(np.arange(a), np.diff(models.coef_ptr))
-        theta[rows, models.coef_index] = models.coef_value
-        residuals = y - models.intercepts[g] - (theta[g] * x).sum(axis=1)
-        moments = feature_moments(models, x.shape[1], True, residuals, np.ones(y.size))
-        step = next_feature_l2s(moments, l2s)
+        step, models = em_step(problem, y, x, g, l2s)
         if np.max(np.abs(np.log(step.l2s / l2s))) < tol:
             return step, models
         l2s = step.l2s
@@ -94,25 +103,10 @@ def test_one_shared_variance_cannot_fit_the_planted_sigmas():
 
 def test_squarem_reaches_the_em_fixed_point_in_far_fewer_steps():
     y, x, g = planted(3)
-    a, n = g.max() + 1, y.size // (g.max() + 1)
-    problem = EntityProblem(np.arange(a + 1) * n, sp.csr_matrix(x), y)
-    plain_steps = []
-
-    def em_step(l2s):
-        models = fit_entities(
-            problem, task="linear", l2=1.0, regularize_intercept=True, variance="full",
-            prior=feature_priors(problem, l2s), tol=1e-12,
-        )  # fmt: skip
-        theta = np.zeros((a, x.shape[1]))
-        rows = np.repeat(np.arange(a), np.diff(models.coef_ptr))
-        theta[rows, models.coef_index] = models.coef_value
-        residuals = y - models.intercepts[g] - (theta[g] * x).sum(axis=1)
-        plain_steps.append(1)
-        return next_feature_l2s(
-            feature_moments(models, 2, True, residuals, np.ones(y.size)), l2s
-        ).l2s
-
-    l2s, calls = solve_l2s(em_step, np.ones(3), tol=1e-10, max_iter=500)
+    problem = one_factor(y, x, g)
+    l2s, calls = solve_l2s(
+        lambda l2s: em_step(problem, y, x, g, l2s)[0].l2s, np.ones(3), tol=1e-10, max_iter=500
+    )
     ref = fit_linear_mixed(
         y, np.zeros((y.size, 0)), [Factor(g, np.column_stack([np.ones(y.size), x]), per_feature=True)]
     )  # fmt: skip
