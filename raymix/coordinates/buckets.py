@@ -177,6 +177,9 @@ def fit_bucket(
             "is 'auto': the coordinate resolves it", field=f"coordinates.{spec.name}.l2"
         )
     problem = entity_problem(bucket.train, offsets)
+    entity_prior = None if prior is None else prior.priors
+    if l2s is not None:
+        entity_prior = _ridge_prior(problem, l2s, spec)
     started = time.perf_counter()
     models = fit_entities(
         problem,
@@ -190,11 +193,7 @@ def fit_bucket(
         warm_start=warm_start,
         variance="full" if moments or spec.variance == "covariance" else spec.variance,
         covariance=spec.variance == "covariance" and not moments,
-        prior=_ridge_prior(problem, l2s, spec)
-        if l2s is not None
-        else None
-        if prior is None
-        else prior.priors,  # fmt: skip
+        prior=entity_prior,
         threshold=0.0 if moments else spec.sparsity_threshold,
         n_threads=threads,
     )

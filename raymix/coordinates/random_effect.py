@@ -248,7 +248,7 @@ class RandomEffectCoordinate:
             command = FitCommand(moments=True, l2s=tuple(float(v) for v in l2s))
             fits = self.pool.fit(self.name, offsets, command)
             parts = [f.feature_moments for f in fits if f.feature_moments is not None]
-            moments = parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+            moments = sum(parts[1:], parts[0])
             others, partners = self.residual.others(self.name), self.residual.partners(self.name)
             if self.spec.regularize_intercept and moments.counts[0]:
                 shift = shift_variance(moments.counts[0] * l2s[0], partners)
