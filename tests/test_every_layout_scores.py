@@ -21,6 +21,7 @@ from raymix.data.avro.scores import read_scores_avro
 from raymix.recipe.spec import Data, FixedEffect, RandomEffect, Recipe
 from raymix.run import fit
 from raymix.scoring import score_command
+from tests.photon_files import FEATURE
 
 pytestmark = pytest.mark.ray
 
@@ -62,11 +63,7 @@ PHOTON_SCHEMA = {
         {"name": "user", "type": "long"},
         {"name": "response", "type": "double"},
         *(
-            {"name": bag, "type": {"type": "array", "items": "Feature" if bag == "sparse" else {
-                "type": "record", "name": "Feature", "fields": [
-                    {"name": "name", "type": "string"},
-                    {"name": "term", "type": ["null", "string"]},
-                    {"name": "value", "type": "double"}]}}}
+            {"name": bag, "type": {"type": "array", "items": "Feature" if bag == "sparse" else FEATURE}}
             for bag in ("dense", "sparse")
         ),
     ],

@@ -11,6 +11,7 @@ import pytest
 from raymix.data.avro.photon_input import PhotonColumns, read_photon
 from raymix.data.metadata import load_feature_list
 from raymix.errors import DataError
+from tests.photon_files import FEATURE
 
 FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "photon-fixtures"
 if not FIXTURES.is_dir():
@@ -82,17 +83,6 @@ def test_features_not_in_the_list_are_dropped_and_counted():
 def _write(path, records, schema):
     with open(path, "wb") as f:
         fastavro.writer(f, schema, records, codec="deflate")
-
-
-FEATURE = {
-    "type": "record",
-    "name": "Feature",
-    "fields": [
-        {"name": "name", "type": "string"},
-        {"name": "term", "type": ["null", "string"]},
-        {"name": "value", "type": "double"},
-    ],
-}
 
 
 def _schema(response=True, uid=True):

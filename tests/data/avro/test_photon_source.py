@@ -13,16 +13,8 @@ from raymix.data.rows import rows_from_table
 from raymix.data.source import entity_kind, read_table
 from raymix.errors import DataError
 from raymix.recipe.spec import Columns, Data
+from tests.photon_files import FEATURE
 
-FEATURE = {
-    "type": "record",
-    "name": "Feature",
-    "fields": [
-        {"name": "name", "type": "string"},
-        {"name": "term", "type": ["null", "string"]},
-        {"name": "value", "type": "double"},
-    ],
-}
 SCHEMA = {
     "type": "record",
     "name": "Row",
