@@ -17,16 +17,16 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from raymix.console import OneLineParser  # noqa: E402
 from raymix.errors import RaymixError, RecipeError  # noqa: E402
-from raymix.errors import unwrap as _unwrap  # noqa: E402
+from raymix.errors import unwrap as _unwrap
 
 
 def run() -> None:
     """The ``raymix`` command: :func:`main`, its exit handlers, then the process ends.
 
     By then every output is closed and renamed into place and Ray is shut down; tearing down
-    the interpreter's modules (Ray's core worker, Arrow, numba, TensorFlow) would only cost
-    ~0.5 s more of a run.
+    the interpreter's modules (Ray's core worker, Arrow, numba, TensorFlow) costs ~0.5 s.
     """
     code = main()
     atexit._run_exitfuncs()  # what a normal exit runs (flushes, Ray's own shutdown if up)
@@ -95,7 +95,7 @@ def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="raymix",
         description="Train generalized (deep) mixed models - GLMix/GAME, like GDMix and Photon ML - on Ray.",
     )
