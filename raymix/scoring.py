@@ -141,9 +141,10 @@ def score(model_dir, recipe: Recipe, inputs: dict[str, Data], *, address=None, p
     return _scores(recipe, plans, address, progress or (lambda message: None))
 
 
-def _plans(model_dirs: dict[str, Any], recipe: Recipe, inputs: dict[str, Data]) -> list[tuple]:
-    """Per coordinate: its spec, its rows' source and its models (from ``model_dirs``); a
-    coordinate without ``fit_intercept`` scores without its models' intercepts."""
+def _plans(models_of: dict[str, Any], recipe: Recipe, inputs: dict[str, Data]) -> list[tuple]:
+    """Per coordinate: its spec, its rows' source and its models (from ``models_of``, its
+    models directory by coordinate name); a coordinate without ``fit_intercept`` scores
+    without its models' intercepts."""
     plans: list[tuple] = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
@@ -163,12 +164,12 @@ def _plans(model_dirs: dict[str, Any], recipe: Recipe, inputs: dict[str, Data]) 
         if isinstance(spec, DeepEffect):  # a SavedModel, scored from raw rows
             from raymix.deep.export import check_deep_model
 
-            plans.append((spec, source, check_deep_model(model_dirs[spec.name], source)))
+            plans.append((spec, source, check_deep_model(models_of[spec.name], source)))
             continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)
-        models = load_linear_models(model_dirs[spec.name], names, source.schema.dim)
+        models = load_linear_models(models_of[spec.name], names, source.schema.dim)
         if isinstance(spec, FixedEffect) and models.keys.size != 1:
-            raise DataError("a fixed effect has exactly one model", path=str(model_dirs[spec.name]))
+            raise DataError("a fixed effect has exactly one model", path=str(models_of[spec.name]))
         if not spec.fit_intercept:  # e.g. a Photon shard's later bags: its intercept counts once
             models = dataclasses.replace(models, intercepts=np.zeros_like(models.intercepts))
         plans.append((spec, source, models))

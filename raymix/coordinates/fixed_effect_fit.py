@@ -123,8 +123,8 @@ def fit_fixed_effect(
     prior: Prior | None = None,
 ) -> FixedEffectFit:
     """Minimise the spec's objective from ``x0``; polish, threshold and take variances as the
-    spec asks. ``prior`` replaces the ridge where it knows a coefficient (the fit then starts from its mean
-    unless ``x0`` is given)."""
+    spec asks. ``prior`` replaces the ridge where it knows a coefficient (the fit then starts
+    from its mean unless ``x0`` is given)."""
     solver, n = spec.solver, objective.n_params
     started = time.perf_counter()
     fit = minimize_glm(

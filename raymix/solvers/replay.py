@@ -48,7 +48,7 @@ class Replay:
     def __init__(self, logged: list[Evaluation]) -> None:
         self.logged = logged
         self.replayed = 0  # evaluations answered from the log so far
-        self.live = bool(logged)
+        self.live = True  # until a point differs from the logged one
 
     def answer(self, x: np.ndarray) -> Evaluation | None:
         """The logged evaluation at ``x``, or None: then compute it (and every later one)."""

@@ -5,6 +5,7 @@ import pytest
 
 from raymix import LBFGS, FixedEffect
 from raymix.coordinates.fixed_effect_fit import Objective, fit_fixed_effect
+from raymix.engine.mailbox import Mailbox
 from raymix.solvers.glm import GLMLoss
 from raymix.solvers.replay import EvaluationLog, Replay, loggable, replaying
 
@@ -29,13 +30,16 @@ SPEC = FixedEffect(
 
 
 class Attempt:
-    """One attempt at the fit: answered from ``logged``, logging to ``saved``, killed after
-    ``die_after`` computed evaluations."""
+    """One attempt at command 1's fit: answered from ``logged``, logging to the mailbox
+    ``saved`` (as the fixed effect's rank 0 does), killed after ``die_after`` computed
+    evaluations."""
 
-    def __init__(self, loss, saved, logged=(), die_after=None):
+    def __init__(self, loss, saved: Mailbox, logged=(), die_after=None):
         self.loss, self.die_after, self.computed, self.points = loss, die_after, 0, []
         self.replay = Replay(list(logged))
-        log = EvaluationLog(lambda start, batch: store(saved, start, batch), loss.n_params, 5)
+        log = EvaluationLog(
+            lambda start, batch: saved.save_progress(1, start, batch), loss.n_params, 5
+        )
         self.objective = Objective(
             replaying(self.value_grad, self.replay, log),
             loss.hessian,
@@ -52,26 +56,18 @@ class Attempt:
         return self.loss.value_grad(x)
 
 
-def store(saved: dict, start: int, batch: list) -> None:
-    saved.update(zip(range(start, start + len(batch)), batch, strict=True))
-
-
-def prefix(saved: dict) -> list:
-    return [saved[i] for i in range(len(saved)) if i in saved]
-
-
 def test_a_restarted_fit_ends_bit_for_bit_where_the_undisturbed_one_ends():
     loss = loss_of(0)
-    calm = Attempt(loss, {})
+    calm = Attempt(loss, Mailbox())
     whole = fit_fixed_effect(SPEC, calm.objective, None)
     assert calm.computed > 60  # a long enough fit to be killed in the middle
 
-    saved: dict = {}
+    saved = Mailbox()
     with pytest.raises(Killed):
         fit_fixed_effect(SPEC, Attempt(loss, saved, die_after=43).objective, None)
-    assert sorted(saved) == list(range(40))  # eight batches of five reached the mailbox
+    assert sorted(saved.progress[1]) == list(range(40))  # eight batches of five reached the mailbox
 
-    again = Attempt(loss, saved, logged=prefix(saved))
+    again = Attempt(loss, saved, logged=saved.saved_progress(1))
     fit = fit_fixed_effect(SPEC, again.objective, None)
     np.testing.assert_array_equal(fit.theta, whole.theta)
     assert fit.summary.replayed_evaluations == 40
@@ -83,21 +79,21 @@ def test_resuming_from_the_saved_iterate_alone_would_not_be_exact():
     """Why the log: L-BFGS restarted at an iterate, without its curvature pairs, ends
     elsewhere (the chaos benchmark's one inexact run)."""
     loss = loss_of(0)
-    calm = Attempt(loss, {})
+    calm = Attempt(loss, Mailbox())
     whole = fit_fixed_effect(SPEC, calm.objective, None)
-    restarted = fit_fixed_effect(SPEC, Attempt(loss, {}).objective, calm.points[39])
+    restarted = fit_fixed_effect(SPEC, Attempt(loss, Mailbox()).objective, calm.points[39])
     assert not np.array_equal(restarted.theta, whole.theta)
 
 
 def test_a_log_that_leaves_the_path_is_used_only_up_to_there():
     """A log of another fit of the same data (another l2): its points agree at first and
     then part; the replay takes the common part and computes the rest."""
-    loss, saved = loss_of(0), {}
+    loss, saved = loss_of(0), Mailbox()
     other = FixedEffect(name="global", feature_bag="g", l2=10.0, solver=SPEC.solver)
     fit_fixed_effect(other, Attempt(loss, saved).objective, None)
-    logged = prefix(saved)
-    whole = fit_fixed_effect(SPEC, Attempt(loss, {}).objective, None)
-    fit = fit_fixed_effect(SPEC, Attempt(loss, {}, logged=logged).objective, None)
+    logged = saved.saved_progress(1)
+    whole = fit_fixed_effect(SPEC, Attempt(loss, Mailbox()).objective, None)
+    fit = fit_fixed_effect(SPEC, Attempt(loss, Mailbox(), logged=logged).objective, None)
     assert 1 <= fit.summary.replayed_evaluations < len(logged)
     np.testing.assert_array_equal(fit.theta, whole.theta)
 
