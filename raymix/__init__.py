@@ -13,11 +13,9 @@ and Python code fits, loads and applies models (:mod:`raymix.api`)::
 from typing import TYPE_CHECKING
 
 from raymix.errors import DataError, FitError, RaymixError, RecipeError
+from raymix.recipe.optimizers import SGD, Adam, AdamW
 from raymix.recipe.spec import (
     LBFGS,
-    SGD,
-    Adam,
-    AdamW,
     Columns,
     Data,
     DeepEffect,

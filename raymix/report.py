@@ -158,6 +158,8 @@ def summarize(
     }
     if components:  # lme4's VarCorr of the random effects with l2="auto"
         summary["variance_components"] = components
+    if method := variance_method(steps):
+        summary["variance_method"] = method
     write_json(out / "summary.json", summary)
     page = render_html(
         summary,
@@ -208,6 +210,12 @@ def variance_components(steps: list[dict]) -> dict[str, dict[str, float]]:
     return components
 
 
+def variance_method(steps: list[dict]) -> str | None:
+    """How a linear model's variance components were estimated ("ml" or "reml"; None
+    without a residual variance)."""
+    return next((s["variance_method"] for s in reversed(steps) if "variance_method" in s), None)
+
+
 def table(result) -> str:
     """The terminal table: metric of the cumulative model after each coordinate and pass."""
     header = f"{'pass':>4}  {'coordinate':<20} {'auc/metric':>10} {'per-entity':>10} {'seconds':>8}"
@@ -222,7 +230,9 @@ def table(result) -> str:
         )
     components = variance_components(result.steps)
     if components:
-        lines.append(f"variance components (l2=auto)  {'variance':>10} {'std.dev':>10}")
+        method = variance_method(result.steps)
+        title = "variance components (l2=auto" + (f", {method.upper()})" if method else ")")
+        lines.append(f"{title:<30} {'variance':>10} {'std.dev':>10}")
         for name, c in components.items():
             lines.append(f"  {name:<28} {c['variance']:10.4g} {c['std_dev']:10.4g}")
     lines.append("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))

@@ -18,6 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+METHODS = {  # a linear model's variance_method, as the note says it
+    "ml": "maximum likelihood, as lmer(REML = FALSE)",
+    "reml": "restricted maximum likelihood, as lmer(REML = TRUE)",
+}
 FINAL_MEANING = (
     "The final metrics (summary.json's final, each coordinate's metric/evalSummary.json) are "
     "those of the models written to the output: the last pass, or with early stopping the "
@@ -124,7 +128,7 @@ def render_html(
             "<p class=note>Each random effect's prior precision, estimated by EM at every fit; "
             "the prior variance of its coefficients is 1 / l2, and for a linear task "
             "sigma^2 = sigma_e^2 / l2 with the residual variance sigma_e^2 estimated beside it "
-            "(maximum likelihood, as lmer(REML = FALSE)).</p>",
+            f"({METHODS.get(summary.get('variance_method', 'ml'), '')}).</p>",
             "<table><tr><th>pass</th><th>coordinate</th><th>l2</th><th>prior variance</th>"
             "<th>EM iterations</th><th>residual variance</th></tr>"
             + "".join(

@@ -400,7 +400,8 @@ def build_coordinates(the_plan: Plan) -> list:
 
     built: list = []
     pool = None
-    residual = ResidualVariance()  # shared by the linear l2="auto" random effects
+    # shared by the linear l2="auto" random effects, estimated by the recipe's method
+    residual = ResidualVariance(method=the_plan.recipe.variance_method)
     for c in the_plan.coordinates:
         if isinstance(c.spec, ExternalEffect):
             built.append(ExternalCoordinate(c.spec))

@@ -34,7 +34,12 @@ from raymix.errors import RecipeError
 from raymix.recipe.spec import RandomEffect
 from raymix.solvers.entity import EntityModels, EntityProblem, fit_entities, score_entities
 from raymix.solvers.feature_variances import FeatureMoments, feature_moments, feature_priors
-from raymix.solvers.variance_components import LinearMoments, linear_moments, prior_moments
+from raymix.solvers.variance_components import (
+    LinearMoments,
+    intercept_coupling,
+    linear_moments,
+    prior_moments,
+)
 
 
 @dataclass(frozen=True)
@@ -64,12 +69,14 @@ class FitCommand:
     value of ``l2="auto"``); ``moments`` asks for an EM step's prior moments;
     ``variance_scale`` multiplies the models' variances (a linear task's ``sigma_e^2``);
     ``l2s``: one l2 per coefficient slot (intercept first, then each feature) for
-    ``l2_per_feature``, in place of ``l2``."""
+    ``l2_per_feature``, in place of ``l2``; ``coupling``: REML's coupling with the fixed
+    intercept in a linear task's moments (:func:`intercept_coupling`)."""
 
     l2: float | None = None
     moments: bool = False
     variance_scale: float = 1.0
     l2s: tuple[float, ...] | None = None
+    coupling: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,15 +136,18 @@ def loaded(bucket: BucketRows) -> LoadedBucket:
     )
 
 
-def entity_problem(train: Grouped, offsets: np.ndarray) -> EntityProblem:
+def entity_problem(
+    train: Grouped, offsets: np.ndarray, labels: np.ndarray | None = None
+) -> EntityProblem:
     """The solver's problem: the active rows (``max_samples``) of the entities with a model
-    (``min_samples``), their fitting weights and these offsets (one per row of ``train``)."""
+    (``min_samples``), their fitting weights and these offsets (one per row of ``train``);
+    ``labels`` in place of the rows' own."""
     rows, active = train.rows, train.active
     codes = np.repeat(np.arange(train.entities.size), np.diff(train.entity_ptr))[active]
     counts = np.bincount(codes, minlength=train.entities.size)[train.has_model]
     ptr = np.zeros(counts.size + 1, np.int64)
     np.cumsum(counts, out=ptr[1:])
-    arrays = (rows.X, rows.label, train.fit_weight, offsets)
+    arrays = (rows.X, rows.label if labels is None else labels, train.fit_weight, offsets)
     if not active.all():  # rows left out (max_samples): copies without them
         arrays = tuple(a[active] for a in arrays)
     return EntityProblem(ptr, *arrays)
@@ -155,6 +165,7 @@ def fit_bucket(
     prior: BucketPrior | None = None,
     threads: int = 1,
     l2s: tuple[float, ...] | None = None,
+    coupling: bool = False,
 ) -> BucketFit:
     """Fit the models of ``bucket``'s entities with these offsets and score its rows.
 
@@ -167,7 +178,8 @@ def fit_bucket(
     previous fit returned them. With a ``prior`` (:mod:`raymix.coordinates.bucket_prior`)
     each entity's ridge is its prior where it has one, and the carried models score their
     entities' rows. ``l2s`` (``l2_per_feature``) is one ridge per coefficient slot, and
-    its EM step's reply carries :class:`FeatureMoments`.
+    its EM step's reply carries :class:`FeatureMoments`. ``coupling`` adds REML's coupling
+    with the fixed intercept to a linear EM step's moments (:func:`_with_coupling`).
     """
     penalty = spec.l2 if l2 is None else l2
     if l2s is not None:
@@ -205,6 +217,8 @@ def fit_bucket(
         rows = bucket.train.rows
         residuals = rows.label - offsets - scored.train_scores
         linear = linear_moments(models, spec.regularize_intercept, residuals, rows.weight)
+        if coupling:
+            linear = _with_coupling(linear, spec, bucket, penalty, threads)
         if l2s is not None:
             dim = rows.X.shape[1]
             per_feature = feature_moments(models, dim, spec.regularize_intercept, residuals, rows.weight)  # fmt: skip
@@ -228,6 +242,31 @@ def _ridge_prior(problem: EntityProblem, l2s: tuple[float, ...], spec: RandomEff
     if not spec.regularize_intercept:
         slots[0] = 0.0
     return feature_priors(problem, slots)
+
+
+def _with_coupling(
+    moments: LinearMoments, spec: RandomEffect, bucket: BucketRows, l2: float, threads: int
+) -> LinearMoments:
+    """``moments`` with REML's coupling of the bucket's entities with the fixed intercept:
+    each entity's penalized least-squares fit of the constant label 1 (offsets 0) at this
+    ``l2`` and its scores on every training row (:func:`intercept_coupling`)."""
+    rows = bucket.train.rows
+    n = rows.label.size
+    problem = entity_problem(bucket.train, np.zeros(n), labels=np.ones(n))
+    ones = fit_entities(
+        problem,
+        task="linear",
+        l2=l2,
+        l1=spec.l1,
+        fit_intercept=spec.fit_intercept,
+        regularize_intercept=spec.regularize_intercept,
+        max_iter=spec.solver.max_iter,
+        tol=spec.solver.tolerance,
+        n_threads=threads,
+    )
+    scores = score_bucket(bucket, ones, None).train_scores
+    squares, absorbed = intercept_coupling(ones, spec.regularize_intercept, scores, rows.weight)
+    return dataclasses.replace(moments, coupling=squares, absorbed=absorbed)
 
 
 def _scaled_variances(models: EntityModels, scale: float) -> EntityModels:

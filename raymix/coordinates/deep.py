@@ -29,7 +29,8 @@ from raymix.deep.model import Architecture
 from raymix.deep.optim import OptimizerConfig
 from raymix.deep.train import FitSummary, TrainConfig, TrainerState
 from raymix.errors import DataError, RecipeError
-from raymix.recipe.spec import SGD, Adam, AdamW, DeepEffect
+from raymix.recipe.optimizers import SGD, Adam, AdamW
+from raymix.recipe.spec import DeepEffect
 
 
 def check_deep_inputs(spec: DeepEffect, train: Source, validation: Source | None) -> None:

@@ -76,6 +76,9 @@ class FixedEffectCoordinate:
         if spec.warm_start:
             self.theta = self._load_warm_start(spec.warm_start)
         self.prior = read_fixed_effect_prior(spec, names, self.dim)
+        if residual is not None:  # what REML integrates out
+            intercept = "penalized" if spec.regularize_intercept else "free"
+            residual.fixed(self.name, self.dim, spec.l2, intercept if spec.fit_intercept else None)
 
     def start(self) -> None:
         self.service.start(self.spec, self.train, self.validation)

@@ -189,7 +189,9 @@ class RandomEffectCoordinate:
         if l2 is not None:
             info.update(l2=l2, em_iterations=em_iterations)
         if step is not None:
-            info.update(sigma2=step.sigma2, sigma_e2=step.sigma_e2)
+            info.update(
+                sigma2=step.sigma2, sigma_e2=step.sigma_e2, variance_method=self.residual.method
+            )
         if per_feature is not None:
             info["sigma2_by_feature"] = self._by_feature(per_feature)
         if self.spec.prior is not None:
@@ -213,16 +215,20 @@ class RandomEffectCoordinate:
         return self._auto_l2, steps
 
     def _estimate_linear(self, offsets: Sequence[object]) -> tuple[float, int, LinearStep]:
-        """``l2="auto"`` of a linear task: ``sigma_e^2`` and ``sigma^2`` by maximum likelihood
+        """``l2="auto"`` of a linear task: ``sigma_e^2`` and ``sigma^2`` by maximum likelihood,
+        or REML by :attr:`residual`'s method
         (:func:`~raymix.solvers.variance_components.next_linear_l2`), the other random
         effects' penalties from :attr:`residual`; returns (l2, EM steps, the estimates)."""
         last: list[LinearStep] = []
 
+        coupling, fixed = self.residual.fixed_intercept(), self.residual.reml()
+
         def em_step(l2: float) -> float:
-            fits = self.pool.fit(self.name, offsets, FitCommand(l2=l2, moments=True))
+            command = FitCommand(l2=l2, moments=True, coupling=coupling)
+            fits = self.pool.fit(self.name, offsets, command)
             moments = sum((f.linear_moments for f in fits if f.linear_moments), LinearMoments())
             others, partners = self.residual.others(self.name), self.residual.partners(self.name)
-            last.append(next_linear_l2(moments, l2, others, partners))
+            last.append(next_linear_l2(moments, l2, others, partners, fixed=fixed))
             return last[-1].l2
 
         start = self._auto_l2 or 1.0

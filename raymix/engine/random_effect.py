@@ -108,6 +108,7 @@ class BucketActor:
             prior=state.prior,
             threads=self.threads,
             l2s=command.l2s,
+            coupling=command.coupling,
         )
         state.models = fit.models
         return fit

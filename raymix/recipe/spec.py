@@ -13,24 +13,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_serializer,
     model_validator,
 )
 
+from raymix.recipe.base import NonNegative, Positive, Spec
 from raymix.recipe.memory import InMemory, wrap_rows
-
-
-class Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-
+from raymix.recipe.optimizers import OPTIMIZERS, AdamW, DeepOptimizer
 
 #: raymix.solvers.loss.TASKS, as the literal pydantic needs (tests/solvers/test_loss.py)
 Task = Literal["logistic", "linear", "poisson"]
-NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
 class LBFGS(Spec):
@@ -300,49 +294,6 @@ class ExternalEffect(_Coordinate):
     score_column: str = "predictionScore"
 
 
-Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
-Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-
-
-class AdamW(Spec):
-    """DeText's AdamW (BERT's ``AdamWeightDecayOptimizer``): Adam plus decoupled weight decay
-    ``p -= lr * wd * p`` on every non-bias variable, no bias correction unless asked.
-
-    ``learning_rate`` may be given here for convenience; it is moved to the coordinate's
-    ``learning_rate`` (the one place it lives), and giving both with different values fails.
-    """
-
-    kind: Literal["adamw"] = "adamw"
-    learning_rate: Positive | None = None
-    weight_decay: NonNegative = 0.01
-    beta_1: Probability = 0.9
-    beta_2: Probability = 0.999
-    epsilon: Positive = 1e-6
-    bias_correction: bool = False
-
-
-class Adam(Spec):
-    """Adam with bias correction and no weight decay."""
-
-    kind: Literal["adam"] = "adam"
-    learning_rate: Positive | None = None
-    beta_1: Probability = 0.9
-    beta_2: Probability = 0.999
-    epsilon: Positive = 1e-7
-
-
-class SGD(Spec):
-    """Plain (optionally momentum) gradient descent: deterministic, stateless without momentum."""
-
-    kind: Literal["sgd"] = "sgd"
-    learning_rate: Positive | None = None
-    momentum: Probability = 0.0
-
-
-DeepOptimizer = Annotated[AdamW | Adam | SGD, Field(discriminator="kind")]
-_OPTIMIZERS = {"adamw": AdamW, "adam": Adam, "sgd": SGD}
-
-
 class DeepEffect(_Coordinate):
     """A wide-and-deep global model (DeText as GDMix configures it for movieLens).
 
@@ -381,11 +332,11 @@ class DeepEffect(_Coordinate):
     @field_validator("optimizer", mode="before")
     @classmethod
     def _optimizer(cls, value):
-        if isinstance(value, str) and value not in _OPTIMIZERS:
+        if isinstance(value, str) and value not in OPTIMIZERS:
             raise ValueError(
-                f"must be one of {sorted(_OPTIMIZERS)} or an optimizer object. Got '{value}'"
+                f"must be one of {sorted(OPTIMIZERS)} or an optimizer object. Got '{value}'"
             )
-        return _solver_from_string(value, _OPTIMIZERS)
+        return _solver_from_string(value, OPTIMIZERS)
 
     @model_validator(mode="before")
     @classmethod
@@ -451,6 +402,23 @@ class EarlyStopping(Spec):
     min_delta: NonNegative = 0.0
 
 
+def _check_reml(coordinates) -> None:
+    """``variance_method="reml"`` estimates a linear task's ``l2="auto"`` random effects by
+    REML: it needs one, and its coupling with the fixed effects covers one shared ``sigma^2``
+    per random effect, without a prior."""
+    auto = [
+        c
+        for c in coordinates
+        if c.kind == "random_effect" and c.l2 == "auto" and c.task == "linear" and not c.locked
+    ]
+    if not auto:
+        raise ValueError("variance_method='reml' needs a linear random effect with l2='auto'")
+    for c in auto:
+        if c.l2_per_feature or c.prior is not None:
+            what = "l2_per_feature" if c.l2_per_feature else "a prior"
+            raise ValueError(f"variance_method='reml' is not available with {what} (coordinate '{c.name}')")  # fmt: skip
+
+
 class Recipe(Spec):
     """A whole run: data, the ordered coordinates, passes, output and resources."""
 
@@ -467,6 +435,8 @@ class Recipe(Spec):
     checkpoint: bool = True
     #: "photon": the models also in Photon ML's GAME layout (fixed-effect/, random-effect/, model-spec)
     model_layout: Literal["raymix", "photon"] = "raymix"
+    #: a linear task's l2="auto": "ml" (lmer's REML=FALSE) or "reml" (REML=TRUE)
+    variance_method: Literal["ml", "reml"] = "ml"
 
     @model_validator(mode="after")
     def _coordinates(self):
@@ -478,6 +448,8 @@ class Recipe(Spec):
             raise ValueError(f"coordinate names must be unique; repeated: {duplicated}")
         if all(c.locked or c.kind == "external" for c in self.coordinates):
             raise ValueError("every coordinate is locked or external: nothing to train")
+        if self.variance_method == "reml":
+            _check_reml(self.coordinates)
         return self
 
     def coordinate(self, name: str):

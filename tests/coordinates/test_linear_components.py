@@ -1,7 +1,7 @@
 """Linear ``l2="auto"``: the residual and random-effect variances of the coordinate descent
-(an in-process fixed effect and random effects) against maximum likelihood: the exact dense
-reference (:mod:`raymix.solvers.mixed_linear`), statsmodels' MixedLM and the closed form of
-the balanced one-way ANOVA."""
+(an in-process fixed effect and random effects) against maximum likelihood and REML: the
+exact dense reference (:mod:`raymix.solvers.mixed_linear`), statsmodels' MixedLM and the
+closed forms of the balanced one-way ANOVA."""
 
 import numpy as np
 import pyarrow as pa
@@ -40,9 +40,9 @@ def write(directory, y, x, levels: dict):
     return Data(train=str(directory))
 
 
-def descent(data, factors, passes, slope=True, variance=None, built=None):
+def descent(data, factors, passes, slope=True, variance=None, built=None, method="ml"):
     """The fixed effect (intercept, and ``x`` with ``slope``) and one intercept-only linear
-    random effect per factor with ``l2="auto"``; returns (fixed coefficients ``[w, b]``, per
+    random effect per factor with ``l2="auto"`` (``method``: "ml" or "reml"); returns (fixed coefficients ``[w, b]``, per
     factor its last estimates, the descent's state)."""
     bag = ("x",) if slope else None
     fixed = FixedEffect(name="fe", feature_bag=bag, task="linear", l2=0.0, variance=variance)
@@ -52,7 +52,7 @@ def descent(data, factors, passes, slope=True, variance=None, built=None):
         None,
         None,
         LinearWorker(),
-        residual := ResidualVariance(),
+        residual := ResidualVariance(method=method),
     )
     holders = LocalHolders(2)
     res = [
@@ -209,3 +209,54 @@ def test_variances_are_scaled_by_the_residual_variance(tmp_path):
     ids = np.concatenate([h[1].train.entities[h[1].train.has_model] for h in re.pool.state["g"]])
     expected = ref.conditional_variances[0][ids.astype(np.int64), 0]
     np.testing.assert_allclose(variances, expected, rtol=1e-4)
+
+
+def test_one_factor_balanced_reml_is_the_closed_form(tmp_path):
+    """REML through the coordinate descent (the fixed intercept's coupling fitted in the
+    buckets) is the balanced one-way ANOVA's REML: sigma_e^2 = MSE, sigma^2 = (MSA-MSE)/n."""
+    rng = np.random.default_rng(3)
+    a, n = 25, 8
+    y = 2.0 + rng.normal(0, 0.7, a)[:, None] + rng.normal(0, 1.0, (a, n))
+    codes = np.repeat(np.arange(a), n)
+    data = write(tmp_path, y.ravel(), np.zeros(a * n), {"g": codes})
+    theta, (est,), _ = descent(data, ["g"], passes=60, slope=False, method="reml")
+    mu, sigma_a2, sigma_e2 = one_way_anova_ml(y, method="reml")
+    assert theta[0] == pytest.approx(mu, rel=1e-6)
+    assert est.sigma_e2 == pytest.approx(sigma_e2, rel=1e-6)
+    assert est.sigma2 == pytest.approx(sigma_a2, rel=1e-6)
+    assert abs(est.sigma2 - one_way_anova_ml(y)[1]) > 1e-2 * sigma_a2  # not ML's
+
+
+def test_one_factor_unbalanced_reml_agrees_with_mixedlm(tmp_path):
+    rng = np.random.default_rng(5)
+    q, n = 40, 1500
+    codes = rng.integers(0, q, n) ** 2 % q
+    x = rng.normal(size=n)
+    y = -0.5 + 2.0 * x + rng.normal(0, 0.6, q)[codes] + rng.normal(0, 1.5, n)
+    data = write(tmp_path, y, x, {"g": codes})
+    theta, (est,), _ = descent(data, ["g"], passes=200, method="reml")  # the intercept is slow
+    import pandas as pd
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    frame = pd.DataFrame({"y": y, "x": x})
+    fit = MixedLM.from_formula("y ~ x", groups=codes, data=frame).fit(reml=True)
+    assert est.sigma_e2 == pytest.approx(fit.scale, rel=1e-3)
+    assert est.sigma2 == pytest.approx(float(fit.cov_re.iloc[0, 0]), rel=1e-3)
+    np.testing.assert_allclose(theta[::-1], np.asarray(fit.fe_params), rtol=1e-3)
+
+
+def test_crossed_reml_agrees_with_the_exact_reml(tmp_path):
+    """Two crossed factors (30 x 20 levels, 6000 rows) by REML: sigma_e^2 and both sigma^2
+    to 1e-3 of the exact dense REML (lmer's REML=TRUE), which differs from ML's."""
+    y, x, codes = planted_crossed(0, n=6000)
+    data = write(tmp_path, y, x, {"a": codes[0], "b": codes[1]})
+    theta, est, _ = descent(data, ["a", "b"], passes=60, method="reml")
+    X = np.column_stack([np.ones(y.size), x])
+    ref = fit_linear_mixed(y, X, [Factor(c) for c in codes], method="reml")
+    ml = fit_linear_mixed(y, X, [Factor(c) for c in codes])
+    assert ref.converged
+    for e, s, s_ml in zip(est, ref.sigma2, ml.sigma2, strict=True):
+        assert e.sigma_e2 == pytest.approx(ref.sigma_e2, rel=1e-3)
+        assert e.sigma2 == pytest.approx(s, rel=1e-3)
+        assert abs(s - s_ml) > 5e-3 * s  # REML is another answer (ML would fail the 1e-3)
+    assert theta[0] == pytest.approx(ref.beta[1], rel=1e-3)

@@ -60,7 +60,7 @@ class LocalHolders:
         fits = []
         for held, piece in zip(self.state[name], offsets, strict=True):
             spec, rows, models = held
-            fit = fit_bucket(spec, rows, piece, l2=command.l2, moments=command.moments, variance_scale=command.variance_scale, warm_start=models, l2s=command.l2s)  # fmt: skip
+            fit = fit_bucket(spec, rows, piece, l2=command.l2, moments=command.moments, variance_scale=command.variance_scale, warm_start=models, l2s=command.l2s, coupling=command.coupling)  # fmt: skip
             held[2] = fit.models
             fits.append(fit)
         return fits

@@ -1,0 +1,91 @@
+"""``Recipe.variance_method="reml"`` through ``raymix.fit`` on Ray's bucket actors: the
+variance components equal statsmodels' MixedLM(reml=True); the summary, the terminal table
+and the report say which method; the recipe refuses REML where it does not apply."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import raymix
+from raymix import Data, FixedEffect, RandomEffect, Recipe
+from raymix.report import table
+from raymix.result import FitResult
+
+
+def one_factor(seed: int = 7):
+    rng = np.random.default_rng(seed)
+    q, n = 40, 1200
+    user = rng.integers(0, q, n) ** 2 % q  # unbalanced
+    x = rng.normal(size=n)
+    y = 0.3 + 1.5 * x + rng.normal(0, 0.7, q)[user] + rng.normal(0, 1.2, n)
+    return pd.DataFrame({"x": x, "user": user, "response": y})
+
+
+def recipe(df, out, method="reml", **random):
+    return Recipe(
+        name="reml",
+        data=Data(train=df),
+        coordinates=[
+            FixedEffect(name="global", feature_bag=["x"], task="linear", l2=0.0),
+            RandomEffect(
+                **{"name": "per-user", "entity": "user", "task": "linear", "l2": "auto"}
+                | {"regularize_intercept": True}
+                | random
+            ),
+        ],
+        passes=60,
+        metric="rmse",
+        output=str(out),
+        variance_method=method,
+    )
+
+
+@pytest.mark.ray
+def test_reml_fit_agrees_with_mixedlm_and_says_so(ray_session, tmp_path):
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    df = one_factor()
+    model = raymix.fit(recipe(df, tmp_path / "out"))
+    summary = json.loads((model.output / "summary.json").read_text())
+    assert summary["variance_method"] == "reml"
+    components = summary["variance_components"]
+    ref = MixedLM.from_formula("response ~ x", groups=df["user"], data=df).fit(reml=True)
+    assert components["residual"]["variance"] == pytest.approx(ref.scale, rel=1e-3)
+    assert components["per-user"]["variance"] == pytest.approx(
+        float(ref.cov_re.iloc[0, 0]), rel=1e-3
+    )
+    ml = MixedLM.from_formula("response ~ x", groups=df["user"], data=df).fit(reml=False)
+    assert abs(float(ml.cov_re.iloc[0, 0]) - components["per-user"]["variance"]) > 1e-2 * ref.scale
+    assert "lmer(REML = TRUE)" in (model.output / "report.html").read_text()
+
+
+def test_the_table_names_the_method():
+    steps = [
+        {"pass": 1, "coordinate": "per-user", "metrics": {"rmse": 0.8}, "seconds": 0.1,
+         "l2": 4.0, "sigma2": 0.5, "sigma_e2": 2.0, "variance_method": "reml"},
+    ]  # fmt: skip
+    result = FitResult(output=None, steps=steps, final={}, timings={}, best_pass=1, files={})
+    assert "variance components (l2=auto, REML)" in table(result)
+
+
+@pytest.mark.parametrize(
+    "random, said",
+    [
+        ({"l2": 1.0}, "needs a linear random effect with l2='auto'"),
+        ({"l2_per_feature": True, "feature_bag": ["x"]}, "not available with l2_per_feature"),
+    ],
+)
+def test_reml_is_refused_where_it_does_not_apply(tmp_path, random, said):
+    with pytest.raises(ValueError, match=said):
+        recipe(one_factor(), tmp_path / "out", **random)
+
+
+def test_ml_is_the_default(tmp_path):
+    assert recipe(one_factor(), tmp_path, method="ml").variance_method == "ml"
+    raw = recipe(one_factor(), tmp_path).model_dump()
+    raw.pop("variance_method")
+    assert Recipe.model_validate(raw).variance_method == "ml"
