@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raymix import metrics as M
-from raymix.coordinates.base import Coordinate, RowIndex, scatter
+from raymix.coordinates.base import Coordinate, InterceptShift, RowIndex, scatter
 from raymix.errors import DataError
 
 
@@ -161,6 +161,11 @@ def descend(
             if coordinate.name in locked and p > 0:
                 continue
             step = _update(coordinate, state, p, metric, refit=coordinate.name not in locked)
+            if coordinate.name not in locked and coordinate.kind == "random_effect":
+                shift = recenter(coordinate, coordinates, state, locked)  # type: ignore[arg-type]
+                if shift:
+                    step.info["intercept_shift"] = shift
+                    step.metrics = evaluate(state, metric, coordinate.name)
             state.steps.append(step)
             if after_step is not None:
                 after_step(state, step)
@@ -209,6 +214,42 @@ def _update(coordinate: Coordinate, state: DescentState, p: int, metric: str, re
     val.scores[coordinate.name] = outcome.validation
     results = evaluate(state, metric, coordinate.name)
     return Step(p, coordinate.name, results, outcome.info, time.perf_counter() - started)
+
+
+def recenter(
+    random: InterceptShift, coordinates: list, state: DescentState, locked: frozenset[str]
+) -> float:
+    """Move the mean of a random effect's penalized intercepts into the first fixed effect
+    with a free intercept; returns the amount moved (0.0: nothing moved).
+
+    Every row of the random effect has a model, so adding ``c`` to the fixed intercept and
+    ``-c`` to every random intercept leaves each training prediction as it is, and only the
+    penalty ``(l2/2) sum_e b_e^2`` changes: it is least at ``c = mean(b_e)``, which the joint
+    optimum therefore has at 0. Coordinate descent alone moves that mean between the fixed
+    and the random intercepts a little each pass (a linear mixed model with large random
+    intercepts needs hundreds of passes); this exact line search along it moves it at once.
+    """
+    mean = random.intercept_mean()
+    fixed = next(
+        (
+            c
+            for c in coordinates
+            if c.kind == "fixed_effect" and c.name not in locked and c.takes_intercept_shift()
+        ),
+        None,
+    )
+    if fixed is None or not mean:
+        return 0.0
+    train, val = state.train, state.validation
+    for coordinate, by in ((random, -mean), (fixed, mean)):
+        outcome = coordinate.shift_intercepts(
+            by,
+            train.total() - train.scores[coordinate.name],
+            val.total() - val.scores[coordinate.name],
+        )
+        train.scores[coordinate.name] = outcome.train
+        val.scores[coordinate.name] = outcome.validation
+    return mean
 
 
 def evaluate(state: DescentState, metric: str, coordinate: str | None = None) -> dict:

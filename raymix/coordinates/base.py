@@ -81,6 +81,21 @@ class Coordinate(Protocol):
         """Release workers and actors."""
 
 
+class InterceptShift(Protocol):
+    """A coordinate whose intercepts can move to or from a fixed effect's free intercept
+    without changing a training prediction (:func:`raymix.descent.recenter`)."""
+
+    name: str
+
+    def intercept_mean(self) -> float | None:
+        """How far its penalized intercepts' mean is from 0 when moving it leaves every
+        training prediction unchanged; None when it cannot be moved."""
+
+    def shift_intercepts(self, by: float, train_offsets: np.ndarray, val_offsets: np.ndarray) -> Outcome:  # fmt: skip
+        """Add ``by`` to its intercepts and return its new scores (the offsets: the other
+        coordinates' scores, for a coordinate that scores through its fit)."""
+
+
 class RowIndex:
     """The global order of a split's rows: their uids, sorted."""
 

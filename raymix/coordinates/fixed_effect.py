@@ -127,6 +127,20 @@ class FixedEffectCoordinate:
         info["worker_restarts"] = self.service.restarts()
         return Outcome(train=train, validation=val, info=info)
 
+    def takes_intercept_shift(self) -> bool:
+        """Whether its intercept is free (fitted, not penalized, no prior) and fitted: the
+        random effects' penalized intercepts' mean can move into it."""
+        spec = self.spec
+        free = spec.fit_intercept and not spec.regularize_intercept and self.prior is None
+        return free and self.theta is not None
+
+    def shift_intercepts(self, by: float, train_offsets: np.ndarray, val_offsets: np.ndarray) -> Outcome:  # fmt: skip
+        """Add ``by`` to its intercept and score again (its workers, ``refit=False``)."""
+        theta = np.array(self.theta, np.float64)
+        theta[-1] += by
+        self.theta = theta
+        return self.fit(train_offsets, val_offsets, refit=False)
+
     def reconfigure(self, spec: FixedEffect) -> None:
         """New hyper-parameters (l2, l1, solver, ...) for the resident rows; the model is reset.
 

@@ -198,6 +198,29 @@ class RandomEffectCoordinate:
             info["entities_carried"] = self.carried
         return self._outcome(fits, info)
 
+    def intercept_mean(self) -> float | None:
+        """The mean of its penalized intercepts, when a shift of them all leaves every
+        training prediction unchanged (every entity has a model) and changes only the
+        penalty, the same ridge for each (no prior, no l1): the joint optimum has it 0."""
+        spec = self.spec
+        if not (spec.fit_intercept and spec.regularize_intercept) or spec.prior is not None:
+            return None
+        if spec.l1 or spec.min_samples > 1:
+            return None
+        models = [m for m in self.pool.snapshot(self.name) if m is not None and m.n_entities]
+        count = sum(m.n_entities for m in models)
+        return float(sum(m.intercepts.sum() for m in models) / count) if count else None
+
+    def shift_intercepts(self, by: float, train_offsets: np.ndarray, val_offsets: np.ndarray) -> Outcome:  # fmt: skip
+        """Add ``by`` to every entity's intercept (in the actors, through the models the
+        pool keeps for a rebuild) and score again."""
+        shifted = [
+            None if m is None else dataclasses.replace(m, intercepts=m.intercepts + by)
+            for m in self.pool.snapshot(self.name)
+        ]
+        self.pool.restore(self.name, shifted)
+        return self._outcome(self.pool.score(self.name), {})
+
     def _outcome(self, fits: list[BucketFit], info: dict) -> Outcome:
         train = scatter([f.train_scores for f in fits], self._train_pos, self._sizes[0])
         val = scatter([f.val_scores for f in fits], self._val_pos, self._sizes[1])
