@@ -1,5 +1,6 @@
-"""A Ray head and a second node on 127.0.0.1, each started by ``ray start``: the one loopback
-cluster of the two-node tests (``tests/test_cluster_job*.py``) and of ``bench/chaos.py``.
+"""A Ray head and more nodes on 127.0.0.1, each started by ``ray start``: the one loopback
+cluster of the two-node tests (``tests/test_cluster_job*.py``), of ``bench/chaos.py`` and of
+``bench/cluster_fit.py`` (four nodes).
 
 Test and benchmark support, not part of raymix: it starts daemons and signals processes, which
 the package never does on a user's machine (so it lives beside ``tests/s3server.py``, and the
@@ -107,10 +108,15 @@ def gone(pid: int) -> bool:
 
 
 class LoopbackCluster:
-    """A Ray head and a second node on 127.0.0.1; the second node can be lost (every process
-    of its session SIGKILLed) and started again."""
+    """A Ray head and ``nodes - 1`` more nodes on 127.0.0.1; the second node can be lost
+    (every process of its session SIGKILLed) and started again."""
 
-    def __init__(self, cpus_per_node: int = 2, object_store_bytes: int = 300_000_000):
+    def __init__(
+        self, cpus_per_node: int = 2, object_store_bytes: int = 300_000_000, nodes: int = 2
+    ):
+        if nodes < 2:
+            raise ValueError("a loopback cluster has a head and at least one more node")
+        self.nodes = nodes
         # Short: Ray's Unix sockets live under it (at most 107 characters).
         self.temp_dir = tempfile.mkdtemp(prefix="raymix-cluster-", dir="/tmp")
         self.cpus, self.store = cpus_per_node, object_store_bytes
@@ -125,6 +131,7 @@ class LoopbackCluster:
         )
         self.sessions: list[int] = []  # pids of our `ray start`s: session ids of their daemons
         self.node_session = 0  # the second node's
+        self.more_sessions: list[int] = []  # the third node's and on
         self.log: list[str] = []
 
     @property
@@ -188,6 +195,8 @@ class LoopbackCluster:
         if head.returncode != 0:
             raise RuntimeError(f"ray start --head failed\n{self.transcript()}")
         self.start_second_node()
+        for k in range(3, self.nodes + 1):
+            self.more_sessions.append(self._join(k))
 
     def alive_nodes(self, wanted: int, patience: float) -> bool:
         """Exactly ``wanted`` nodes alive within ``patience`` seconds."""
@@ -195,18 +204,22 @@ class LoopbackCluster:
         return self.python(WAIT_FOR_NODES, *args, timeout=patience + 60).returncode == 0
 
     def start_second_node(self) -> None:
-        if self.sessions and not self.alive_nodes(1, 120):  # a lost node is marked dead first
+        others = len(self.more_sessions)
+        if self.sessions and not self.alive_nodes(1 + others, 120):  # a lost node dies first
             raise RuntimeError(f"a node too many stays alive\n{self.transcript()}")
+        self.node_session = self._join(2 + others)
+
+    def _join(self, wanted: int) -> int:
+        """Start one more node, until ``wanted`` nodes are alive; its session."""
         # On a very busy machine `ray start` gives up when its raylet takes more than 30 s to
         # register (a constant in Ray): then try again, on fresh ports.
         for _ in range(3):
             node = self.ray(["start", f"--address={self.gcs}", *self._node_args()])
-            self.node_session = node.pid
-            if self.alive_nodes(2, 90 if node.returncode == 0 else 20):
-                return
-            self.lose_second_node()
-            self.alive_nodes(1, 60)
-        raise RuntimeError(f"the second node never joined\n{self.transcript()}")
+            if self.alive_nodes(wanted, 90 if node.returncode == 0 else 20):
+                return node.pid
+            signal_all(descendants(sessions={node.pid}), signal.SIGKILL)
+            self.alive_nodes(wanted - 1, 60)
+        raise RuntimeError(f"node {wanted} never joined\n{self.transcript()}")
 
     def lose_second_node(self) -> set[int]:
         """SIGKILL every process of the second node; the pids signalled."""

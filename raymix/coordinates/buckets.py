@@ -269,6 +269,13 @@ def _with_coupling(
     return dataclasses.replace(moments, coupling=squares, absorbed=absorbed)
 
 
+def shifted_intercepts(models: EntityModels | None, by: float) -> EntityModels | None:
+    """``models`` with ``by`` added to every entity's intercept (:func:`raymix.descent.recenter`)."""
+    if models is None:
+        return None
+    return dataclasses.replace(models, intercepts=models.intercepts + by)
+
+
 def _scaled_variances(models: EntityModels, scale: float) -> EntityModels:
     variances, covariances = models.variances, models.covariances
     return dataclasses.replace(

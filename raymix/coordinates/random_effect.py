@@ -85,6 +85,9 @@ class BucketHolders(Protocol):
     def score(self, name: str) -> list[BucketFit]:
         """Score with the models held (no refit)."""
 
+    def shift_intercepts(self, name: str, by: float) -> list[BucketFit]:
+        """Add ``by`` to every held model's intercept and score."""
+
     def reconfigure(self, spec: RandomEffect) -> None:
         """New hyper-parameters for a loaded coordinate; its models are dropped."""
 
@@ -212,14 +215,8 @@ class RandomEffectCoordinate:
         return float(sum(m.intercepts.sum() for m in models) / count) if count else None
 
     def shift_intercepts(self, by: float, train_offsets: np.ndarray, val_offsets: np.ndarray) -> Outcome:  # fmt: skip
-        """Add ``by`` to every entity's intercept (in the actors, through the models the
-        pool keeps for a rebuild) and score again."""
-        shifted = [
-            None if m is None else dataclasses.replace(m, intercepts=m.intercepts + by)
-            for m in self.pool.snapshot(self.name)
-        ]
-        self.pool.restore(self.name, shifted)
-        return self._outcome(self.pool.score(self.name), {})
+        """Add ``by`` to every entity's intercept, where the models are, and score again."""
+        return self._outcome(self.pool.shift_intercepts(self.name, by), {})
 
     def _outcome(self, fits: list[BucketFit], info: dict) -> Outcome:
         train = scatter([f.train_scores for f in fits], self._train_pos, self._sizes[0])

@@ -29,6 +29,7 @@ from raymix.coordinates.buckets import (
     loaded,
     save_bucket_models,
     score_bucket,
+    shifted_intercepts,
     warm_start_models,
     with_validation,
     write_bucket_models,
@@ -115,6 +116,12 @@ class BucketActor:
 
     def score(self, name: str) -> BucketFit:
         state = self._state(name)
+        return score_bucket(state.rows, state.models, state.prior)
+
+    def shift_intercepts(self, name: str, by: float) -> BucketFit:
+        """Add ``by`` to every model's intercept and score again."""
+        state = self._state(name)
+        state.models = shifted_intercepts(state.models, by)
         return score_bucket(state.rows, state.models, state.prior)
 
     def set_models(self, name: str, models: EntityModels | None) -> None:
@@ -274,6 +281,10 @@ class BucketPool:
 
     def score(self, name: str) -> list[BucketFit]:
         return self._keep(name, self._on_each(self._same(lambda a: a.score.remote(name))))
+
+    def shift_intercepts(self, name: str, by: float) -> list[BucketFit]:
+        calls = self._same(lambda a: a.shift_intercepts.remote(name, by))
+        return self._keep(name, self._on_each(calls))
 
     def _keep(self, name: str, fits: list[BucketFit]) -> list[BucketFit]:
         """Note the models of every reply, for a rebuild and a snapshot (on the driver's

@@ -12,6 +12,7 @@ from raymix.coordinates.buckets import (
     loaded,
     save_bucket_models,
     score_bucket,
+    shifted_intercepts,
     with_validation,
     write_bucket_models,
 )
@@ -67,6 +68,11 @@ class LocalHolders:
 
     def score(self, name):
         return [score_bucket(rows, models) for _, rows, models in self.state[name]]
+
+    def shift_intercepts(self, name, by):
+        for held in self.state[name]:
+            held[2] = shifted_intercepts(held[2], by)
+        return self.score(name)
 
     def reconfigure(self, spec):
         for held in self.state[spec.name]:
