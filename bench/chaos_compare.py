@@ -2,8 +2,9 @@
 
 Avro files (models, score files) record by record with every float by its exact ``repr``;
 ``summary.json`` and every ``evalSummary.json`` by their numbers, without those that differ
-between identical runs by nature (timings, process ids, restart counts). The checkpoint,
-``run.json``, the report page and ``_SUCCESS`` are not compared.
+between identical runs by nature (timings, process ids, restart counts, evaluations
+replayed after a restart). The checkpoint, ``run.json``, the report page and ``_SUCCESS``
+are not compared.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import fastavro
 
 #: JSON keys whose numbers differ between identical runs by nature
-VOLATILE = ("seconds", "per_second", "timings", "pid", "restarts", "rebuilds")
+VOLATILE = ("seconds", "per_second", "timings", "pid", "restarts", "rebuilds", "replayed")
 
 
 def numbers(value, path: str = "") -> dict[str, str]:

@@ -17,16 +17,16 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+from raymix.console import OneLineParser  # noqa: E402
 from raymix.errors import RaymixError, RecipeError  # noqa: E402
-from raymix.errors import unwrap as _unwrap  # noqa: E402
+from raymix.errors import unwrap as _unwrap
 
 
 def run() -> None:
     """The ``raymix`` command: :func:`main`, its exit handlers, then the process ends.
 
     By then every output is closed and renamed into place and Ray is shut down; tearing down
-    the interpreter's modules (Ray's core worker, Arrow, numba, TensorFlow) would only cost
-    ~0.5 s more of a run.
+    the interpreter's modules (Ray's core worker, Arrow, numba, TensorFlow) costs ~0.5 s.
     """
     code = main()
     atexit._run_exitfuncs()  # what a normal exit runs (flushes, Ray's own shutdown if up)
@@ -95,7 +95,7 @@ def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="raymix",
         description="Train generalized (deep) mixed models - GLMix/GAME, like GDMix and Photon ML - on Ray.",
     )
@@ -152,20 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     fit.set_defaults(handler=_fit)
 
-    score = sub.add_parser("score", help="apply a trained model to new data in batch")
-    score.add_argument("model_dir", help="the output directory of a fit (holds run.json)")
-    score.add_argument(
-        "data",
-        nargs="*",
-        help="data files or directories per coordinate (default: the fit's validation data)",
-    )
-    score.add_argument("--out", required=True, help="directory for the score files")
-    score.add_argument("--overwrite", action="store_true")
-    score.add_argument("--address", default=None)
-    score.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-    )
-    score.set_defaults(handler=_score)
+    from raymix.scoring_command import add_parser as add_score_parser
+
+    add_score_parser(sub)
 
     from raymix.serving.command import add_parser as add_serve_parser
 
@@ -316,21 +305,6 @@ def _fit(args) -> int:
         from raymix.tracking import log_fit
 
         print(f"logged to MLflow at {args.mlflow}: run {log_fit(args.mlflow, recipe, result)}")
-    return 0
-
-
-def _score(args) -> int:
-    from raymix.scoring import score_command
-
-    with _progress(False) as say:
-        score_command(
-            args.model_dir,
-            args.data,
-            args.out,
-            overwrite=args.overwrite,
-            address=args.address,
-            progress=say,
-        )
     return 0
 
 

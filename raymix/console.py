@@ -14,9 +14,10 @@ happened. ``quiet`` prints nothing. Results (tables, paths) are the command's ow
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 
 def plain_line(message: str, now: float, elapsed: float) -> str:
@@ -77,3 +78,12 @@ class _Now:
 
         running = time.perf_counter() - self.start
         return Text.assemble(self.message, (f"  (running {running:.0f} s)", "dim"))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``raymix: error: ...``, exit 2),
+    like every other raymix error; ``--help`` still prints the usage. Its sub-command
+    parsers are of the same class (argparse makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"raymix: error: {message} (see: {self.prog} --help)\n")

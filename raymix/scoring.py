@@ -9,6 +9,7 @@ coordinates alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from raymix import storage
 from raymix.coordinates.base import RowIndex
 from raymix.coordinates.inputs import build_source, feature_names
 from raymix.coordinates.linear_models import LinearModels, load_linear_models
+from raymix.data.avro.photon_layout import is_game_model
 from raymix.data.avro.scores import write_scores_avro
 from raymix.data.source import Source
 from raymix.errors import DataError, RecipeError
@@ -56,13 +58,42 @@ class Scores:
 
 
 def score_command(
-    model_dir, data: list[str], out, *, overwrite=False, address=None, progress=None
+    model_dir,
+    data: list[str],
+    out,
+    *,
+    overwrite=False,
+    address=None,
+    progress=None,
+    feature_shards: tuple[str, ...] | list[str] = (),
 ) -> Path:
-    from raymix.outputs import SCORE_FILE, check_apart, output_transaction
+    """Score ``data`` with a fit's output directory, or with a Photon ML GAME model directory
+    (no ``run.json``: :mod:`raymix.photon_scoring`, its shards mapped to input bags by
+    ``feature_shards``, ``SHARD=BAG[,BAG...]``); write ``out/scores``."""
+    from raymix.outputs import SCORE_FILE, check_apart, output_location, output_transaction
 
     say = progress or (lambda message: None)
-    model_dir, recipe = fit_output(model_dir, before_loading=lambda where: check_apart(out, where))
-    plans = _plans(model_dir, recipe, _inputs(recipe, data))
+    where = output_location(model_dir, field="model_dir")
+    if not storage.is_file(where / RUN_FILE):
+        if not is_game_model(where):
+            raise RecipeError(
+                f"'{where}' is not a raymix fit output (no {RUN_FILE}), nor a Photon ML "
+                "model (no fixed-effect/ or random-effect/)"
+            )
+        from raymix.photon_scoring import photon_model_recipe
+
+        check_apart(out, where)
+        recipe, models = photon_model_recipe(where, data, list(feature_shards), out)
+        inputs = {spec.name: recipe.data for spec in recipe.coordinates}
+    else:
+        if feature_shards:
+            raise RecipeError(
+                f"--feature-shard maps a Photon ML model's shards to bags: '{where}' is not one"
+            )
+        where, recipe = fit_output(where, before_loading=lambda at: check_apart(out, at))
+        models = model_dirs(where, recipe)
+        inputs = _inputs(recipe, data)
+    plans = _plans(models, recipe, inputs)
     with output_transaction(out, overwrite, marker=SCORE_FILE) as out_dir:
         scores = _scores(recipe, plans, address, say)
         path = write_scores_avro(
@@ -75,9 +106,16 @@ def score_command(
             names=("uid", recipe.columns.label, None),
         )
         say(f"wrote {path}")
-        what = {"model_dir": str(storage.shown(model_dir)), "data": list(data)}
+        what = {"model_dir": str(storage.shown(where)), "data": list(data)}
+        if feature_shards:
+            what["feature_shards"] = list(feature_shards)
         storage.write_text(storage.join(out_dir, SCORE_FILE), json.dumps(what, indent=2) + "\n")
         return path
+
+
+def model_dirs(model_dir, recipe: Recipe) -> dict[str, Any]:
+    """Each coordinate's models directory in a fit's output directory."""
+    return {spec.name: model_dir / spec.name / "models" for spec in recipe.coordinates}
 
 
 def fit_output(model_dir, before_loading=None) -> tuple[Any, Recipe]:
@@ -99,11 +137,14 @@ def fit_output(model_dir, before_loading=None) -> tuple[Any, Recipe]:
 def score(model_dir, recipe: Recipe, inputs: dict[str, Data], *, address=None, progress=None):
     """:class:`Scores` of the rows of ``inputs`` (a Data per coordinate name, its ``train``
     the rows to score) under the fit in ``model_dir``: what ``raymix score`` writes."""
-    plans = _plans(model_dir, recipe, inputs)
+    plans = _plans(model_dirs(model_dir, recipe), recipe, inputs)
     return _scores(recipe, plans, address, progress or (lambda message: None))
 
 
-def _plans(model_dir, recipe: Recipe, inputs: dict[str, Data]) -> list[tuple]:
+def _plans(models_of: dict[str, Any], recipe: Recipe, inputs: dict[str, Data]) -> list[tuple]:
+    """Per coordinate: its spec, its rows' source and its models (from ``models_of``, its
+    models directory by coordinate name); a coordinate without ``fit_intercept`` scores
+    without its models' intercepts."""
     plans: list[tuple] = []
     for spec in recipe.coordinates:
         if isinstance(spec, ExternalEffect):
@@ -123,14 +164,14 @@ def _plans(model_dir, recipe: Recipe, inputs: dict[str, Data]) -> list[tuple]:
         if isinstance(spec, DeepEffect):  # a SavedModel, scored from raw rows
             from raymix.deep.export import check_deep_model
 
-            plans.append((spec, source, check_deep_model(model_dir / spec.name / "models", source)))
+            plans.append((spec, source, check_deep_model(models_of[spec.name], source)))
             continue
         names = feature_names(base, spec.feature_bag, source.schema.dim)
-        models = load_linear_models(model_dir / spec.name / "models", names, source.schema.dim)
+        models = load_linear_models(models_of[spec.name], names, source.schema.dim)
         if isinstance(spec, FixedEffect) and models.keys.size != 1:
-            raise DataError(
-                "a fixed effect has exactly one model", path=str(model_dir / spec.name / "models")
-            )
+            raise DataError("a fixed effect has exactly one model", path=str(models_of[spec.name]))
+        if not spec.fit_intercept:  # e.g. a Photon shard's later bags: its intercept counts once
+            models = dataclasses.replace(models, intercepts=np.zeros_like(models.intercepts))
         plans.append((spec, source, models))
     return plans
 

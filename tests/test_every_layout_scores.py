@@ -1,7 +1,8 @@
 """Every bag layout fits and then scores: ``raymix score`` on a fitted run gives the fit's own
 validation scores (to 1e-9) for dense, sparse and intercept-only bags, on a fixed effect and on
 a random effect, from every input format in ``FORMATS`` (add a writer there for a new format):
-Parquet and Photon ML's Avro input (whose bags are sparse records: a "dense" bag there names
+Parquet, GDMix's TFRecord (per-record ``tf.train.Example``, with its tensor metadata) and
+Photon ML's Avro input (whose bags are sparse records: a "dense" bag there names
 every feature in every row).
 
 The deep coordinate is left out here: it needs a vocabulary and text columns, and its
@@ -18,6 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raymix.data.avro.scores import read_scores_avro
+from raymix.data.metadata import Metadata, TensorSpec
+from raymix.data.tfrecord.tables import write_tfrecord_file
 from raymix.recipe.spec import Data, FixedEffect, RandomEffect, Recipe
 from raymix.run import fit
 from raymix.scoring import score_command
@@ -95,7 +98,29 @@ def write_photon(root: Path) -> Data:
     return Data(train=str(root / "train.avro"), validation=str(root / "validation.avro"))
 
 
-FORMATS = {"parquet": write_parquet, "photon": write_photon}
+def write_tfrecord(root: Path) -> Data:
+    """The same rows as GDMix's TFRecord layout: a sparse bag as ``sparse_indices`` /
+    ``sparse_values``, the dense one as a fixed-length float tensor, and the metadata."""
+    features = (
+        TensorSpec("uid", "long"),
+        TensorSpec("user", "long"),
+        TensorSpec("dense", "float", (DIM,), False),
+        TensorSpec("sparse", "float", (DIM,), True),
+    )
+    metadata = Metadata(features, (TensorSpec("response", "int"),))
+    (root / "metadata").mkdir(parents=True)
+    metadata.write(root / "metadata" / "tensor_metadata.json")
+    for split, seed in (("train", 1), ("validation", 2)):
+        (root / split).mkdir()
+        write_tfrecord_file(table(seed), root / split / "part-0.tfrecord", metadata)
+    return Data(
+        train=str(root / "train"),
+        validation=str(root / "validation"),
+        metadata=str(root / "metadata" / "tensor_metadata.json"),
+    )
+
+
+FORMATS = {"parquet": write_parquet, "photon": write_photon, "tfrecord": write_tfrecord}
 BAGS = {"dense": "dense", "sparse": "sparse", "intercept": None}
 
 

@@ -60,7 +60,7 @@ class SolverSummary:
     objective: float
     message: str
     newton_steps: int
-    resumed_from_saved_iterate: bool
+    replayed_evaluations: int  # answered from a restarted group's log (raymix.solvers.replay)
     solver_seconds: float
 
 
@@ -83,12 +83,14 @@ class Objective:
     """The data term of the whole group: every call is collective (all workers, in lockstep).
 
     ``value_grad(theta) -> (value, gradient)`` and ``hessian(theta) -> (n, n)`` are sums over
-    every shard; ``stats`` the all-reduced column statistics (for the preconditioner)."""
+    every shard; ``stats`` the all-reduced column statistics (for the preconditioner);
+    ``replayed()`` how many evaluations so far were answered from a restarted group's log."""
 
     value_grad: Callable[[np.ndarray], tuple[float, np.ndarray]]
     hessian: Callable[[np.ndarray], np.ndarray]
     n_params: int
     stats: ColumnStats
+    replayed: Callable[[], int] = lambda: 0
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,11 @@ def fit_fixed_effect(
     spec: FixedEffect,
     objective: Objective,
     x0: np.ndarray | None,
-    resumed: bool = False,
     prior: Prior | None = None,
 ) -> FixedEffectFit:
     """Minimise the spec's objective from ``x0``; polish, threshold and take variances as the
-    spec asks. ``resumed`` says that ``x0`` is a restarted group's saved iterate; ``prior``
-    replaces the ridge where it knows a coefficient (the fit then starts from its mean
-    unless ``x0`` is given)."""
+    spec asks. ``prior`` replaces the ridge where it knows a coefficient (the fit then starts
+    from its mean unless ``x0`` is given)."""
     solver, n = spec.solver, objective.n_params
     started = time.perf_counter()
     fit = minimize_glm(
@@ -156,7 +156,7 @@ def fit_fixed_effect(
         objective=float(fit.objective),
         message=fit.message,
         newton_steps=polished,
-        resumed_from_saved_iterate=resumed,
+        replayed_evaluations=objective.replayed(),
         solver_seconds=time.perf_counter() - started,
     )
     variances = None

@@ -5,8 +5,10 @@ Each worker reads its shard once (``get_dataset_shard``), keeps it resident as a
 (:mod:`raymix.engine.service`): a :class:`~raymix.coordinates.fixed_effect_fit.FitCommand`
 with new offsets (the loss and gradient are all-reduced and every worker steps the same
 L-BFGS in lockstep, :func:`~raymix.coordinates.fixed_effect_fit.fit_fixed_effect`), or stop.
-Only offsets and scores (a float per row) move. Rank 0 saves its iterate every
-``SAVE_EVERY`` evaluations, so that a restarted worker group resumes the fit from there.
+Only offsets and scores (a float per row) move. Rank 0 logs the fit's evaluations in batches
+of ``SAVE_EVERY`` (:mod:`raymix.solvers.replay`): a restarted worker group starts the fit again
+from the same point, retraces the logged evaluations without computing them, and so ends
+exactly where an undisturbed fit ends.
 
 ``workers=0`` runs the very same function in-process (Ray Train's local mode: no worker
 group to start, and no TensorFlow import, see :func:`trainer_class`); ``workers=N`` starts N
@@ -37,8 +39,9 @@ from raymix.engine.service import WorkerService, group_token, serve
 from raymix.errors import RaymixError
 from raymix.recipe.spec import FixedEffect
 from raymix.solvers.glm import ColumnStats, GLMLoss
+from raymix.solvers.replay import Evaluation, EvaluationLog, Replay, replaying
 
-SAVE_EVERY = 5  # function evaluations between saves of the L-BFGS iterate
+SAVE_EVERY = 5  # function evaluations logged per message to the mailbox
 
 
 def fixed_effect_worker(config: dict) -> None:
@@ -126,12 +129,9 @@ class Shard:
         self.loss.set_offsets(ray.get(command.train_offsets)[train_pos])
         theta, summary, variances = command.theta, None, None
         if command.refit:
-            saved = self.mailbox.call("saved_progress", posted.id)
-            if saved is not None:  # a restarted worker group: go on from the last saved iterate
-                theta = saved
-            fit = fit_fixed_effect(
-                spec, self.objective(posted.id), theta, saved is not None, command.prior
-            )
+            # a restarted worker group: the dead group's evaluations, to retrace
+            logged = self.mailbox.call("saved_progress", posted.id)
+            fit = fit_fixed_effect(spec, self.objective(posted.id, logged), theta, command.prior)
             theta, summary, variances = fit.theta, fit.summary, fit.variances
         if theta is None:
             raise ValueError("a fixed effect scores only after a fit")
@@ -149,23 +149,29 @@ class Shard:
             variances=variances,
         )
 
-    def objective(self, command_id: CommandId) -> Objective:
-        """The group's data term; rank 0 saves the iterate every ``SAVE_EVERY`` evaluations."""
-        calls = [0]
+    def objective(self, command_id: CommandId, logged: list[Evaluation]) -> Objective:
+        """The group's data term, answered from ``logged`` while the fit retraces it; rank 0
+        logs the others. Every rank holds the same log and meets the same points, so all
+        replay alike and meet in the same collectives."""
         loss, collective, n = self.loss, self.collective, self.loss.n_params
+        replay, log = Replay(logged), None
+        if self.rank == 0:
+            log = EvaluationLog(
+                lambda start, batch: self.mailbox.send("save_progress", command_id, start, batch),
+                n,
+                SAVE_EVERY,
+            )
 
         def value_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
             value, grad = loss.value_grad(x)
             reduced = collective.sum(np.concatenate([[value], grad]))
-            calls[0] += 1
-            if self.rank == 0 and calls[0] % SAVE_EVERY == 0:
-                self.mailbox.send("save_progress", command_id, np.array(x))
             return float(reduced[0]), reduced[1:]
 
         def hessian(x: np.ndarray) -> np.ndarray:
             return collective.sum(loss.hessian(x).ravel()).reshape(n, n)
 
-        return Objective(value_grad, hessian, n, self.stats)
+        answered = replaying(value_grad, replay, log)
+        return Objective(answered, hessian, n, self.stats, lambda: replay.replayed)
 
 
 def all_rows_data_config():
@@ -218,8 +224,8 @@ class FixedEffectService(WorkerService):
     def start(self, spec: FixedEffect, train: Source, validation: Source | None) -> None:
         self.open(spec.name, spec.workers > 0, lambda: self.run_group(spec, train, validation))
 
-    def saved_progress(self) -> np.ndarray | None:
-        """The iterate rank 0 last saved in the current fit (None before the first save)."""
+    def saved_progress(self) -> list[Evaluation]:
+        """The evaluations rank 0 has logged in the current fit."""
         return self._mailbox().call("saved_progress", self.last_id)
 
     def run_group(self, spec: FixedEffect, train: Source, validation: Source | None) -> None:

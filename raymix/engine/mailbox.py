@@ -8,9 +8,10 @@ The protocol survives a worker-group restart (Ray Train's ``FailureConfig``): th
 *current* command; a worker asks for the first command it has not done yet, so a restarted
 group simply re-runs the current one. Replies are keyed by command, by the worker group's
 token (a number all ranks of one group agree on, see :class:`Member`) and by rank; a command
-is answered once one group has replied from every rank. A worker may also save its progress
-on the current command here (the fixed effect's rank 0 saves its L-BFGS iterate), so that a
-restarted group resumes from it rather than from scratch.
+is answered once one group has replied from every rank. A worker may also log its progress
+on the current command here as numbered entries (the fixed effect's rank 0 logs its L-BFGS
+evaluations, :mod:`raymix.solvers.replay`), so that a restarted group retraces them rather
+than computing them again.
 
 :class:`Mailbox` is plain, thread-safe Python. A worker group reaches it as a threaded Ray
 actor (:func:`open_mailbox` with ``remote=True``); Ray Train's in-process mode (one worker
@@ -65,7 +66,7 @@ class Mailbox:
         # command id -> {group token -> {rank: payload}}
         self.replies: dict[CommandId, dict[int, dict[int, Any]]] = {}
         self.worlds: dict[tuple[CommandId, int], int] = {}  # (command id, token) -> world size
-        self.progress: dict[CommandId, Any] = {}  # command id -> latest saved progress
+        self.progress: dict[CommandId, dict[int, Any]] = {}  # command id -> {number: entry}
         self.groups: set[int] = set()  # tokens of every worker group that has loaded
 
     def post(self, posted: Posted) -> None:
@@ -110,13 +111,20 @@ class Mailbox:
                 self.changed.wait(left)
             return done
 
-    def save_progress(self, command_id: CommandId, progress: Any) -> None:
+    def save_progress(self, command_id: CommandId, start: int, entries: list) -> None:
+        """Keep ``entries`` as numbers ``start``, ``start + 1``, ... (replacing older ones)."""
         with self.changed:
-            self.progress[command_id] = progress
+            saved = self.progress.setdefault(command_id, {})
+            saved.update(zip(range(start, start + len(entries)), entries, strict=True))
 
-    def saved_progress(self, command_id: CommandId) -> Any:
+    def saved_progress(self, command_id: CommandId) -> list:
+        """The entries numbered 0, 1, ... up to the first gap."""
         with self.changed:
-            return self.progress.get(command_id)
+            saved = self.progress.get(command_id, {})
+            out: list = []
+            while len(out) in saved:
+                out.append(saved[len(out)])
+            return out
 
     def restarts(self) -> int:
         """How many times the worker group was started again after the first."""

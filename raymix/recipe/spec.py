@@ -209,7 +209,7 @@ class FixedEffect(_LinearCoordinate):
 
     ``workers=0`` trains in-process; ``workers=N`` on N Ray Train workers, elastic down to
     ``min_workers`` when fewer are available; a failed worker group is restarted up to
-    ``max_failures`` times and resumes the fit from its last saved iterate.
+    ``max_failures`` times and retraces the fit from its logged evaluations, exactly.
     """
 
     kind: Literal["fixed_effect"] = "fixed_effect"

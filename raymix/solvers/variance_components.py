@@ -45,6 +45,29 @@ each of factor ``k``'s intercepts carries the exact extra relative variance
 added to ``sum v`` (:func:`next_linear_l2`'s ``partners``: the other factors' ``D_j``).
 What is left out (an entity's covariance with the levels of the other factors it shares
 rows with beyond that shift) is of the order of ``1/levels`` of the trace term.
+
+**REML** (``lmer(REML=TRUE)``, ``Recipe.variance_method="reml"``) integrates the ``p``
+fixed-effect coefficients out under a flat prior. Its stationarity conditions are
+
+    sigma_e^2 = PWRSS / (n - p),
+    sigma^2   = (1 / m) sum_e sum_j (theta_ej^2 + sigma_e^2 c_ej),
+
+with ``c`` the random effects' block of the inverse of the *joint* system (fixed effects
+included): ``C = A^-1 + G S^-1 G'``, ``A`` the random effects' system, ``G = A^-1 Z'WX`` and
+``S = X'WX - X'WZ G`` the fixed effects' precision given the data. ``p`` counts the
+unpenalized fixed coefficients: all of a fixed effect with ``l2=0``; with ``l2 > 0`` only its
+intercept (when it is not regularized): the penalized slopes are then a ridge of known
+variance, not flat-prior parameters (:meth:`ResidualVariance.fixed`). The fixed intercept's
+part of ``G S^-1 G'`` is computed exactly for one factor: ``g_e = A_e^-1 Z_e'W 1`` is the
+entity's penalized least-squares fit of the constant label 1 (offsets 0) at the current
+``l2``, and ``S = sum w (1 - z.g)`` (:func:`intercept_coupling`), so the penalized
+coefficients' ``sum c`` gains ``sum_e ||g_e||^2 / S`` (``F_k ~ 1/D_k`` of a free partner,
+refined: for a balanced one-way design it gives the closed-form REML). The fixed intercept
+is every factor's free partner, so for crossed factors it takes the place of their mutual
+shift ``F_k``; each factor's ``S`` is taken given its own entities only. The slopes' part of
+``G S^-1 G'`` is left out: for a covariate that varies within entities it is ``O(1/n)`` of
+the trace term (measured in ``tests/coordinates/test_linear_components.py``); for a
+covariate constant within entities it is not small.
 """
 
 from __future__ import annotations
@@ -116,7 +139,8 @@ class LinearMoments:
     see :func:`linear_moments`): the penalized coefficients' ``squares`` (``sum theta^2``),
     their relative posterior ``variances`` (``sum v``) and ``count``; the weighted residual
     sum of squares ``rss`` of the whole model and the number of ``rows`` (weight > 0);
-    ``intercepts``: how many of the coefficients are penalized intercepts."""
+    ``intercepts``: how many of the coefficients are penalized intercepts; for REML,
+    ``coupling`` and ``absorbed``: the two sums of :func:`intercept_coupling` (0 for ML)."""
 
     squares: float = 0.0
     variances: float = 0.0
@@ -124,6 +148,8 @@ class LinearMoments:
     rss: float = 0.0
     rows: int = 0
     intercepts: int = 0
+    coupling: float = 0.0
+    absorbed: float = 0.0
 
     def __add__(self, other: LinearMoments) -> LinearMoments:
         return LinearMoments(
@@ -133,7 +159,15 @@ class LinearMoments:
             self.rss + other.rss,
             self.rows + other.rows,
             self.intercepts + other.intercepts,
+            self.coupling + other.coupling,
+            self.absorbed + other.absorbed,
         )
+
+    def fixed_intercept_variance(self) -> float:
+        """REML's ``sum_e ||g_e||^2 / S`` (module docstring), 0 without the sums."""
+        if self.coupling <= 0 or self.absorbed <= 0:
+            return 0.0
+        return self.coupling / self.absorbed
 
 
 def linear_moments(
@@ -159,6 +193,22 @@ def linear_moments(
     return LinearMoments(squares, variances, count, rss, rows, intercepts)
 
 
+def intercept_coupling(
+    ones, regularize_intercept: bool, scores: np.ndarray, weights: np.ndarray
+) -> tuple[float, float]:
+    """REML's coupling of a random effect with the fixed intercept (module docstring):
+    ``ones`` are the entities' fits of the constant label 1 with offsets 0 at the current
+    ``l2`` (``g_e``), ``scores`` their scores ``z.g`` on the rows, with the rows'
+    ``weights``; returns ``(sum of g^2 over the penalized coefficients, sum w (1 - z.g))``."""
+    absorbed = float(np.sum(weights * (1.0 - scores)))
+    if ones is None or ones.n_entities == 0:
+        return 0.0, absorbed
+    squares = float(np.sum(ones.coef_value**2))
+    if regularize_intercept:
+        squares += float(np.sum(ones.intercepts**2))
+    return squares, absorbed
+
+
 @dataclass(frozen=True)
 class LinearStep:
     """An EM step's result: the next ``l2`` and the estimates it came from."""
@@ -182,18 +232,29 @@ def shift_variance(own: float, partners: Sequence[float]) -> float:
 
 
 def next_linear_l2(
-    moments: LinearMoments, l2: float, others: float = 0.0, partners: Sequence[float] = ()
+    moments: LinearMoments,
+    l2: float,
+    others: float = 0.0,
+    partners: Sequence[float] = (),
+    fixed: int | None = None,
 ) -> LinearStep:
     """The M-step of a linear random effect (module docstring): ``sigma_e^2`` from the fit at
     ``l2`` (``others``: the other random effects' penalties), ``sigma^2``, and ``l2 =
     sigma_e^2 / sigma^2``; ``partners``: the other factors' intercept precisions ``D_j``
-    (none for one factor). Without coefficients or rows, ``l2`` is kept."""
+    (none for one factor). ``fixed``: None for ML, else REML with that many fixed
+    coefficients ``p`` (and the fixed intercept's coupling when ``moments`` carry it).
+    Without coefficients or rows, ``l2`` is kept."""
     m = moments
     penalty, precision = l2 * m.squares, m.intercepts * l2
-    variances = m.variances + m.intercepts * shift_variance(precision, partners)
-    if m.rows == 0:
+    coupled = m.fixed_intercept_variance() if fixed is not None else 0.0
+    if coupled > 0:  # the fixed intercept: every factor's free partner
+        variances = m.variances + coupled
+    else:
+        variances = m.variances + m.intercepts * shift_variance(precision, partners)
+    dof = m.rows - (fixed or 0)
+    if m.rows == 0 or dof <= 0:
         return LinearStep(l2, float("nan"), float("nan"), penalty, precision)
-    sigma_e2 = (m.rss + penalty + others) / m.rows
+    sigma_e2 = (m.rss + penalty + others) / dof
     if m.count == 0:
         return LinearStep(l2, sigma_e2, float("nan"), penalty, precision)
     sigma2 = (m.squares + sigma_e2 * variances) / m.count
@@ -208,11 +269,32 @@ class ResidualVariance:
     each records its penalty ``l2 ||theta||^2`` after its fit, and reads the others' sum for
     its own estimate of ``PWRSS``; and its intercepts' precision ``D`` (None: it fits no
     intercept; 0: not penalized), the others' are its ``partners``. ``sigma_e2`` is the
-    last estimate."""
+    last estimate. ``method``: "ml" or "reml" (the recipe's ``variance_method``); the fixed
+    effects record what REML integrates out (:meth:`fixed`)."""
 
     penalties: dict[str, float] = field(default_factory=dict)
     precisions: dict[str, float | None] = field(default_factory=dict)
     sigma_e2: float | None = None
+    method: str = "ml"
+    fixed_effects: dict[str, tuple[int, bool]] = field(default_factory=dict)
+
+    def fixed(self, name: str, dim: int, l2: float, intercept: str | None) -> None:
+        """Record fixed effect ``name`` (``dim`` features, its ``l2``, ``intercept``:
+        "free", "penalized" or None): REML integrates out its unpenalized coefficients,
+        every one with ``l2 = 0``, else only a free intercept."""
+        flat_intercept = intercept == "free" or (intercept == "penalized" and l2 == 0)
+        p = (dim if l2 == 0 else 0) + int(flat_intercept)
+        self.fixed_effects[name] = (p, flat_intercept)
+
+    def reml(self) -> int | None:
+        """REML's ``p`` (None for ML)."""
+        if self.method != "reml":
+            return None
+        return sum(p for p, _ in self.fixed_effects.values())
+
+    def fixed_intercept(self) -> bool:
+        """Whether REML integrates out a fixed intercept (its coupling is then asked for)."""
+        return self.method == "reml" and any(flat for _, flat in self.fixed_effects.values())
 
     def others(self, name: str) -> float:
         return float(sum(p for k, p in self.penalties.items() if k != name))

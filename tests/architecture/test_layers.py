@@ -29,6 +29,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "raymix.report",
         "raymix.report_page",
         "raymix.scoring",
+        "raymix.scoring_command",
+        "raymix.photon_scoring",
         "raymix.tracking",
         "raymix.api",
         "raymix.tune",

@@ -4,9 +4,6 @@ with, through every reader of model files."""
 
 from __future__ import annotations
 
-import io
-import json
-import zlib
 from pathlib import Path
 
 import fastavro
@@ -17,37 +14,13 @@ from raymix.data.avro.container import lenient_schema, read_records
 from raymix.data.avro.model_reader import model_features, read_avro_model_table
 from raymix.data.avro.models import INTERCEPT, read_models
 from raymix.errors import DataError
+from tests.photon_files import reference_model_records
 
 FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "photon-fixtures"
 if not FIXTURES.is_dir():
     FIXTURES = Path("/work/shared/data/photon-fixtures")
 MODEL = FIXTURES / "gameModel" / "fixed-effect" / "globalShard" / "coefficients" / "part-00000.avro"
 pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason="Photon ML fixtures not present")
-
-
-def _reference_records(file: Path) -> list[dict]:
-    """An independent decode: the writer schema with the offending defaults removed by hand
-    (then parsed strictly), the container framed here."""
-    raw = file.read_bytes()
-    stream = io.BytesIO(raw)
-    assert stream.read(4) == b"Obj\x01"
-    meta = fastavro.schemaless_reader(stream, {"type": "map", "values": "bytes"}, None)
-    sync = stream.read(16)
-    schema = json.loads(meta["avro.schema"])
-    for field in schema["fields"]:
-        if field["type"] == "string" and field.get("default", 0) is None:
-            del field["default"]
-    parsed = fastavro.parse_schema(schema)
-    codec = meta.get("avro.codec", b"null").decode()
-    out = []
-    while stream.tell() < len(raw):
-        count = fastavro.schemaless_reader(stream, {"type": "long"}, None)
-        size = fastavro.schemaless_reader(stream, {"type": "long"}, None)
-        data = stream.read(size)
-        assert stream.read(16) == sync
-        block = io.BytesIO(zlib.decompress(data, -15) if codec == "deflate" else data)
-        out.extend(fastavro.schemaless_reader(block, parsed, None) for _ in range(count))
-    return out
 
 
 def test_strict_parsers_reject_the_fixture():
@@ -57,7 +30,7 @@ def test_strict_parsers_reject_the_fixture():
 
 
 def test_fixture_reads_back_with_its_names_and_terms():
-    (expected,) = _reference_records(MODEL)
+    (expected,) = reference_model_records(MODEL)
     triples = [(m["name"], m["term"], m["value"]) for m in expected["means"]]
     assert len(triples) > 1000 and any(t[1] for t in triples)  # terms are really there
 
@@ -158,4 +131,39 @@ def test_photon_fixture_written_again_reads_back_identically(tmp_path: Path):
     c = PhotonCoordinate("globalShard", "fixed_effect", MODEL.parent, "globalShard")
     write_photon_layout(tmp_path, [c])
     again = tmp_path / "fixed-effect" / "globalShard" / "coefficients"
-    assert list(read_models(again)) == _reference_records(MODEL)
+    assert list(read_models(again)) == reference_model_records(MODEL)
+
+
+def test_a_photon_model_directory_reads_its_coordinates(tmp_path: Path):
+    """Shards and entity types from id-info, else from the directory names; model-spec's
+    order first (with its settings), then fixed effects, then random effects, by name."""
+    from raymix.data.avro.photon_layout import is_game_model, read_game_model
+
+    assert not is_game_model(tmp_path)
+    for folder, info in [
+        ("fixed-effect/zeta", "zShard\n"),
+        ("fixed-effect/alpha", None),
+        ("random-effect/userId-user-shard", None),
+        ("random-effect/per-song", "songId\nsongShard\n"),
+    ]:
+        (tmp_path / folder / "coefficients").mkdir(parents=True)
+        if info is not None:
+            (tmp_path / folder / "id-info").write_text(info)
+    (tmp_path / "model-spec").write_text("per-song -> a: 1\tb: x\nzeta -> c: 2\n")
+    assert is_game_model(tmp_path)
+    found = read_game_model(tmp_path)
+    assert [(c.name, c.kind, c.shard, c.entity, c.settings) for c in found] == [
+        ("per-song", "random_effect", "songShard", "songId", {"a": "1", "b": "x"}),
+        ("zeta", "fixed_effect", "zShard", None, {"c": "2"}),
+        ("alpha", "fixed_effect", "alpha", None, {}),
+        ("userId-user-shard", "random_effect", "user-shard", "userId", {}),
+    ]
+    assert found[0].models == str(tmp_path / "random-effect" / "per-song" / "coefficients")
+
+    (tmp_path / "random-effect" / "nameless" / "coefficients").mkdir(parents=True)
+    with pytest.raises(DataError, match="<entityType>-<shard>") as caught:
+        read_game_model(tmp_path)
+    assert "random-effect/nameless/id-info" in str(caught.value)
+    (tmp_path / "random-effect" / "nameless" / "coefficients").rmdir()
+    with pytest.raises(DataError, match="no coefficients directory"):
+        read_game_model(tmp_path)
