@@ -144,7 +144,7 @@ def _from_dicts(given: list[dict], bag: Bag, n: int):
     values = finite_numbers(list(chain.from_iterable(d.values() for d in given)))
     if values is None:
         return None
-    index = _indices(keys, bag)
+    index = feature_indices(keys, bag)
     if index is None:
         return None
     return pairs_matrix(counts, index, values, bag)
@@ -170,7 +170,7 @@ def pairs_matrix(counts: np.ndarray, index: np.ndarray, values: np.ndarray, bag:
     return sp.csr_matrix((values, index.astype(index_type(bag)), ptr), shape=(n, bag.dim))
 
 
-def _indices(keys: list[str], bag: Bag) -> np.ndarray | None:
+def feature_indices(keys: list[str], bag: Bag) -> np.ndarray | None:
     """Each key's feature index (a name of the feature list first, else a decimal index
     below ``dim``), or None if one is neither."""
     index = np.fromiter(map(bag.keys.get, keys, repeat(-1)), np.int64, len(keys))
