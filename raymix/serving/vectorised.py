@@ -157,10 +157,11 @@ def pairs_matrix(counts: np.ndarray, index: np.ndarray, values: np.ndarray, bag:
     row gives a feature twice."""
     n = counts.size
     row = np.repeat(np.arange(n), counts)
-    order = np.lexsort((index, row))  # by row, then by feature: the checked path's order
-    index, row, values = index[order], row[order], values[order]
-    if np.any((index[1:] == index[:-1]) & (row[1:] == row[:-1])):  # a feature given twice
-        return None
+    if not np.all((index[1:] > index[:-1]) | (row[1:] != row[:-1])):  # not yet in order
+        order = np.lexsort((index, row))  # by row, then by feature: the checked path's order
+        index, row, values = index[order], row[order], values[order]
+        if np.any((index[1:] == index[:-1]) & (row[1:] == row[:-1])):  # a feature given twice
+            return None
     if bag.dense:
         dense = np.zeros((n, bag.dim))
         dense[row, index] = values
