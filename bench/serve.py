@@ -16,7 +16,8 @@ asyncio + aiohttp, a closed loop of ``--concurrency`` requests, a fixed count an
 * requests of 1,000 rows: rows/s (target >= 100,000), the same rows in the row form
   (``{"rows": [...]}``), as JSON columns (``{"columns": {...}}``) and as an Arrow IPC stream
   (:mod:`raymix.serving.columnar`), rounds alternated with the bare deployment's (sent the
-  row-form bodies); each form's response checked against the scores computed here;
+  row-form bodies, and the Arrow bodies); each form's response checked against the scores
+  computed here;
 * a swap to the second run under single-row load: failed requests (target 0), and every
   response checked against both runs' scores computed here (exactly one must match, to 1e-6).
 
@@ -270,6 +271,7 @@ def main() -> None:
     chunks = [big[k : k + 1000] for k in range(0, len(big), 1000)]
     batches = [json.dumps({"rows": rows}).encode() for rows in chunks]
     as_columns = [request_columns(rows) for rows in chunks]
+    arrow_bodies = [arrow_stream(c) for c in as_columns]
     forms = {  # name: (url key, bodies, content type)
         "bare": ("bare", batches, "application/json"),
         "raymix": ("raymix", batches, "application/json"),
@@ -278,7 +280,8 @@ def main() -> None:
             [json.dumps({"columns": c}).encode() for c in as_columns],
             "application/json",
         ),
-        "raymix-arrow": ("raymix", [arrow_stream(c) for c in as_columns], ARROW),
+        "raymix-arrow": ("raymix", arrow_bodies, ARROW),
+        "bare-arrow": ("bare", arrow_bodies, ARROW),  # Serve's floor for the smaller bodies
     }
     results["body_bytes"] = {name: len(bodies[0]) for name, (_, bodies, _) in forms.items()}
 
@@ -319,6 +322,10 @@ def main() -> None:
         for name, got in rounds.items()
         if name != "bare"
     }
+    results["batch_ratio"]["raymix-arrow / bare-arrow"] = [
+        round(r["rows_per_s"] / b["rows_per_s"], 3)
+        for r, b in zip(rounds["raymix-arrow"], rounds["bare-arrow"], strict=True)
+    ]
     print(json.dumps({"batch_ratio": results["batch_ratio"]}), flush=True)
     if args.batch_only:
         finish(results, base, args)
