@@ -271,7 +271,7 @@ def _index_lists(column, where: str, bag: Bag) -> tuple[np.ndarray, np.ndarray]:
     kinds = set(map(type, flat))
     if kinds <= {int}:
         try:
-            index = np.array(flat, dtype=np.int64)
+            index = np.fromiter(flat, np.int64, len(flat))
         except OverflowError:  # an index beyond int64
             index = np.array([j if 0 <= j < bag.dim else -1 for j in flat], dtype=np.int64)
         return lengths, _in_range(index, where, lengths, bag, flat)

@@ -91,7 +91,7 @@ def finite_numbers(values: list) -> np.ndarray | None:
     if not set(map(type, values)) <= NUMBERS:
         return None
     try:
-        out = np.array(values, dtype=np.float64)
+        out = np.fromiter(values, np.float64, len(values))  # float(v) each, as the checks
     except OverflowError:  # an int beyond float64
         return None
     return out if np.isfinite(out).all() else None
