@@ -15,10 +15,10 @@ row; every column has the same length, 1 to :data:`~raymix.serving.requests.MAX_
       "age": [31, 40], "price": [9.5, 3.0],       a bag of scalar columns: a column each
       "title": ["toy story", "heat"]}}            every text column (deep coordinates)
 
-An Arrow stream holds the same columns (any number of record batches): numbers as integer or
-floating columns; ids and uids as integer or string columns; a bag as a ``list`` (or
-``fixed_size_list``) of numbers, or a ``struct<indices: list<int|string>, values:
-list<number>>``; texts as strings. No nulls.
+An Arrow stream (known by its Content-Type, or by its first bytes) holds the same columns
+(any number of record batches): numbers as integer or floating columns; ids and uids as
+integer or string columns; a bag as a ``list`` (or ``fixed_size_list``) of numbers, or a
+``struct<indices: list<int|string>, values: list<number>>``; texts as strings. No nulls.
 
 A column the run does not know, a missing one, a ragged length, a wrong dimension, a value
 that is not a finite number, an index out of range or given twice is refused with a
@@ -50,6 +50,7 @@ from raymix.serving.requests import (
 from raymix.serving.vectorised import csr_of_dense, feature_indices, finite_numbers, pairs_matrix
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ARROW_MARKER = b"\xff\xff\xff\xff"  # an Arrow IPC stream's first bytes
 PAIRS = ("indices", "values")
 
 
@@ -63,9 +64,12 @@ class Columns:
 
 
 def parse_request(body: bytes | str, content_type: str = "") -> list | Columns:
-    """A row-form body's rows, or a columnar body's :class:`Columns`."""
-    if content_type.split(";")[0].strip().lower() == ARROW_STREAM:
-        return arrow_columns(body if isinstance(body, bytes) else body.encode())
+    """A row-form body's rows, or a columnar body's :class:`Columns`: an Arrow stream when
+    ``content_type`` says so or the body starts as one (its continuation marker, never JSON)."""
+    if isinstance(body, str):
+        body = body.encode()
+    if content_type.split(";")[0].strip().lower() == ARROW_STREAM or body[:4] == ARROW_MARKER:
+        return arrow_columns(body)
     data = json_body(body)
     if isinstance(data, dict) and "columns" in data:
         return json_columns(data)
@@ -141,6 +145,8 @@ def read_columns(given: Columns, layout: Layout) -> Batch:
     def column(name: str, what: str) -> tuple[Any, str]:
         if name not in columns:
             raise RequestError(f"missing {what}", f"columns.{name}")
+        if what != "bag" and isinstance(columns[name], dict):  # pairs are for bags alone
+            raise RequestError("expected a list, one value a row", f"columns.{name}")
         return columns[name], f"columns.{name}"
 
     uid = _ids(*column("uid", ""), "an integer or a string").tolist() if "uid" in columns else None

@@ -49,6 +49,7 @@ def test_arrow_columns_build_the_row_forms_batch(dicts, chunk):
     fixed = {"per_user": 40} if not dicts else {}  # a sparse bag as fixed_size_list<double>[40]
     body = arrow_body(as_columns(rows), chunk=chunk, fixed=fixed)
     assert_identical(read(body, f"{ARROW_STREAM}; charset=binary"), parse_rows(rows, LAYOUT))
+    assert_identical(read(body, "application/octet-stream"), parse_rows(rows, LAYOUT))
 
 
 def test_a_columnar_body_without_uids_or_offsets_gets_none_and_zero():
@@ -143,6 +144,10 @@ JSON_ERRORS = {
         'columns.per_user: expected {"indices": [...], "values": [...]}',
     ),
     "a column not a list": (lambda c: c.update(age=3.0), "columns.age: expected a list"),
+    "pairs for an entity": (
+        lambda c: c.update(user_id=c["per_user"]),
+        "columns.user_id: expected a list, one value a row",
+    ),
 }
 
 
