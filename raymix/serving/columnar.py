@@ -135,7 +135,7 @@ def _counted(columns: dict) -> Columns:
 def read_columns(given: Columns, layout: Layout) -> Batch:
     """Check ``given`` against ``layout`` and build the :class:`Batch` the row form builds."""
     n, columns = given.n, given.columns
-    scalar = {c: name for name, bag in layout.bags.items() for c in bag.columns or ()}
+    scalar = [c for bag in layout.bags.values() for c in bag.columns or ()]
     bags = [name for name, bag in layout.bags.items() if not bag.columns]
     known = [*layout.entities, *bags, *scalar, *layout.texts, *RESERVED]
     for name in columns:
