@@ -13,7 +13,11 @@ asyncio + aiohttp, a closed loop of ``--concurrency`` requests, a fixed count an
 * single-row requests to raymix and to :class:`raymix.serving.app.Constant` (a deployment
   that answers a constant: Serve's own floor), alternated over ``--rounds``: throughput ratio
   (target >= 0.8) and p99 ratio (target <= 1.3);
-* requests of 1,000 rows: rows/s (target >= 100,000);
+* requests of 1,000 rows: rows/s (target >= 100,000), the same rows in the row form
+  (``{"rows": [...]}``), as JSON columns (``{"columns": {...}}``) and as an Arrow IPC stream
+  (:mod:`raymix.serving.columnar`), rounds alternated with the bare deployment's (sent the
+  row-form bodies, and the Arrow bodies); each form's response checked against the scores
+  computed here;
 * a swap to the second run under single-row load: failed requests (target 0), and every
   response checked against both runs' scores computed here (exactly one must match, to 1e-6).
 
@@ -107,6 +111,43 @@ def request_rows(n: int, users: int, items: int, seed: int) -> list[dict]:
             }
         )
     return rows
+
+
+def request_columns(rows: list[dict]) -> dict:
+    """``rows`` of :func:`request_rows` as the columns of a columnar body."""
+    columns: dict = {name: [row[name] for row in rows] for name in ("uid", "user_id", "item_id")}
+    columns["global"] = [row["global"] for row in rows]
+    for bag in ("per_user", "per_item"):
+        columns[bag] = {
+            "indices": [[int(j) for j in row[bag]] for row in rows],
+            "values": [list(row[bag].values()) for row in rows],
+        }
+    return columns
+
+
+def arrow_stream(columns: dict) -> bytes:
+    """:func:`request_columns` as an Arrow IPC stream: the dense bag a fixed_size_list, the
+    sparse bags struct<indices: list<int32>, values: list<double>>."""
+    import pyarrow as pa
+
+    arrays = {name: pa.array(columns[name], pa.int64()) for name in ("uid", "user_id", "item_id")}
+    arrays["global"] = pa.array(columns["global"], pa.list_(pa.float64(), 50))
+    for bag in ("per_user", "per_item"):
+        arrays[bag] = pa.StructArray.from_arrays(
+            [
+                pa.array(columns[bag]["indices"], pa.list_(pa.int32())),
+                pa.array(columns[bag]["values"], pa.list_(pa.float64())),
+            ],
+            names=["indices", "values"],
+        )
+    table = pa.table(arrays)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+ARROW = "application/vnd.apache.arrow.stream"
 
 
 def expected_scores(run, rows: list[dict]) -> np.ndarray:
@@ -227,7 +268,22 @@ def main() -> None:
     rows = request_rows(256, args.users, args.items, seed=3)
     single = [json.dumps({"rows": [row]}).encode() for row in rows]
     big = request_rows(1000 * 8, args.users, args.items, seed=4)
-    batches = [json.dumps({"rows": big[k : k + 1000]}).encode() for k in range(0, len(big), 1000)]
+    chunks = [big[k : k + 1000] for k in range(0, len(big), 1000)]
+    batches = [json.dumps({"rows": rows}).encode() for rows in chunks]
+    as_columns = [request_columns(rows) for rows in chunks]
+    arrow_bodies = [arrow_stream(c) for c in as_columns]
+    forms = {  # name: (url key, bodies, content type)
+        "bare": ("bare", batches, "application/json"),
+        "raymix": ("raymix", batches, "application/json"),
+        "raymix-columns": (
+            "raymix",
+            [json.dumps({"columns": c}).encode() for c in as_columns],
+            "application/json",
+        ),
+        "raymix-arrow": ("raymix", arrow_bodies, ARROW),
+        "bare-arrow": ("bare", arrow_bodies, ARROW),  # Serve's floor for the smaller bodies
+    }
+    results["body_bytes"] = {name: len(bodies[0]) for name, (_, bodies, _) in forms.items()}
 
     port = 8731
     ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -247,18 +303,29 @@ def main() -> None:
     print(json.dumps(results["replica"]), flush=True)
     for url in urls.values():  # warm up both
         run_load(url, single, count=100, concurrency=args.concurrency, max_seconds=60)
-        run_load(url, batches, count=8, concurrency=4, max_seconds=60)
+    for key, bodies, content_type in forms.values():
+        run_load(
+            urls[key], bodies, count=8, concurrency=4, max_seconds=60, content_type=content_type
+        )
+    check_forms(urls["raymix"], forms, expected_scores(run_1, chunks[0]))
 
     if not args.batch_only:
         results["single"] = rounds = single_rounds(urls, single, args)
         results["single_ratio"] = single_ratio(rounds)
         print(json.dumps(results["single_ratio"]), flush=True)
-    results["batch_1000"] = batch_rounds(urls, batches, args)
-    ratio = [
-        r["rows_per_s"] / b["rows_per_s"]
-        for r, b in zip(results["batch_1000"]["raymix"], results["batch_1000"]["bare"], strict=True)
+    results["batch_1000"] = rounds = batch_rounds(urls, forms, args)
+    results["batch_ratio"] = {
+        name: [
+            round(r["rows_per_s"] / b["rows_per_s"], 3)
+            for r, b in zip(got, rounds["bare"], strict=True)
+        ]
+        for name, got in rounds.items()
+        if name != "bare"
+    }
+    results["batch_ratio"]["raymix-arrow / bare-arrow"] = [
+        round(r["rows_per_s"] / b["rows_per_s"], 3)
+        for r, b in zip(rounds["raymix-arrow"], rounds["bare-arrow"], strict=True)
     ]
-    results["batch_ratio"] = [round(x, 3) for x in ratio]
     print(json.dumps({"batch_ratio": results["batch_ratio"]}), flush=True)
     if args.batch_only:
         finish(results, base, args)
@@ -284,15 +351,39 @@ def single_ratio(rounds: dict) -> dict:
     }
 
 
-def batch_rounds(urls: dict, batches: list[bytes], args) -> dict:
-    """1,000-row requests, bare and raymix alternated over ``--batch-rounds``."""
-    out: dict = {name: [] for name in urls}
+def batch_rounds(urls: dict, forms: dict, args) -> dict:
+    """1,000-row requests, the bare deployment and raymix's forms alternated over
+    ``--batch-rounds``."""
+    out: dict = {name: [] for name in forms}
     for _ in range(args.batch_rounds):
-        for name, url in urls.items():
-            r = run_load(url, batches, count=args.batch_requests, concurrency=4, max_seconds=180)
+        for name, (key, bodies, content_type) in forms.items():
+            r = run_load(
+                urls[key],
+                bodies,
+                count=args.batch_requests,
+                concurrency=4,
+                max_seconds=180,
+                content_type=content_type,
+            )
             out[name].append(r.summary(rows_per_request=1000))
             print(json.dumps({f"batch_1000/{name}": out[name][-1]}), flush=True)
     return out
+
+
+def check_forms(url: str, forms: dict, expected: np.ndarray) -> None:
+    """Each of raymix's forms of the first 1,000-row body scores its rows as computed here."""
+    import httpx
+
+    for name, (key, bodies, content_type) in forms.items():
+        if key != "raymix":
+            continue
+        response = httpx.post(
+            url, content=bodies[0], headers={"content-type": content_type}, timeout=60
+        )
+        answer = response.json()
+        scores = answer.get("scores") or [p["score"] for p in answer["predictions"]]
+        if not np.allclose(scores, expected, rtol=0, atol=1e-9):
+            raise SystemExit(f"{name}: the served scores differ from the scores computed here")
 
 
 def finish(results: dict, base: str, args) -> None:

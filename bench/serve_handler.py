@@ -1,8 +1,8 @@
 """Where a 1,000-row ``POST /predict`` spends its time inside the replica, without HTTP or Ray.
 
 The run bench/serve.py serves (``--work``: 1M user and 100k item models), one 1,000-row body
-of bench/serve.py's generator; each step of the replica's request path timed alone, min and
-median of ``--repeat``:
+of bench/serve.py's generator in each form (rows, JSON columns, an Arrow IPC stream); each
+step of the replica's request path timed alone, min and median of ``--repeat``:
 
     python bench/serve_handler.py [--work /tmp/raymix-bench-serve] [--repeat 30]
 """
@@ -20,7 +20,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from serve import request_rows  # noqa: E402
+from serve import ARROW, arrow_stream, request_columns, request_rows  # noqa: E402
 
 
 def timed(name: str, f, repeat: int, out: dict):
@@ -45,12 +45,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
 
+    from raymix.serving.columnar import column_predictions, parse_request, read_columns
     from raymix.serving.model import load_run
     from raymix.serving.requests import parse_body, parse_rows, predictions
 
     run = load_run(args.work / "run-1")
-    body = json.dumps({"rows": request_rows(1000, 1_000_000, 100_000, seed=4)}).encode()
-    out: dict = {"body_bytes": len(body)}
+    given = request_rows(1000, 1_000_000, 100_000, seed=4)
+    body = json.dumps({"rows": given}).encode()
+    columns = json.dumps({"columns": request_columns(given)}).encode()
+    arrow = arrow_stream(request_columns(given))
+    out: dict = {"body_bytes": {"rows": len(body), "columns": len(columns), "arrow": len(arrow)}}
+    print(json.dumps(out), flush=True)
     k = args.repeat
     rows = timed("json parse (orjson)", lambda: parse_body(body), k, out)
     batch = timed("columns: rows -> arrays", lambda: parse_rows(rows, run.layout), k, out)
@@ -71,6 +76,28 @@ def main() -> None:
         return orjson.dumps(predictions(run.name, b, run.score(b)))
 
     timed("whole request path", whole, k, out)
+
+    for form, data, content_type in (
+        ("JSON columns", columns, "application/json"),
+        ("Arrow", arrow, ARROW),
+    ):
+        parsed = timed(f"{form}: parse", lambda d=data, c=content_type: parse_request(d, c), k, out)
+        b = timed(
+            f"{form}: columns -> arrays", lambda p=parsed: read_columns(p, run.layout), k, out
+        )
+        scored = run.score(b)
+        timed(
+            f"{form}: response (columns)",
+            lambda b=b, s=scored: orjson.dumps(column_predictions(run.name, b, s)),
+            k,
+            out,
+        )
+
+        def whole_columnar(d=data, c=content_type):
+            b = read_columns(parse_request(d, c), run.layout)
+            return orjson.dumps(column_predictions(run.name, b, run.score(b)))
+
+        timed(f"{form}: whole request path", whole_columnar, k, out)
 
 
 if __name__ == "__main__":

@@ -63,9 +63,11 @@ async def load(
     keep: bool = False,
     timeout: float = 60.0,
     during=None,
+    content_type: str = "application/json",
 ) -> Result:
-    """POST ``bodies`` (round robin) to ``url``; ``during`` (an async function of the
-    :class:`Result` so far) runs beside the load, which ends when both are done."""
+    """POST ``bodies`` (round robin, as ``content_type``) to ``url``; ``during`` (an async
+    function of the :class:`Result` so far) runs beside the load, which ends when both are
+    done."""
     import aiohttp
 
     check_loopback(url)
@@ -73,7 +75,7 @@ async def load(
     next_index = 0
     start = time.perf_counter()
     deadline = start + max_seconds
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": content_type}
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal next_index

@@ -4,6 +4,10 @@ Routes (one deployment, :class:`Scorer`, ``route_prefix="/"``):
 
     POST /predict   {"rows": [...]} -> {"run", "output", "predictions": [{score, coordinates,
                     probability, uid}]}; 400 {"error": "<field>: <reason>"} for a bad request
+                    columnar (:mod:`.columnar`): {"columns": {...}} or an Arrow IPC stream
+                    (Content-Type application/vnd.apache.arrow.stream) -> JSON {"run",
+                    "output", "scores": [...], "coordinates": {name: [...]}, "probability":
+                    [...], "uid": [...]} (probability for a logistic run, uid when given)
     GET  /healthz   {"status": "ok", "run"}
     GET  /          the run being served, its coordinates, the replica's memory and load time
 
@@ -31,14 +35,9 @@ import orjson
 import ray
 from ray import serve
 
+from raymix.serving.columnar import Columns, column_predictions, parse_request, read_columns
 from raymix.serving.model import ServedRun, load_run
-from raymix.serving.requests import (
-    RequestError,
-    concat_batches,
-    parse_body,
-    parse_rows,
-    predictions,
-)
+from raymix.serving.requests import RequestError, concat_batches, parse_rows, predictions
 
 NAMESPACE = "raymix-serve"
 MAX_BATCH = 32  # requests scored together
@@ -130,18 +129,21 @@ class Scorer:
         self._stop.set()
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _score(self, requests: list[list]) -> list:
+    async def _score(self, requests: list[list | Columns]) -> list:
         return self._score_now(requests)
 
-    def _score_now(self, requests: list[list]) -> list:
-        """Per request its response body, or ``(status, message)``; a request that cannot be
-        scored never fails the others of its batch."""
+    def _score_now(self, requests: list[list | Columns]) -> list:
+        """Per request (its rows, or its :class:`Columns`) its response body, or ``(status,
+        message)``; a request that cannot be scored never fails the others of its batch."""
         run = self.run  # one snapshot for the whole batch: one run scores each response
         out: list = [None] * len(requests)
         parsed = []
-        for k, rows in enumerate(requests):
+        for k, given in enumerate(requests):
             try:
-                parsed.append((k, parse_rows(rows, run.layout)))
+                if isinstance(given, Columns):
+                    parsed.append((k, read_columns(given, run.layout), column_predictions))
+                else:
+                    parsed.append((k, parse_rows(given, run.layout), predictions))
             except RequestError as exc:
                 out[k] = (400, exc.message)
             except Exception as exc:  # a bug, not the request: this request alone fails
@@ -167,13 +169,14 @@ class Scorer:
             if request.method != "POST":
                 return JSONResponse({"error": "POST a JSON body to /predict"}, status_code=405)
             try:
-                rows = parse_body(await request.body())
+                given = parse_request(await request.body(), request.headers.get("content-type", ""))
             except RequestError as exc:
                 return JSONResponse({"error": exc.message}, status_code=400)
-            if len(rows) >= ALONE_ROWS:  # a batch already: scored now, not queued
-                result = self._score_now([rows])[0]
+            n = given.n if isinstance(given, Columns) else len(given)
+            if n >= ALONE_ROWS:  # a batch already: scored now, not queued
+                result = self._score_now([given])[0]
             else:
-                result = await self._score(rows)
+                result = await self._score(given)
             if isinstance(result, tuple):
                 status, message = result
                 return JSONResponse({"error": message}, status_code=status)
@@ -198,14 +201,15 @@ class Scorer:
 
 
 def _answer(run: ServedRun, parsed: list, out: list) -> None:
-    """Score the parsed requests ``[(k, batch)]`` together into ``out[k]``."""
+    """Score the parsed requests ``[(k, batch, response)]`` together into ``out[k]``
+    (``response``: :func:`predictions` or :func:`column_predictions`)."""
     if not parsed:
         return
-    batch = concat_batches([b for _, b in parsed])
+    batch = concat_batches([b for _, b, _ in parsed])
     scored = run.score(batch)
     start = 0
-    for k, b in parsed:
-        out[k] = predictions(run.name, batch, scored, start, start + b.n)
+    for k, b, response in parsed:
+        out[k] = response(run.name, batch, scored, start, start + b.n)
         out[k]["output"] = run.output
         start += b.n
 

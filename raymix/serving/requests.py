@@ -61,12 +61,21 @@ class Batch:
 
 def parse_body(body: bytes | str) -> list:
     """The ``rows`` of a JSON body."""
+    return body_rows(json_body(body))
+
+
+def json_body(body: bytes | str):
+    """A JSON body, decoded."""
     try:
-        data = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:  # json.loads says why, or reads what orjson does not
-        data = _json_loads(body)
+        return _json_loads(body)
+
+
+def body_rows(data) -> list:
+    """The ``rows`` of a decoded JSON body."""
     if not isinstance(data, dict) or "rows" not in data:
-        raise RequestError('expected a JSON object {"rows": [...]}', "body")
+        raise RequestError('expected a JSON object {"rows": [...]} or {"columns": {...}}', "body")
     unknown = sorted(set(data) - {"rows"})
     if unknown:
         raise RequestError("unknown field", unknown[0])
@@ -120,7 +129,7 @@ def checked_rows(rows: list, layout: Layout) -> Batch:
                 raise RequestError("missing text", f"{where}.{column}")
             value = row[column]
             if not isinstance(value, str):
-                raise RequestError(f"expected a string, got {_show(value)}", f"{where}.{column}")
+                raise RequestError(f"expected a string, got {show(value)}", f"{where}.{column}")
             values[r] = value
         for name, builder in builders.items():
             if builder.bag.columns:  # scalar columns, one feature each
@@ -229,7 +238,7 @@ class _BagBuilder:
         else:
             kind = "a dense list" if bag.dense else "an object {name|index: value}"
             raise RequestError(
-                f"expected {kind} or a list of {bag.dim} values, got {_show(given)}", where
+                f"expected {kind} or a list of {bag.dim} values, got {show(given)}", where
             )
         self.counts[r] = len(pairs)
         for j, v in pairs:
@@ -262,13 +271,13 @@ class _BagBuilder:
 
 def _number(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError(f"expected a finite number, got {_show(value)}", where)
+        raise RequestError(f"expected a finite number, got {show(value)}", where)
     try:
         x = float(value)
     except OverflowError:
         x = math.inf
     if not math.isfinite(x):
-        raise RequestError(f"expected a finite number, got {_show(value)}", where)
+        raise RequestError(f"expected a finite number, got {show(value)}", where)
     return x
 
 
@@ -278,7 +287,7 @@ def _entity(row: dict, column: str, where: str):
     value = row[column]
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise RequestError(
-            f"expected an integer or a string entity id, got {_show(value)}", f"{where}.{column}"
+            f"expected an integer or a string entity id, got {show(value)}", f"{where}.{column}"
         )
     return value
 
@@ -289,7 +298,7 @@ def _expected(layout: Layout) -> str:
     return ", ".join(names)
 
 
-def _show(value) -> str:
+def show(value) -> str:
     text = json.dumps(value) if not isinstance(value, float) else repr(value)
     return _line(text if len(text) <= 40 else text[:37] + "...")
 

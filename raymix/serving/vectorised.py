@@ -48,7 +48,7 @@ def batch_fields(rows: list, layout: Layout, reserved: tuple[str, ...]) -> dict 
         return None
     if _Absent in kinds:
         uid = [None if u is _ABSENT else u for u in uid]
-    offset = _numbers([row.get("offset", 0.0) for row in rows])
+    offset = finite_numbers([row.get("offset", 0.0) for row in rows])
     if offset is None:
         return None
     entities = {}
@@ -86,12 +86,12 @@ def _field(rows: list[dict], name: str) -> list | None:
         return None
 
 
-def _numbers(values: list) -> np.ndarray | None:
+def finite_numbers(values: list) -> np.ndarray | None:
     """``values`` as float64 if every one is a finite int or float (not a bool), else None."""
     if not set(map(type, values)) <= NUMBERS:
         return None
     try:
-        out = np.array(values, dtype=np.float64)
+        out = np.fromiter(values, np.float64, len(values))  # float(v) each, as the checks
     except OverflowError:  # an int beyond float64
         return None
     return out if np.isfinite(out).all() else None
@@ -102,7 +102,7 @@ def _bag(rows: list[dict], name: str, bag: Bag, n: int):
         parts = []
         for column in bag.columns:
             values = _field(rows, column)
-            part = None if values is None else _numbers(values)
+            part = None if values is None else finite_numbers(values)
             if part is None:
                 return None
             parts.append(part)
@@ -121,47 +121,57 @@ def _bag(rows: list[dict], name: str, bag: Bag, n: int):
 def _from_lists(given: list[list], bag: Bag, n: int):
     if set(map(len, given)) != {bag.dim}:
         return None
-    flat = _numbers(list(chain.from_iterable(given)))
+    flat = finite_numbers(list(chain.from_iterable(given)))
     if flat is None:
         return None
     dense = flat.reshape(n, bag.dim)
     if bag.dense:
         return dense
-    return _csr(dense, bag, n)
+    return csr_of_dense(dense, bag, n)
 
 
-def _csr(dense: np.ndarray, bag: Bag, n: int):
+def csr_of_dense(dense: np.ndarray, bag: Bag, n: int):
     """A sparse bag given as lists: its non-zero values, as the row-by-row path keeps them."""
     r, j = np.nonzero(dense != 0.0)
     ptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(r, minlength=n), out=ptr[1:])
-    return sp.csr_matrix((dense[r, j], j.astype(_index_type(bag)), ptr), shape=(n, bag.dim))
+    return sp.csr_matrix((dense[r, j], j.astype(index_type(bag)), ptr), shape=(n, bag.dim))
 
 
 def _from_dicts(given: list[dict], bag: Bag, n: int):
     counts = np.fromiter(map(len, given), np.int64, n)
     keys = list(chain.from_iterable(given))
-    values = _numbers(list(chain.from_iterable(d.values() for d in given)))
+    values = finite_numbers(list(chain.from_iterable(d.values() for d in given)))
     if values is None:
         return None
-    index = _indices(keys, bag)
+    index = feature_indices(keys, bag)
     if index is None:
         return None
+    return pairs_matrix(counts, index, values, bag)
+
+
+def pairs_matrix(counts: np.ndarray, index: np.ndarray, values: np.ndarray, bag: Bag):
+    """The bag's matrix of ``(feature index, value)`` pairs, ``counts[r]`` of them for row
+    ``r`` in row order (any feature order; indices already in ``[0, dim)``): CSR with each
+    row's features sorted (the checked path's order), or dense for a dense bag; None if a
+    row gives a feature twice."""
+    n = counts.size
     row = np.repeat(np.arange(n), counts)
-    order = np.lexsort((index, row))  # by row, then by feature: the checked path's order
-    index, row, values = index[order], row[order], values[order]
-    if np.any((index[1:] == index[:-1]) & (row[1:] == row[:-1])):  # a feature given twice
-        return None
+    if not np.all((index[1:] > index[:-1]) | (row[1:] != row[:-1])):  # not yet in order
+        order = np.lexsort((index, row))  # by row, then by feature: the checked path's order
+        index, row, values = index[order], row[order], values[order]
+        if np.any((index[1:] == index[:-1]) & (row[1:] == row[:-1])):  # a feature given twice
+            return None
     if bag.dense:
         dense = np.zeros((n, bag.dim))
         dense[row, index] = values
         return dense
     ptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=ptr[1:])
-    return sp.csr_matrix((values, index.astype(_index_type(bag)), ptr), shape=(n, bag.dim))
+    return sp.csr_matrix((values, index.astype(index_type(bag)), ptr), shape=(n, bag.dim))
 
 
-def _indices(keys: list[str], bag: Bag) -> np.ndarray | None:
+def feature_indices(keys: list[str], bag: Bag) -> np.ndarray | None:
     """Each key's feature index (a name of the feature list first, else a decimal index
     below ``dim``), or None if one is neither."""
     index = np.fromiter(map(bag.keys.get, keys, repeat(-1)), np.int64, len(keys))
@@ -178,5 +188,5 @@ def _indices(keys: list[str], bag: Bag) -> np.ndarray | None:
     return index
 
 
-def _index_type(bag: Bag):
+def index_type(bag: Bag):
     return np.int32 if bag.dim < 2**31 - 1 else np.int64

@@ -76,3 +76,57 @@ def validation_rows(output: Path, dense_as_dict: bool = False) -> tuple[np.ndarr
                 if text:
                     row[text] = texts[r]
     return np.asarray(order, np.int64), [by_uid[u] for u in order]
+
+
+def as_columns(rows: list[dict], dense: str = "lists") -> dict:
+    """``rows`` (every one with the same fields) as the columns of a columnar body: a bag given
+    as objects becomes its ``{"indices", "values"}`` pairs (the keys as integers when they are
+    all decimal), one given as lists stays lists; ``dense="pairs"`` gives lists as pairs too."""
+    columns: dict = {}
+    for name in rows[0]:
+        given = [row[name] for row in rows]
+        if isinstance(given[0], list) and dense == "pairs":
+            given = [{str(j): v for j, v in enumerate(values) if v} for values in given]
+        if isinstance(given[0], dict):
+            keys = [list(d) for d in given]
+            if all(k.isdigit() for ks in keys for k in ks):
+                keys = [[int(k) for k in ks] for ks in keys]
+            given = {"indices": keys, "values": [list(d.values()) for d in given]}
+        columns[name] = given
+    return columns
+
+
+def arrow_body(columns: dict, chunk: int | None = None, fixed: dict | None = None) -> bytes:
+    """JSON-style ``columns`` as an Arrow IPC stream (record batches of ``chunk`` rows): bags'
+    pairs as ``struct<indices, values>``, lists of numbers as ``list<double>`` (as
+    ``fixed_size_list`` of ``fixed[name]`` values for the bags named there)."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, given in columns.items():
+        if isinstance(given, dict):
+            named = any(isinstance(k, str) for ks in given["indices"] for k in ks)
+            arrays[name] = pa.StructArray.from_arrays(
+                [
+                    pa.array(given["indices"], pa.list_(pa.string() if named else pa.int32())),
+                    pa.array(given["values"], pa.list_(pa.float64())),
+                ],
+                names=["indices", "values"],
+            )
+        elif isinstance(given[0], list):
+            arrays[name] = pa.array(given, pa.list_(pa.float64(), (fixed or {}).get(name, -1)))
+        elif isinstance(given[0], float):
+            arrays[name] = pa.array(given, pa.float64())
+        else:
+            arrays[name] = pa.array(given)
+    return ipc_stream(pa.table(arrays), chunk)
+
+
+def ipc_stream(table, chunk: int | None = None) -> bytes:
+    """An Arrow table as an IPC stream of record batches of ``chunk`` rows."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=chunk)
+    return sink.getvalue().to_pybytes()
