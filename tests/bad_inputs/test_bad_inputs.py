@@ -41,6 +41,7 @@ from raymix.run import fit
 from . import (  # noqa: F401  (each module registers its cases, in this order)
     cases_gdmix,
     cases_metadata,
+    cases_models,
     cases_parquet,
     cases_paths,
     cases_recipes,
