@@ -45,6 +45,7 @@ from . import (  # noqa: F401  (each module registers its cases, in this order)
     cases_parquet,
     cases_paths,
     cases_recipes,
+    cases_scores,
     cases_tfrecord,
     cases_values,
 )
