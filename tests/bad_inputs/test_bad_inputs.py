@@ -39,6 +39,7 @@ from raymix.recipe.load import load_recipe
 from raymix.run import fit
 
 from . import (  # noqa: F401  (each module registers its cases, in this order)
+    cases_featurelists,
     cases_gdmix,
     cases_metadata,
     cases_models,
