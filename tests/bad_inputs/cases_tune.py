@@ -29,7 +29,7 @@ def tune_value_rejected(w, where):
     return Cli(argv), [
         str(space),
         "space key 'coordinates.per-user.l2' = -1.0",
-        "greater than or equal to 0",
+        "l2 must be a number >= 0",
     ]
 
 
