@@ -64,7 +64,10 @@ def cli_resume_with_recipe(w, where):
 def cli_resume_a_file(w, where):
     path = where / "results.txt"
     path.write_text("precious")
-    return Cli(["fit", "--resume", path, "--quiet"]), [str(path), "run.json"]
+    return Cli(["fit", "--resume", path, "--quiet"]), [
+        f"'{path}' is not a raymix output",
+        "holds no run.json",
+    ]
 
 
 @case("plan", "--prior with --resume", RecipeError)
