@@ -113,11 +113,13 @@ def load_run(directory: str | Path):
     from raymix.recipe.load import load_recipe, validate_recipe
 
     where = output_location(directory)
-    if not isinstance(where, Location):
-        return load_recipe(where / RUN_FILE)
     path = where / RUN_FILE
-    if not storage.is_file(path):
-        raise RecipeError(f"recipe file not found: {path}")
+    if not storage.is_file(path):  # a user's directory, a file, a typo: not a run
+        raise RecipeError(
+            f"'{storage.shown(where)}' is not a raymix output: it holds no {RUN_FILE}"
+        )
+    if not isinstance(where, Location):
+        return load_recipe(path)
     try:
         raw = json.loads(storage.read_text(path))
     except ValueError as exc:

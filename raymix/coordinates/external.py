@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from raymix import storage
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex
-from raymix.data.avro.scores import read_scores_avro
+from raymix.data.avro.scores import checked_scores, read_scores_avro
 from raymix.errors import DataError
 from raymix.recipe.spec import ExternalEffect
 
@@ -33,9 +33,15 @@ def read_scores(path: str, score_column: str, uid: str = "uid") -> tuple[np.ndar
         for name in (uid, score_column):
             if name not in table.column_names:
                 raise DataError("missing column", path=str(file), column=name)
-        uids.append(table.column(uid).to_numpy().astype(np.int64))
-        scores.append(table.column(score_column).to_numpy().astype(np.float64))
-    return np.concatenate(uids), np.concatenate(scores)
+        one = checked_scores(
+            table.column(uid).to_pylist(),
+            table.column(score_column).to_numpy(zero_copy_only=False),
+            (uid, score_column),
+            str(file),
+        )
+        uids.append(one[0])
+        scores.append(one[1])
+    return checked_scores(np.concatenate(uids), np.concatenate(scores), (uid, score_column), path)
 
 
 class ExternalCoordinate:
@@ -66,9 +72,13 @@ class ExternalCoordinate:
             out = np.zeros(len(index))
             if which in self._scores:
                 uid, score = self._scores[which]
-                pos = index.positions(uid, f"coordinate '{self.name}'")
-                if which == "train":
-                    index.check_covered([pos], f"coordinate '{self.name}'")
+                path = self.spec.train_scores if which == "train" else self.spec.validation_scores
+                try:
+                    pos = index.positions(uid, f"coordinate '{self.name}'")
+                    if which == "train":
+                        index.check_covered([pos], f"coordinate '{self.name}'")
+                except DataError as exc:  # the rows differ: name the score files
+                    raise exc.with_location(path) from None
                 out[pos] = score
             elif len(index) and which == "validation":
                 raise DataError(

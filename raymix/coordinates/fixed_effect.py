@@ -16,7 +16,13 @@ import numpy as np
 
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, WorkerRows, scatter
 from raymix.coordinates.fixed_effect_fit import FitCommand, FitReply
-from raymix.data.avro.models import coefficients_by_index, model_record, read_models, write_models
+from raymix.data.avro.models import (
+    check_finite_model,
+    coefficients_by_index,
+    model_record,
+    read_models,
+    write_models,
+)
 from raymix.data.avro.priors import prior_models_dir, read_prior_models
 from raymix.data.source import Source
 from raymix.errors import DataError
@@ -194,6 +200,7 @@ class FixedEffectCoordinate:
         if len(records) != 1:
             raise DataError(f"a fixed-effect model has one record, found {len(records)}", path=path)
         intercept, index, value = coefficients_by_index(records[0], self.names)
+        check_finite_model(str(records[0]["modelId"]), intercept, value, path)
         coef = np.zeros(self.dim)
         if index.size and index.max() >= self.dim:
             raise DataError(

@@ -275,7 +275,7 @@ def load_feature_list(path: str | os.PathLike, delimiter: str = ",") -> list[tup
     ``delimiter="\t"``, a Photon ML feature list: ``name<TAB>term``, no quoting).
 
     The 0-based line number is the feature index in the bag. Every row must have exactly two
-    CSV fields; the last line may lack its newline.
+    CSV fields, and no ``(name, term)`` may repeat; the last line may lack its newline.
     """
     path = _where(path)
     text = _read_text(path, "feature list", "feature list")
@@ -286,6 +286,7 @@ def load_feature_list(path: str | os.PathLike, delimiter: str = ",") -> list[tup
     else:
         reader = csv.reader(buffer, delimiter=delimiter)
     sep = "name<TAB>term" if delimiter == "\t" else f"name{delimiter}term"
+    seen: dict[tuple[str, str], int] = {}
     try:
         for line, row in enumerate(reader):
             if len(row) != 2:
@@ -293,7 +294,14 @@ def load_feature_list(path: str | os.PathLike, delimiter: str = ",") -> list[tup
                     f"line {line + 1}: expected 2 CSV fields '{sep}', got {len(row)}: {row!r}",
                     str(path),
                 )
-            out.append((row[0], row[1]))
+            feature = (row[0], row[1])
+            if feature in seen:  # two indices of one feature: a model's coefficient is ambiguous
+                raise DataError(
+                    f"line {line + 1}: feature {feature!r} repeats line {seen[feature] + 1}",
+                    str(path),
+                )
+            seen[feature] = line
+            out.append(feature)
     except csv.Error as e:
         raise DataError(f"line {reader.line_num}: invalid CSV: {e}", str(path)) from None
     return out

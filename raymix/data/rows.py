@@ -112,11 +112,11 @@ def rows_from_table(table: pa.Table, schema: RowSchema, source: str = "table") -
     weight = _scalar(table, schema.weight, np.float64, source) if schema.weight else np.ones(n)
     offset = _scalar(table, schema.offset, np.float64, source) if schema.offset else np.zeros(n)
     given = np.where(np.isnan(label), 0.0, label) if schema.label_optional else label
-    _finite(given, schema.label, source)
+    check_finite(given, schema.label, source)
     _labels_fit_task(label, schema, source)
-    _unique(uid, schema.uid, source)
-    _finite(weight, schema.weight, source)
-    _finite(offset, schema.offset, source)
+    check_unique(uid, schema.uid, source)
+    check_finite(weight, schema.weight, source)
+    check_finite(offset, schema.offset, source)
     negative = np.flatnonzero(weight < 0)
     if negative.size:
         raise DataError("negative weight", path=source, row=int(negative[0]), column=schema.weight)
@@ -226,7 +226,8 @@ def _range_error(value: float, what: str) -> str:
     return f"{what} {value:.6g} is beyond raymix's limit of ±{LARGEST_VALUE:g}: rescale the column"
 
 
-def _finite(values: np.ndarray, name: str | None, source: str) -> None:
+def check_finite(values: np.ndarray, name: str | None, source: str) -> None:
+    """Raise at the first NaN, infinite or too large value (its row and column)."""
     bad = _out_of_range(values)
     if bad.size:
         message = _range_error(values[bad[0]], "value")
@@ -240,7 +241,7 @@ def _labels_fit_task(label: np.ndarray, schema: RowSchema, source: str) -> None:
         check_labels(schema.task, label, path=source, column=schema.label)
 
 
-def _unique(uid: np.ndarray, name: str, source: str) -> None:
+def check_unique(uid: np.ndarray, name: str, source: str) -> None:
     """Raise at the second row of a repeated uid."""
     if uid.size < 2:
         return
@@ -328,7 +329,7 @@ def _column_bag(table: pa.Table, schema: RowSchema, source: str) -> np.ndarray:
     X = np.empty((table.num_rows, len(schema.bag_columns)))
     for j, name in enumerate(schema.bag_columns):
         X[:, j] = _scalar(table, name, np.float64, source)
-        _finite(X[:, j], name, source)
+        check_finite(X[:, j], name, source)
     return X
 
 

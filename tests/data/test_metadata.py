@@ -250,3 +250,10 @@ def test_feature_list_needs_two_fields(tmp_path, text, line):
         load_feature_list(tmp_path / "bag")
     assert str(tmp_path / "bag") in str(info.value)
     assert f"line {line}" in str(info.value)
+
+
+def test_a_feature_list_names_each_feature_once(tmp_path):
+    """Two indices of one (name, term): a model's coefficient of it would be ambiguous."""
+    (tmp_path / "bag").write_text("a,x\nb,\na,y\nb,\n")
+    with pytest.raises(DataError, match=r"line 4: feature \('b', ''\) repeats line 2"):
+        load_feature_list(tmp_path / "bag")

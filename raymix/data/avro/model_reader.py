@@ -42,6 +42,7 @@ from raymix.data.avro.models import (
     INTERCEPT,
     MODEL_SCHEMA_JSON,
     avro_files,
+    check_finite_model,
     coefficients_by_index,
     read_models,
 )
@@ -80,12 +81,15 @@ def model_features(path: str | Path) -> set[tuple[str, str]]:
             raise DataError(f"cannot read Avro model file: {exc}", path=str(file)) from None
         schema, codec, sync, pos = _header(raw, file)
         if codec not in _CODECS or not _is_model_schema(schema):
-            pairs |= {
-                (m["name"], m["term"])
-                for record in read_models(file)
-                for m in record["means"]
-                if (m["name"], m["term"]) != INTERCEPT
-            }
+            try:
+                pairs |= {
+                    (m["name"], m["term"])
+                    for record in read_models(file)
+                    for m in record["means"]
+                    if (m["name"], m["term"]) != INTERCEPT
+                }
+            except (KeyError, TypeError) as exc:
+                raise DataError(f"not a model record: {exc!r}", path=str(file)) from None
             continue
         for start, count, data in _blocks(raw, pos, sync, codec, file):
             block = _decode(data, count, True, start, file)
@@ -120,7 +124,7 @@ def _read_file(file: Path, names, lookup: _NameLookup) -> pa.Table:
             pending, pending_coefficients = [], 0
     if pending or not parts:
         parts.append(lookup.resolve(_concat(pending), file))
-    return _table(_concat(parts))
+    return _table(_concat(parts), file)
 
 
 def _header(raw: bytes, file: Path) -> tuple[str | None, str, bytes, int]:
@@ -397,7 +401,7 @@ _EMPTY = {
 }
 
 
-def _table(models: dict) -> pa.Table:
+def _table(models: dict, file: Path) -> pa.Table:
     n = models["intercept"].size
     entity = pa.Array.from_buffers(
         pa.large_string(),
@@ -410,12 +414,19 @@ def _table(models: dict) -> pa.Table:
         models["coef_ptr"],
         models["index"],
         models["value"],
+        file,
     )
 
 
-def _model_table(entity: pa.Array, intercept, ptr, index, value) -> pa.Table:
-    """Models as read (every one converged, 0 iterations) in model_table's layout."""
+def _model_table(entity: pa.Array, intercept, ptr, index, value, file: Path) -> pa.Table:
+    """Models as read (every one converged, 0 iterations) in model_table's layout; a NaN or
+    infinite coefficient fails naming the file and the model."""
     n = len(intercept)
+    bad = ~np.isfinite(np.asarray(intercept, np.float64))
+    bad[np.searchsorted(ptr, np.flatnonzero(~np.isfinite(value)), side="right") - 1] = True
+    if bad.any():
+        k = int(np.argmax(bad))
+        check_finite_model(entity[k].as_py(), intercept[k], value[ptr[k] : ptr[k + 1]], file)
     models = EntityModels(
         np.asarray(intercept, np.float64),
         np.asarray(ptr, np.int64),
@@ -446,6 +457,7 @@ def _read_with_fastavro(file: Path, names) -> pa.Table:
         np.asarray(ptr, np.int64),
         np.concatenate([*indices, np.zeros(0, np.int64)]),
         np.concatenate([*values, np.zeros(0)]),
+        file,
     )
 
 

@@ -133,6 +133,19 @@ def coefficients_by_index(
     return intercept, np.asarray(index, np.int64)[order], np.asarray(value, np.float64)[order]
 
 
+def check_finite_model(model_id: str, intercept: float, value: np.ndarray, path) -> None:
+    """Refuse a model whose intercept or a coefficient is NaN or infinite: as a warm start
+    or a prior it would fail deep in a solver (or score every row NaN), naming no file."""
+    values = np.r_[intercept, np.asarray(value, np.float64)]
+    if not np.isfinite(values).all():
+        bad = values[~np.isfinite(values)][0]
+        raise DataError(
+            f"model '{model_id}' has a NaN or infinite coefficient ({bad}): "
+            "a model's coefficients must be finite",
+            path=str(path),
+        )
+
+
 def avro_files(path: str | Path) -> list[Path]:
     """The ``*.avro`` files of a directory (recursively, sorted) or the one file ``path``;
     :class:`~raymix.errors.DataError` if there are none. Local files as paths, objects of an

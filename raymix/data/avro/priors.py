@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from raymix import storage
 from raymix.data.avro.container import read_records
-from raymix.data.avro.models import INTERCEPT, MODEL_CLASS, avro_files
+from raymix.data.avro.models import INTERCEPT, MODEL_CLASS, avro_files, check_finite_model
 from raymix.errors import DataError
 from raymix.solvers.entity import EntityModels
 from raymix.solvers.prior import EntityPriors, Prior, covariance_ptr, precision_of
@@ -178,6 +178,7 @@ def _model(record, lookup, task, dim, file: Path, cov: dict | None):
             value.append(m["value"])
             var.append(v)
             kept.append((j, position))
+    check_finite_model(str(record["modelId"]), b, np.asarray(value, np.float64), file)
     order = np.argsort(np.asarray(index, np.int64), kind="stable")
     index_a = np.asarray(index, np.int64)[order]
     model = (b, index_a, np.asarray(value, np.float64)[order],

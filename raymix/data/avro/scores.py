@@ -66,16 +66,43 @@ def write_scores_avro(
 
 
 def read_scores_avro(path: str | Path, uid: str = "uid", score: str = "predictionScore"):
-    """(uid int64, score float64) arrays of every score file under ``path``."""
+    """(uid int64, score float64) arrays of every score file under ``path``, checked
+    (:func:`checked_scores`); a uid scored in two files fails naming ``path``."""
     uids, scores = [], []
     for file in avro_files(path):
+        file_uids, file_scores = [], []
         try:
             with storage.open_input(file) as handle:
                 for record in cast(Iterator[dict], fastavro.reader(handle)):
-                    uids.append(record[uid])
-                    scores.append(record[score])
+                    file_uids.append(record[uid])
+                    file_scores.append(record[score])
         except KeyError as exc:
-            raise DataError("score record lacks a field", path=str(file), column=str(exc)) from None
+            raise DataError(
+                "score record lacks a field", path=str(file), column=str(exc.args[0])
+            ) from None
         except (OSError, ValueError, EOFError) as exc:
             raise DataError(f"cannot read Avro score file: {exc}", path=str(file)) from None
-    return np.asarray(uids, np.int64), np.asarray(scores, np.float64)
+        one = checked_scores(file_uids, file_scores, (uid, score), str(file))
+        uids.append(one[0])
+        scores.append(one[1])
+    return checked_scores(np.concatenate(uids), np.concatenate(scores), (uid, score), str(path))
+
+
+def checked_scores(uid, score, names: tuple[str, str], source: str):
+    """``(uid int64, score float64)``: integer uids, each once, and finite scores within
+    raymix's limits (:func:`raymix.data.rows.check_finite`), or a DataError naming
+    ``source``, the row and the column."""
+    from raymix.data.rows import check_finite, check_unique
+
+    uid_name, score_name = names
+    given = np.asarray(uid)
+    if given.size and not np.issubdtype(given.dtype, np.integer):
+        row = next(k for k, u in enumerate(uid) if not isinstance(u, int | np.integer))
+        raise DataError(
+            f"uid {uid[row]!r} is not an integer", path=source, row=row, column=uid_name
+        )
+    uid = given.astype(np.int64)
+    score = np.asarray(score, np.float64)
+    check_unique(uid, uid_name, source)
+    check_finite(score, score_name, source)
+    return uid, score

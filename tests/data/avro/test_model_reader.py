@@ -383,3 +383,16 @@ def test_model_features_are_the_distinct_pairs_of_the_means(tmp_path):
     assert ("f3é", "") in want and ("a\x00b", "t") in want
     assert model_features(tmp_path / "d") == want
     assert model_features(tmp_path / "d" / "a.avro") <= set(FILE_NAMES)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nan_or_infinite_coefficient_fails_naming_the_file_and_model(tmp_path, bad):
+    good = model_record("u1", 0.5, np.arange(2), np.ones(2), None, "logistic")
+    spoilt = model_record("u2", 0.5, np.arange(2), np.array([1.0, bad]), None, "logistic")
+    path = write_models(tmp_path / "part-00000.avro", [good, spoilt])
+    with pytest.raises(DataError) as info:
+        read_avro_model_table(tmp_path, None)
+    assert str(info.value) == (
+        f"{path}: model 'u2' has a NaN or infinite coefficient ({bad}): "
+        "a model's coefficients must be finite"
+    )

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from raymix.data.avro.scores import read_scores_avro, write_scores_avro
+from raymix.errors import DataError
 
 
 @pytest.mark.parametrize("codec", ["null", "deflate"])
@@ -48,3 +49,30 @@ def test_same_scores_same_bytes(tmp_path):
     a = write_scores_avro(tmp_path / "a.avro", np.arange(100), values, values, None, None)
     b = write_scores_avro(tmp_path / "b.avro", np.arange(100), values, values, None, None)
     assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "uid, score, says",
+    [
+        ([0, 1, 2], [0.0, float("nan"), 1.0], "row 1, column 'predictionScore': value is NaN"),
+        ([0, 1, 2], [0.0, 1e13, 1.0], "row 1, column 'predictionScore': value 1e+13 is beyond"),
+        ([0, 1, 0], [0.0, 0.5, 1.0], "row 2, column 'uid': duplicate uid 0"),
+    ],
+)
+def test_bad_scores_fail_naming_the_file_and_row(tmp_path, uid, score, says):
+    path = tmp_path / "scores" / "part-00000.avro"
+    values = np.asarray(score)
+    write_scores_avro(path, np.asarray(uid), values, values, None, None)
+    with pytest.raises(DataError) as info:
+        read_scores_avro(tmp_path / "scores")
+    assert str(info.value).startswith(f"{path}, {says}")
+
+
+def test_a_uid_scored_in_two_files_fails_naming_the_directory(tmp_path):
+    for part, uid in enumerate(([0, 1], [1, 2])):
+        values = np.zeros(2)
+        write_scores_avro(
+            tmp_path / f"part-{part:05d}.avro", np.asarray(uid), values, values, None, None
+        )
+    with pytest.raises(DataError, match="duplicate uid 1"):
+        read_scores_avro(tmp_path)
