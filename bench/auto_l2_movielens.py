@@ -33,7 +33,8 @@ def fit(tree: Path, task: str, passes: int, data: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "RAYMIX_MOVIELENS": str(data)}
     recipe = tree / "recipes" / "movielens_lr.py"
     command = [sys.executable, "-m", "raymix.cli", "fit", str(recipe), *args, "--overwrite", "--quiet"]  # fmt: skip
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    # cwd: ``python -m`` puts it first on sys.path, before PYTHONPATH
+    subprocess.run(command, check=True, env=env, cwd=tree, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
     last = {s["coordinate"]: s for s in summary["steps"] if s["pass"] == passes}
     metrics = last["per-movie"]["metrics"]
