@@ -32,6 +32,7 @@ import argparse
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -170,6 +171,10 @@ def table(outcomes: list[Outcome]) -> str:
 
 
 def main() -> int:
+    # A shell without job control starts a background command (``python bench/chaos.py &``)
+    # with SIGINT ignored, and its children inherit that: every ``sigint`` run would be
+    # undisturbed. A Python handler here is reset to the default in each child.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)

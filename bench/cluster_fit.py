@@ -66,8 +66,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--actors", type=int, default=4)
     parser.add_argument("--cpus-per-node", type=int, default=2)
     parser.add_argument("--object-store-mb", type=int, default=1500)
@@ -78,7 +78,8 @@ def main() -> int:
     data = make_data(args.work, args.rows, args.users, args.items)
     sets = [f"resources.actors={args.actors}", f"resources.buckets={4 * args.actors}"]
     local_seconds = fit(args.work / "local", data, sets, dict(os.environ), None)
-    print(f"embedded local Ray: {local_seconds:.1f} s", flush=True)
+    auc = json.loads((args.work / "local" / "summary.json").read_text())["final"]
+    print(f"embedded local Ray: {local_seconds:.1f} s; final {auc}", flush=True)
     cluster = LoopbackCluster(
         cpus_per_node=args.cpus_per_node,
         object_store_bytes=args.object_store_mb * 2**20,
