@@ -114,8 +114,10 @@ def _line_in(exc: BaseException, path: Path) -> int | str:
     return line
 
 
-def apply_override(raw: dict, override: str) -> dict:
-    """Return a copy of ``raw`` with ``path=value`` applied."""
+def apply_override(raw: dict, override: str, what: str = "--set") -> dict:
+    """Return a copy of ``raw`` with ``path=value`` applied; ``what`` begins a message
+    about the path (a search space says its own)."""
+    said = f"{what} " if what else ""
     if "=" not in override:
         raise RecipeError(f"--set expects path=value, got '{override}'")
     dotted, text = override.split("=", 1)
@@ -130,7 +132,7 @@ def apply_override(raw: dict, override: str) -> dict:
         last = depth == len(keys) - 1
         where = ".".join(keys[: depth + 1])
         if isinstance(node, list):
-            index = _list_index(node, key, where)
+            index = _list_index(node, key, where, said)
             if last:
                 node[index] = value
             else:
@@ -143,18 +145,20 @@ def apply_override(raw: dict, override: str) -> dict:
                     node[key] = {}
                 node = node[key]
         else:
-            raise RecipeError(f"--set {dotted}: '{where}' is not a mapping or a list")
+            raise RecipeError(f"{said}{dotted}: '{where}' is not a mapping or a list")
     return raw
 
 
-def _list_index(items: list, key: str, where: str) -> int:
+def _list_index(items: list, key: str, where: str, said: str) -> int:
     if key.isdigit() and int(key) < len(items):
         return int(key)
     for index, item in enumerate(items):
         if isinstance(item, dict) and item.get("name") == key:
             return index
     names = [item.get("name") for item in items if isinstance(item, dict)]
-    raise RecipeError(f"--set: no entry '{key}' at '{where}' (known: {names})")
+    raise RecipeError(
+        f"{said.strip() + ': ' if said else ''}no entry '{key}' at '{where}' (known: {names})"
+    )
 
 
 def _describe(exc: pydantic.ValidationError, raw) -> str:

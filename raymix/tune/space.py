@@ -141,7 +141,7 @@ def apply_config(recipe: Recipe, config: dict) -> Recipe:
     """The recipe with every ``dotted.path: value`` of ``config`` applied (as ``--set`` does)."""
     raw = recipe.model_dump(mode="json")
     for key, value in config.items():
-        raw = apply_override(raw, f"{key}={json.dumps(plain(value))}")
+        raw = apply_override(raw, f"{key}={json.dumps(plain(value))}", what="")
     return validate_recipe(raw, source="search space")
 
 
