@@ -17,6 +17,7 @@ import numpy as np
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, WorkerRows, scatter
 from raymix.coordinates.fixed_effect_fit import FitCommand, FitReply
 from raymix.data.avro.models import (
+    avro_files,
     check_finite_model,
     coefficients_by_index,
     model_record,
@@ -200,7 +201,8 @@ class FixedEffectCoordinate:
         if len(records) != 1:
             raise DataError(f"a fixed-effect model has one record, found {len(records)}", path=path)
         intercept, index, value = coefficients_by_index(records[0], self.names)
-        check_finite_model(str(records[0]["modelId"]), intercept, value, path)
+        files = avro_files(path)  # a fixed effect's one record is in one file: name it
+        check_finite_model(str(records[0]["modelId"]), intercept, value, files[0] if len(files) == 1 else path)  # fmt: skip
         coef = np.zeros(self.dim)
         if index.size and index.max() >= self.dim:
             raise DataError(
