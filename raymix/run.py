@@ -298,12 +298,12 @@ def fit(
                 )
                 watch.lap("coordinates")
                 files = outputs.published(write_outputs(out, recipe, coordinates, state), out)
-                checkpoint.discard()
                 watch.lap("write")
             finally:
                 for coordinate in coordinates:
                     coordinate.close()
         result = summarize(out, recipe, state, {**watch.laps, **watch.extra}, files)
+        checkpoint.discard()  # last: a run stopped before this (in the report) can --resume
     result.output = outputs.final(out)
     return result
 

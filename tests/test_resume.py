@@ -93,3 +93,29 @@ def test_killed_driver_resumes_to_identical_models_and_metrics(movielens, ray_se
         s["metrics"] for s in uninterrupted["steps"]
     ]
     assert resumed["final"] == uninterrupted["final"]
+
+
+def test_a_run_stopped_while_summarizing_resumes(movielens, ray_session, tmp_path, monkeypatch):
+    """Ctrl-C after the last step, while the summary and the report are written: the run's
+    checkpoint is still there (it once was discarded before, and --resume found nothing),
+    and --resume finishes the run with the metrics of the uninterrupted one."""
+    import raymix.report
+
+    monkeypatch.setenv("RAYMIX_MOVIELENS", str(movielens))
+    recipe = load_recipe(REPO / "recipes" / "movielens_lr.py", [f"output={tmp_path / 'out'}"])
+    summarize = raymix.report.summarize
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(raymix.report, "summarize", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(recipe)
+    assert (tmp_path / "out" / "checkpoint" / "state.json").is_file()
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+    monkeypatch.setattr(raymix.report, "summarize", summarize)
+    resumed = fit(recipe, resume=True)
+    assert (tmp_path / "out" / "_SUCCESS").is_file()
+    assert not (tmp_path / "out" / "checkpoint").exists()
+    whole = fit(recipe.model_copy(update={"output": str(tmp_path / "whole")}))
+    assert resumed.final == whole.final
