@@ -144,17 +144,12 @@ class LinearModels:
             X
         ):  # a dense bag: the entity kernels take CSR (as routing gives the fit)
             X = sp.csr_matrix(X)
-        which = self.rows_of(entity)
-        order = np.argsort(which, kind="stable")
-        grouped = which[order]
-        starts = (
-            np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else np.zeros(0, np.int64)
-        )
-        ptr = np.r_[starts, n].astype(np.int64)
-        models, model_index = self._models_of(grouped[starts])
-        out = np.empty(n)
-        out[order] = score_entities(models, X[order], ptr, model_index=model_index)
-        return out
+        # each row a group of its own: its model's score, b_m + x_r . w_m, is summed as in
+        # any grouping (row by row), so the rows need no sorting by entity
+        wanted, model_of_row = np.unique(self.rows_of(entity), return_inverse=True)
+        models, model_index = self._models_of(wanted)
+        rows = np.arange(n + 1, dtype=np.int64)
+        return score_entities(models, X, rows, model_index=model_index[model_of_row.ravel()])
 
     def _models_of(self, wanted: np.ndarray) -> tuple[EntityModels, np.ndarray]:
         """The models ``wanted`` (distinct rows, -1: none) alone, and each one's row among
