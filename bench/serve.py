@@ -15,9 +15,10 @@ asyncio + aiohttp, a closed loop of ``--concurrency`` requests, a fixed count an
   (target >= 0.8) and p99 ratio (target <= 1.3);
 * requests of 1,000 rows: rows/s (target >= 100,000), the same rows in the row form
   (``{"rows": [...]}``), as JSON columns (``{"columns": {...}}``) and as an Arrow IPC stream
-  (:mod:`raymix.serving.columnar`), rounds alternated with the bare deployment's (sent the
+  (:mod:`raymix.serving.columnar`), the last also answered as Arrow (``Accept``,
+  :mod:`raymix.serving.responses`), rounds alternated with the bare deployment's (sent the
   row-form bodies, and the Arrow bodies); each form's response checked against the scores
-  computed here;
+  computed here, and its size recorded;
 * a swap to the second run under single-row load: failed requests (target 0), and every
   response checked against both runs' scores computed here (exactly one must match, to 1e-6).
 
@@ -331,10 +332,11 @@ def main() -> None:
         for name, got in rounds.items()
         if name != "bare"
     }
-    results["batch_ratio"]["raymix-arrow / bare-arrow"] = [
-        round(r["rows_per_s"] / b["rows_per_s"], 3)
-        for r, b in zip(rounds["raymix-arrow"], rounds["bare-arrow"], strict=True)
-    ]
+    for name in ("raymix-arrow", "raymix-arrow-answer"):
+        results["batch_ratio"][f"{name} / bare-arrow"] = [
+            round(r["rows_per_s"] / b["rows_per_s"], 3)
+            for r, b in zip(rounds[name], rounds["bare-arrow"], strict=True)
+        ]
     print(json.dumps({"batch_ratio": results["batch_ratio"]}), flush=True)
     if args.batch_only:
         finish(results, base, args)
