@@ -7,7 +7,10 @@ Routes (one deployment, :class:`Scorer`, ``route_prefix="/"``):
                     columnar (:mod:`.columnar`): {"columns": {...}} or an Arrow IPC stream
                     (Content-Type application/vnd.apache.arrow.stream) -> JSON {"run",
                     "output", "scores": [...], "coordinates": {name: [...]}, "probability":
-                    [...], "uid": [...]} (probability for a logistic run, uid when given)
+                    [...], "uid": [...]} (probability for a logistic run, uid when given);
+                    either form answered as an Arrow IPC stream instead on Accept:
+                    application/vnd.apache.arrow.stream (:mod:`.responses`); 406 for an
+                    Accept naming neither JSON nor Arrow
     GET  /healthz   {"status": "ok", "run"}
     GET  /          the run being served, its coordinates, the replica's memory and load time
 
