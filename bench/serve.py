@@ -15,9 +15,10 @@ asyncio + aiohttp, a closed loop of ``--concurrency`` requests, a fixed count an
   (target >= 0.8) and p99 ratio (target <= 1.3);
 * requests of 1,000 rows: rows/s (target >= 100,000), the same rows in the row form
   (``{"rows": [...]}``), as JSON columns (``{"columns": {...}}``) and as an Arrow IPC stream
-  (:mod:`raymix.serving.columnar`), rounds alternated with the bare deployment's (sent the
+  (:mod:`raymix.serving.columnar`), the last also answered as Arrow (``Accept``,
+  :mod:`raymix.serving.responses`), rounds alternated with the bare deployment's (sent the
   row-form bodies, and the Arrow bodies); each form's response checked against the scores
-  computed here;
+  computed here, and its size recorded;
 * a swap to the second run under single-row load: failed requests (target 0), and every
   response checked against both runs' scores computed here (exactly one must match, to 1e-6).
 
@@ -272,18 +273,20 @@ def main() -> None:
     batches = [json.dumps({"rows": rows}).encode() for rows in chunks]
     as_columns = [request_columns(rows) for rows in chunks]
     arrow_bodies = [arrow_stream(c) for c in as_columns]
-    forms = {  # name: (url key, bodies, content type)
-        "bare": ("bare", batches, "application/json"),
-        "raymix": ("raymix", batches, "application/json"),
+    forms = {  # name: (url key, bodies, content type, the answer's form)
+        "bare": ("bare", batches, "application/json", None),
+        "raymix": ("raymix", batches, "application/json", None),
         "raymix-columns": (
             "raymix",
             [json.dumps({"columns": c}).encode() for c in as_columns],
             "application/json",
+            None,
         ),
-        "raymix-arrow": ("raymix", arrow_bodies, ARROW),
-        "bare-arrow": ("bare", arrow_bodies, ARROW),  # Serve's floor for the smaller bodies
+        "raymix-arrow": ("raymix", arrow_bodies, ARROW, None),
+        "raymix-arrow-answer": ("raymix", arrow_bodies, ARROW, ARROW),  # Arrow both ways
+        "bare-arrow": ("bare", arrow_bodies, ARROW, None),  # Serve's floor for the smaller bodies
     }
-    results["body_bytes"] = {name: len(bodies[0]) for name, (_, bodies, _) in forms.items()}
+    results["body_bytes"] = {name: len(bodies[0]) for name, (_, bodies, _, _) in forms.items()}
 
     port = 8731
     ray_serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -303,11 +306,18 @@ def main() -> None:
     print(json.dumps(results["replica"]), flush=True)
     for url in urls.values():  # warm up both
         run_load(url, single, count=100, concurrency=args.concurrency, max_seconds=60)
-    for key, bodies, content_type in forms.values():
+    for key, bodies, content_type, accept in forms.values():
         run_load(
-            urls[key], bodies, count=8, concurrency=4, max_seconds=60, content_type=content_type
+            urls[key],
+            bodies,
+            count=8,
+            concurrency=4,
+            max_seconds=60,
+            content_type=content_type,
+            accept=accept,
         )
-    check_forms(urls["raymix"], forms, expected_scores(run_1, chunks[0]))
+    results["answer_bytes"] = check_forms(urls["raymix"], forms, expected_scores(run_1, chunks[0]))
+    print(json.dumps({"answer_bytes": results["answer_bytes"]}), flush=True)
 
     if not args.batch_only:
         results["single"] = rounds = single_rounds(urls, single, args)
@@ -322,10 +332,11 @@ def main() -> None:
         for name, got in rounds.items()
         if name != "bare"
     }
-    results["batch_ratio"]["raymix-arrow / bare-arrow"] = [
-        round(r["rows_per_s"] / b["rows_per_s"], 3)
-        for r, b in zip(rounds["raymix-arrow"], rounds["bare-arrow"], strict=True)
-    ]
+    for name in ("raymix-arrow", "raymix-arrow-answer"):
+        results["batch_ratio"][f"{name} / bare-arrow"] = [
+            round(r["rows_per_s"] / b["rows_per_s"], 3)
+            for r, b in zip(rounds[name], rounds["bare-arrow"], strict=True)
+        ]
     print(json.dumps({"batch_ratio": results["batch_ratio"]}), flush=True)
     if args.batch_only:
         finish(results, base, args)
@@ -356,7 +367,7 @@ def batch_rounds(urls: dict, forms: dict, args) -> dict:
     ``--batch-rounds``."""
     out: dict = {name: [] for name in forms}
     for _ in range(args.batch_rounds):
-        for name, (key, bodies, content_type) in forms.items():
+        for name, (key, bodies, content_type, accept) in forms.items():
             r = run_load(
                 urls[key],
                 bodies,
@@ -364,26 +375,34 @@ def batch_rounds(urls: dict, forms: dict, args) -> dict:
                 concurrency=4,
                 max_seconds=180,
                 content_type=content_type,
+                accept=accept,
             )
             out[name].append(r.summary(rows_per_request=1000))
             print(json.dumps({f"batch_1000/{name}": out[name][-1]}), flush=True)
     return out
 
 
-def check_forms(url: str, forms: dict, expected: np.ndarray) -> None:
-    """Each of raymix's forms of the first 1,000-row body scores its rows as computed here."""
+def check_forms(url: str, forms: dict, expected: np.ndarray) -> dict:
+    """Each of raymix's forms of the first 1,000-row body scores its rows as computed here;
+    each one's answer size in bytes."""
     import httpx
+    import pyarrow as pa
 
-    for name, (key, bodies, content_type) in forms.items():
+    sizes = {}
+    for name, (key, bodies, content_type, accept) in forms.items():
         if key != "raymix":
             continue
-        response = httpx.post(
-            url, content=bodies[0], headers={"content-type": content_type}, timeout=60
-        )
-        answer = response.json()
-        scores = answer.get("scores") or [p["score"] for p in answer["predictions"]]
+        headers = {"content-type": content_type, **({"accept": accept} if accept else {})}
+        response = httpx.post(url, content=bodies[0], headers=headers, timeout=60)
+        sizes[name] = len(response.content)
+        if response.headers["content-type"].startswith(ARROW):
+            scores = pa.ipc.open_stream(response.content).read_all().column("scores").to_pylist()
+        else:
+            answer = response.json()
+            scores = answer.get("scores") or [p["score"] for p in answer["predictions"]]
         if not np.allclose(scores, expected, rtol=0, atol=1e-9):
             raise SystemExit(f"{name}: the served scores differ from the scores computed here")
+    return sizes
 
 
 def finish(results: dict, base: str, args) -> None:

@@ -45,9 +45,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
 
-    from raymix.serving.columnar import column_predictions, parse_request, read_columns
+    from raymix.serving.columnar import parse_request, read_columns
     from raymix.serving.model import load_run
     from raymix.serving.requests import parse_body, parse_rows, predictions
+    from raymix.serving.responses import JSON, Answer
+    from raymix.serving.responses import body as answer_body
+
+    def answered(b, s) -> Answer:
+        return Answer(run.name, run.output, b, s, 0, b.n, columnar=True)
 
     run = load_run(args.work / "run-1")
     given = request_rows(1000, 1_000_000, 100_000, seed=4)
@@ -86,18 +91,22 @@ def main() -> None:
             f"{form}: columns -> arrays", lambda p=parsed: read_columns(p, run.layout), k, out
         )
         scored = run.score(b)
-        timed(
-            f"{form}: response (columns)",
-            lambda b=b, s=scored: orjson.dumps(column_predictions(run.name, b, s)),
-            k,
-            out,
-        )
+        for answer in (JSON, ARROW):
+            timed(
+                f"{form}: response ({answer})",
+                lambda b=b, s=scored, a=answer: answer_body(answered(b, s), a),
+                k,
+                out,
+            )
 
-        def whole_columnar(d=data, c=content_type):
+        def whole_columnar(d=data, c=content_type, a=JSON):
             b = read_columns(parse_request(d, c), run.layout)
-            return orjson.dumps(column_predictions(run.name, b, run.score(b)))
+            return answer_body(answered(b, run.score(b)), a)
 
         timed(f"{form}: whole request path", whole_columnar, k, out)
+        if content_type == ARROW:
+            arrow_answer = lambda d=data, c=content_type: whole_columnar(d, c, ARROW)  # noqa: E731
+            timed(f"{form}: whole request path, Arrow answer", arrow_answer, k, out)
 
 
 if __name__ == "__main__":

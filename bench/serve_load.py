@@ -64,10 +64,11 @@ async def load(
     timeout: float = 60.0,
     during=None,
     content_type: str = "application/json",
+    accept: str | None = None,
 ) -> Result:
-    """POST ``bodies`` (round robin, as ``content_type``) to ``url``; ``during`` (an async
-    function of the :class:`Result` so far) runs beside the load, which ends when both are
-    done."""
+    """POST ``bodies`` (round robin, as ``content_type``, asking for ``accept``) to ``url``;
+    ``during`` (an async function of the :class:`Result` so far) runs beside the load, which
+    ends when both are done."""
     import aiohttp
 
     check_loopback(url)
@@ -76,6 +77,8 @@ async def load(
     start = time.perf_counter()
     deadline = start + max_seconds
     headers = {"content-type": content_type}
+    if accept is not None:
+        headers["accept"] = accept
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal next_index

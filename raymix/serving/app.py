@@ -7,7 +7,10 @@ Routes (one deployment, :class:`Scorer`, ``route_prefix="/"``):
                     columnar (:mod:`.columnar`): {"columns": {...}} or an Arrow IPC stream
                     (Content-Type application/vnd.apache.arrow.stream) -> JSON {"run",
                     "output", "scores": [...], "coordinates": {name: [...]}, "probability":
-                    [...], "uid": [...]} (probability for a logistic run, uid when given)
+                    [...], "uid": [...]} (probability for a logistic run, uid when given);
+                    either form answered as an Arrow IPC stream instead on Accept:
+                    application/vnd.apache.arrow.stream (:mod:`.responses`); 406 for an
+                    Accept naming neither JSON nor Arrow
     GET  /healthz   {"status": "ok", "run"}
     GET  /          the run being served, its coordinates, the replica's memory and load time
 
@@ -31,13 +34,13 @@ import os
 import threading
 import time
 
-import orjson
 import ray
 from ray import serve
 
-from raymix.serving.columnar import Columns, column_predictions, parse_request, read_columns
+from raymix.serving.columnar import Columns, parse_request, read_columns
 from raymix.serving.model import ServedRun, load_run
-from raymix.serving.requests import RequestError, concat_batches, parse_rows, predictions
+from raymix.serving.requests import RequestError, concat_batches, parse_rows
+from raymix.serving.responses import Answer, NotAcceptable, accepted, body
 
 NAMESPACE = "raymix-serve"
 MAX_BATCH = 32  # requests scored together
@@ -133,17 +136,18 @@ class Scorer:
         return self._score_now(requests)
 
     def _score_now(self, requests: list[list | Columns]) -> list:
-        """Per request (its rows, or its :class:`Columns`) its response body, or ``(status,
-        message)``; a request that cannot be scored never fails the others of its batch."""
+        """Per request (its rows, or its :class:`Columns`) its :class:`~.responses.Answer`, or
+        ``(status, message)``; a request that cannot be scored never fails the others of its
+        batch."""
         run = self.run  # one snapshot for the whole batch: one run scores each response
         out: list = [None] * len(requests)
         parsed = []
         for k, given in enumerate(requests):
             try:
                 if isinstance(given, Columns):
-                    parsed.append((k, read_columns(given, run.layout), column_predictions))
+                    parsed.append((k, read_columns(given, run.layout), True))
                 else:
-                    parsed.append((k, parse_rows(given, run.layout), predictions))
+                    parsed.append((k, parse_rows(given, run.layout), False))
             except RequestError as exc:
                 out[k] = (400, exc.message)
             except Exception as exc:  # a bug, not the request: this request alone fails
@@ -169,9 +173,11 @@ class Scorer:
             if request.method != "POST":
                 return JSONResponse({"error": "POST a JSON body to /predict"}, status_code=405)
             try:
+                form = accepted(request.headers.get("accept"))
                 given = parse_request(await request.body(), request.headers.get("content-type", ""))
             except RequestError as exc:
-                return JSONResponse({"error": exc.message}, status_code=400)
+                status = 406 if isinstance(exc, NotAcceptable) else 400
+                return JSONResponse({"error": exc.message}, status_code=status)
             n = given.n if isinstance(given, Columns) else len(given)
             if n >= ALONE_ROWS:  # a batch already: scored now, not queued
                 result = self._score_now([given])[0]
@@ -180,7 +186,7 @@ class Scorer:
             if isinstance(result, tuple):
                 status, message = result
                 return JSONResponse({"error": message}, status_code=status)
-            return Response(orjson.dumps(result), media_type="application/json")
+            return Response(body(result, form), media_type=form)
         if request.method != "GET":
             return JSONResponse({"error": f"{request.method} {path}: no such route"}, 405)
         if path == "/healthz":
@@ -201,16 +207,15 @@ class Scorer:
 
 
 def _answer(run: ServedRun, parsed: list, out: list) -> None:
-    """Score the parsed requests ``[(k, batch, response)]`` together into ``out[k]``
-    (``response``: :func:`predictions` or :func:`column_predictions`)."""
+    """Score the parsed requests ``[(k, batch, columnar)]`` together: ``out[k]`` each one's
+    :class:`~.responses.Answer`."""
     if not parsed:
         return
     batch = concat_batches([b for _, b, _ in parsed])
     scored = run.score(batch)
     start = 0
-    for k, b, response in parsed:
-        out[k] = response(run.name, batch, scored, start, start + b.n)
-        out[k]["output"] = run.output
+    for k, b, columnar in parsed:
+        out[k] = Answer(run.name, run.output, batch, scored, start, start + b.n, columnar)
         start += b.n
 
 

@@ -24,7 +24,7 @@ A column the run does not know, a missing one, a ragged length, a wrong dimensio
 that is not a finite number, an index out of range or given twice is refused with a
 :class:`~raymix.serving.requests.RequestError` naming the column and the row, e.g.
 ``columns.global[3]: expected 44 values, got 2``. The response of a columnar request is
-columnar too (:func:`column_predictions`).
+columnar too (:mod:`raymix.serving.responses`).
 """
 
 from __future__ import annotations
@@ -168,23 +168,6 @@ def read_columns(given: Columns, layout: Layout) -> Batch:
         },
         texts={c: _strings(*column(c, "text column")) for c in layout.texts},
     )
-
-
-def column_predictions(run_name: str, batch: Batch, scored, start: int = 0, stop=None) -> dict:
-    """The response body of rows ``start:stop`` of a scored batch, column by column:
-    ``{"run", "scores", "coordinates": {name: [...]}, "probability"?, "uid"?}``."""
-    stop = batch.n if stop is None else stop
-    out: dict = {
-        "run": run_name,
-        "scores": scored.total[start:stop].tolist(),
-        "coordinates": {c: s[start:stop].tolist() for c, s in scored.coordinates.items()},
-    }
-    if scored.probability is not None:
-        out["probability"] = scored.probability[start:stop].tolist()
-    uid = batch.uid[start:stop]
-    if any(u is not None for u in uid):
-        out["uid"] = uid
-    return out
 
 
 def _bag(column, where: str, bag: Bag, n: int):

@@ -81,3 +81,20 @@ def test_integer_ids_are_looked_up_as_their_decimal_strings():
     numeric = models(300, 4)  # every id an integer: the fast conversion
     ids = np.asarray([5, 299, 300, 17, 5], dtype=object)
     np.testing.assert_array_equal(numeric.rows_of(ids), string_rows(numeric, ids.tolist()))
+
+
+def test_dense_integer_ids_are_found_by_the_direct_table_as_by_their_strings():
+    keys = np.sort(np.asarray([str(v) for v in range(-5, 40)] + ["12", "007", "x", "-0"]))
+    lm = LinearModels(keys, np.zeros(keys.size), np.zeros(keys.size + 1, np.int64), np.zeros(0, np.int64), np.zeros(0))  # fmt: skip
+    assert lm.int_table is not None  # 45 integer ids spanning 45
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    ids = [12, -5, 39, 40, -6, 0, 7, lo, hi, lo + 3, hi - 2, 12]  # far ids wrap in (id - lo)
+    for given in (np.asarray(ids, dtype=object), np.asarray(ids, np.int64)):
+        got = lm.rows_of(given)
+        np.testing.assert_array_equal(got, string_rows(lm, ids))
+    assert lm.rows_of(np.asarray([12]))[0] == list(keys).index("12")  # of two equal ids, the first
+    sparse = models(50, 3)  # ids 0..49, and one far away: searched, not tabled
+    far = LinearModels(np.sort(np.r_[sparse.keys, ["100000"]]), np.zeros(51), np.zeros(52, np.int64), np.zeros(0, np.int64), np.zeros(0))  # fmt: skip
+    assert far.int_table is None
+    ids = [0, 49, 100000, 99999, 50]
+    np.testing.assert_array_equal(far.rows_of(np.asarray(ids)), string_rows(far, ids))
