@@ -160,12 +160,8 @@ def descend(
             coordinate = coordinates[k]
             if coordinate.name in locked and p > 0:
                 continue
-            step = _update(coordinate, state, p, metric, refit=coordinate.name not in locked)
-            if coordinate.name not in locked and coordinate.kind == "random_effect":
-                shift = recenter(coordinate, coordinates, state, locked)  # type: ignore[arg-type]
-                if shift:
-                    step.info["intercept_shift"] = shift
-                    step.metrics = evaluate(state, metric, coordinate.name)
+            refit = coordinate.name not in locked
+            step = _update(coordinate, state, p, metric, refit, coordinates, locked)
             state.steps.append(step)
             if after_step is not None:
                 after_step(state, step)
@@ -204,7 +200,17 @@ def _track(value, p, best, best_pass, stale, higher, min_delta):
     return best, best_pass, stale + 1
 
 
-def _update(coordinate: Coordinate, state: DescentState, p: int, metric: str, refit: bool) -> Step:
+def _update(
+    coordinate: Coordinate,
+    state: DescentState,
+    p: int,
+    metric: str,
+    refit: bool,
+    coordinates: list[Coordinate],
+    locked: frozenset[str],
+) -> Step:
+    """Fit ``coordinate`` (then move a random effect's intercepts' mean: :func:`recenter`)
+    and measure the cumulative model."""
     started = time.perf_counter()
     train, val = state.train, state.validation
     train_offsets = train.total() - train.scores[coordinate.name]
@@ -212,6 +218,10 @@ def _update(coordinate: Coordinate, state: DescentState, p: int, metric: str, re
     outcome = coordinate.fit(train_offsets, val_offsets, refit=refit)
     train.scores[coordinate.name] = outcome.train
     val.scores[coordinate.name] = outcome.validation
+    if refit and coordinate.kind == "random_effect":
+        shift = recenter(coordinate, coordinates, state, locked)  # type: ignore[arg-type]
+        if shift:
+            outcome.info["intercept_shift"] = shift
     results = evaluate(state, metric, coordinate.name)
     return Step(p, coordinate.name, results, outcome.info, time.perf_counter() - started)
 
