@@ -197,11 +197,7 @@ def fit_bucket(
         problem,
         task=spec.task,
         l2=penalty,
-        l1=spec.l1,
-        fit_intercept=spec.fit_intercept,
-        regularize_intercept=spec.regularize_intercept,
-        max_iter=spec.solver.max_iter,
-        tol=spec.solver.tolerance,
+        **_solver_settings(spec),
         warm_start=warm_start,
         variance="full" if moments or spec.variance == "covariance" else spec.variance,
         covariance=spec.variance == "covariance" and not moments,
@@ -236,6 +232,17 @@ def fit_bucket(
     )
 
 
+def _solver_settings(spec: RandomEffect) -> dict:
+    """The per-entity solver's settings a random effect's spec gives (its penalty aside)."""
+    return {
+        "l1": spec.l1,
+        "fit_intercept": spec.fit_intercept,
+        "regularize_intercept": spec.regularize_intercept,
+        "max_iter": spec.solver.max_iter,
+        "tol": spec.solver.tolerance,
+    }
+
+
 def _ridge_prior(problem: EntityProblem, l2s: tuple[float, ...], spec: RandomEffect):
     """``l2_per_feature``'s ridges as a prior of mean 0; a free intercept has none."""
     slots = np.array(l2s, np.float64)
@@ -253,17 +260,7 @@ def _with_coupling(
     rows = bucket.train.rows
     n = rows.label.size
     problem = entity_problem(bucket.train, np.zeros(n), labels=np.ones(n))
-    ones = fit_entities(
-        problem,
-        task="linear",
-        l2=l2,
-        l1=spec.l1,
-        fit_intercept=spec.fit_intercept,
-        regularize_intercept=spec.regularize_intercept,
-        max_iter=spec.solver.max_iter,
-        tol=spec.solver.tolerance,
-        n_threads=threads,
-    )
+    ones = fit_entities(problem, task="linear", l2=l2, **_solver_settings(spec), n_threads=threads)
     scores = score_bucket(bucket, ones, None).train_scores
     squares, absorbed = intercept_coupling(ones, spec.regularize_intercept, scores, rows.weight)
     return dataclasses.replace(moments, coupling=squares, absorbed=absorbed)
