@@ -29,7 +29,7 @@ from raymix.data.source import Source
 from raymix.errors import DataError
 from raymix.recipe.spec import FixedEffect
 from raymix.solvers.prior import Prior
-from raymix.solvers.variance_components import ResidualVariance
+from raymix.solvers.variance_components import ResidualVariance, intercept_kind
 
 
 class FixedEffectWorkers(Protocol):
@@ -84,8 +84,8 @@ class FixedEffectCoordinate:
             self.theta = self._load_warm_start(spec.warm_start)
         self.prior = read_fixed_effect_prior(spec, names, self.dim)
         if residual is not None:  # what REML integrates out
-            intercept = "penalized" if spec.regularize_intercept else "free"
-            residual.fixed(self.name, self.dim, spec.l2, intercept if spec.fit_intercept else None)
+            intercept = intercept_kind(spec.fit_intercept, spec.regularize_intercept)
+            residual.fixed(self.name, self.dim, spec.l2, intercept)
 
     def start(self) -> None:
         self.service.start(self.spec, self.train, self.validation)

@@ -31,6 +31,7 @@ from raymix.solvers.variance_components import (
     LinearMoments,
     LinearStep,
     ResidualVariance,
+    intercept_kind,
     next_l2,
     next_linear_l2,
     shift_variance,
@@ -257,8 +258,8 @@ class RandomEffectCoordinate:
         )
         self.components = last[-1]
         spec = self.spec
-        intercept = "penalized" if spec.regularize_intercept else "free"
-        self.residual.record(self.name, last[-1], intercept if spec.fit_intercept else None)
+        intercept = intercept_kind(spec.fit_intercept, spec.regularize_intercept)
+        self.residual.record(self.name, last[-1], intercept)
         return self._auto_l2, steps, last[-1]
 
     def _estimate_per_feature(self, offsets: Sequence[object]) -> tuple[FeatureStep, int, LinearStep]:  # fmt: skip
@@ -291,8 +292,8 @@ class RandomEffectCoordinate:
         precision = intercepts[-1] * float(final.l2s[0])  # the intercepts' D = m l2
         step = LinearStep(float(final.l2s[0]), final.sigma_e2, float(final.sigma2[0]), final.penalty, precision)  # fmt: skip
         spec = self.spec
-        intercept = "penalized" if spec.regularize_intercept else "free"
-        self.residual.record(self.name, step, intercept if spec.fit_intercept else None)
+        intercept = intercept_kind(spec.fit_intercept, spec.regularize_intercept)
+        self.residual.record(self.name, step, intercept)
         return final, steps, step
 
     def _dim(self) -> int:

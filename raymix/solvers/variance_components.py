@@ -263,6 +263,14 @@ def next_linear_l2(
     return LinearStep(sigma_e2 / sigma2, sigma_e2, sigma2, penalty, precision)
 
 
+def intercept_kind(fit_intercept: bool, regularize_intercept: bool) -> str | None:
+    """How a coordinate fits its intercept, as :class:`ResidualVariance` takes it:
+    "penalized", "free" (fitted, not penalized) or None (not fitted)."""
+    if not fit_intercept:
+        return None
+    return "penalized" if regularize_intercept else "free"
+
+
 @dataclass
 class ResidualVariance:
     """The residual variance of a linear model, shared by its ``l2="auto"`` random effects:
