@@ -130,3 +130,28 @@ def ipc_stream(table, chunk: int | None = None) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=chunk)
     return sink.getvalue().to_pybytes()
+
+
+def as_json_columns(answer: dict) -> dict:
+    """A row-form JSON answer in the columnar answer's layout."""
+    if "predictions" not in answer:
+        return answer
+    predictions = answer["predictions"]
+    return {
+        "run": answer["run"],
+        "output": answer["output"],
+        "scores": [p["score"] for p in predictions],
+        "coordinates": {
+            c: [p["coordinates"][c] for p in predictions] for c in predictions[0]["coordinates"]
+        },
+        "probability": [p["probability"] for p in predictions],
+        "uid": [p["uid"] for p in predictions],
+    }
+
+
+def assert_refused(response, reason: str) -> None:
+    """An HTTP 400 whose one-line ``error`` begins with ``reason``."""
+    assert response.status_code == 400, (reason, response.text)
+    message = response.json()["error"]
+    assert message.startswith(reason), (reason, message)
+    assert "\n" not in message

@@ -13,7 +13,7 @@ import pytest
 from raymix.serving.columnar import ARROW_STREAM
 
 from .conftest import HTTP_TIMEOUT
-from .rows import arrow_body, as_columns, validation_rows
+from .rows import arrow_body, as_columns, as_json_columns, validation_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -32,23 +32,6 @@ def requests_of(rows: list[dict]) -> dict[str, tuple[bytes, str]]:
         "rows": (json.dumps({"rows": rows}).encode(), "application/json"),
         "json columns": (json.dumps({"columns": columns}).encode(), "application/json"),
         "arrow": (arrow_body(columns, chunk=100), ARROW_STREAM),
-    }
-
-
-def as_json_columns(answer: dict) -> dict:
-    """A row-form JSON answer in the columnar answer's layout."""
-    if "predictions" not in answer:
-        return answer
-    predictions = answer["predictions"]
-    return {
-        "run": answer["run"],
-        "output": answer["output"],
-        "scores": [p["score"] for p in predictions],
-        "coordinates": {
-            c: [p["coordinates"][c] for p in predictions] for c in predictions[0]["coordinates"]
-        },
-        "probability": [p["probability"] for p in predictions],
-        "uid": [p["uid"] for p in predictions],
     }
 
 
