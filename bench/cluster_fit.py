@@ -30,10 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 ACTORS_BY_NODE = """
 import json, sys
-from ray.util.state import list_actors, list_nodes
+from ray.util.state import list_actors
 
 dashboard = sys.argv[1]
-nodes = {n.node_id: n.node_name for n in list_nodes(address=dashboard)}
 actors = list_actors(address=dashboard, filters=[("class_name", "=", "BucketActor")],
                      detail=True, limit=1000)
 print(json.dumps(sorted(n[-8:] for n in (a.node_id for a in actors))))
