@@ -116,8 +116,15 @@ def photon_coordinates(out, recipe: Recipe) -> list[PhotonCoordinate]:
 
 
 def summarize(
-    out: Path, recipe: Recipe, state: DescentState, timings: dict, files: dict
+    out: Path,
+    recipe: Recipe,
+    state: DescentState,
+    timings: dict,
+    files: dict,
+    fixed_effect_variances: dict | None = None,
 ) -> FitResult:
+    """Write ``summary.json`` and the report; ``fixed_effect_variances``: which variances the
+    fixed effect's model holds (:func:`raymix.coordinates.marginal_variance.use_marginal_variances`)."""
     from raymix.report_page import recipe_text, render_html
 
     final = files.pop("_final", {})
@@ -160,6 +167,8 @@ def summarize(
         summary["variance_components"] = components
     if method := variance_method(steps):
         summary["variance_method"] = method
+    if fixed_effect_variances is not None:
+        summary["fixed_effect_variances"] = fixed_effect_variances
     write_json(out / "summary.json", summary)
     page = render_html(
         summary,

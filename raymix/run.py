@@ -230,6 +230,7 @@ def fit(
     """
     from raymix import outputs
     from raymix.checkpoint import Checkpoint
+    from raymix.coordinates.marginal_variance import use_marginal_variances
     from raymix.descent import descend, load
     from raymix.engine.cluster import ray_session
     from raymix.report import summarize, write_outputs
@@ -296,13 +297,16 @@ def fit(
                     start=start,
                     after_step=after_step,
                 )
+                kept = [s for s in state.steps if s.pass_index <= state.best_pass]  # the models'
+                variances = use_marginal_variances(coordinates, {s.coordinate: s.info for s in kept})  # fmt: skip
                 watch.lap("coordinates")
                 files = outputs.published(write_outputs(out, recipe, coordinates, state), out)
                 watch.lap("write")
             finally:
                 for coordinate in coordinates:
                     coordinate.close()
-        result = summarize(out, recipe, state, {**watch.laps, **watch.extra}, files)
+        laps = {**watch.laps, **watch.extra}
+        result = summarize(out, recipe, state, laps, files, fixed_effect_variances=variances)
         checkpoint.discard()  # last: a run stopped before this (in the report) can --resume
     result.output = outputs.final(out)
     return result

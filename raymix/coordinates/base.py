@@ -157,13 +157,16 @@ class RowIndex:
 
 
 def gather(values: np.ndarray, positions: list[np.ndarray]) -> list[np.ndarray]:
-    """Split a global-order vector into per-holder pieces."""
+    """Split a global-order vector (or matrix, by rows) into per-holder pieces."""
     return [values[p] for p in positions]
 
 
-def scatter(pieces: list[np.ndarray], positions: list[np.ndarray], size: int) -> np.ndarray:
-    """Assemble per-holder pieces into a global-order vector."""
-    out = np.zeros(size, dtype=np.float64)
+def scatter(
+    pieces: list[np.ndarray], positions: list[np.ndarray], size: int, columns: int | None = None
+) -> np.ndarray:
+    """Assemble per-holder pieces into a global-order vector (with ``columns``: a matrix of
+    that many columns, by rows)."""
+    out = np.zeros(size if columns is None else (size, columns), dtype=np.float64)
     for piece, p in zip(pieces, positions, strict=True):
         out[p] = piece
     return out

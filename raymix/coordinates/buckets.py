@@ -181,13 +181,7 @@ def fit_bucket(
     its EM step's reply carries :class:`FeatureMoments`. ``coupling`` adds REML's coupling
     with the fixed intercept to a linear EM step's moments (:func:`_with_coupling`).
     """
-    penalty = spec.l2 if l2 is None else l2
-    if l2s is not None:
-        penalty = 1.0  # unused: every coefficient has its slot's ridge (a prior of mean 0)
-    if isinstance(penalty, str):
-        raise RecipeError(
-            "is 'auto': the coordinate resolves it", field=f"coordinates.{spec.name}.l2"
-        )
+    penalty = _penalty(spec, l2, l2s)
     problem = entity_problem(bucket.train, offsets)
     entity_prior = None if prior is None else prior.priors
     if l2s is not None:
@@ -232,6 +226,20 @@ def fit_bucket(
     )
 
 
+def _penalty(spec: RandomEffect, l2: float | None, l2s: tuple[float, ...] | None) -> float:
+    """The entities' ridge: ``l2`` in place of the spec's (which must then be resolved);
+    unused (1.0) with ``l2s``, where every coefficient has its slot's ridge (a prior of
+    mean 0)."""
+    if l2s is not None:
+        return 1.0
+    penalty = spec.l2 if l2 is None else l2
+    if isinstance(penalty, str):
+        raise RecipeError(
+            "is 'auto': the coordinate resolves it", field=f"coordinates.{spec.name}.l2"
+        )
+    return float(penalty)
+
+
 def _solver_settings(spec: RandomEffect) -> dict:
     """The per-entity solver's settings a random effect's spec gives (its penalty aside)."""
     return {
@@ -264,6 +272,31 @@ def _with_coupling(
     scores = score_bucket(bucket, ones, None).train_scores
     squares, absorbed = intercept_coupling(ones, spec.regularize_intercept, scores, rows.weight)
     return dataclasses.replace(moments, coupling=squares, absorbed=absorbed)
+
+
+def project_bucket(
+    spec: RandomEffect,
+    bucket: BucketRows,
+    labels: np.ndarray,
+    offsets: np.ndarray,
+    *,
+    l2: float | None = None,
+    l2s: tuple[float, ...] | None = None,
+    threads: int = 1,
+) -> np.ndarray:
+    """The training-row scores of the entities' penalized least-squares fits of each column
+    of ``labels`` with that column of ``offsets`` (both ``(rows, k)``, the bucket's order),
+    at the penalty the run fitted with (``l2``, or ``l2s`` per slot); the models are not
+    kept. A linear model's marginal fixed-effect variances project the fixed effect's design
+    columns so (:mod:`raymix.coordinates.marginal_variance`)."""
+    penalty = _penalty(spec, l2, l2s)
+    scores = np.zeros(labels.shape)
+    for j in range(labels.shape[1]):
+        problem = entity_problem(bucket.train, offsets[:, j], labels=labels[:, j])
+        prior = None if l2s is None else _ridge_prior(problem, l2s, spec)
+        fitted = fit_entities(problem, task="linear", l2=penalty, **_solver_settings(spec), prior=prior, n_threads=threads)  # fmt: skip
+        scores[:, j] = score_bucket(bucket, fitted, None).train_scores
+    return scores
 
 
 def shifted_intercepts(models: EntityModels | None, by: float) -> EntityModels | None:

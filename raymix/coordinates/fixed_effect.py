@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, WorkerRows, scatter
-from raymix.coordinates.fixed_effect_fit import FitCommand, FitReply
+from raymix.coordinates.fixed_effect_fit import DesignCommand, DesignReply, FitCommand, FitReply
 from raymix.data.avro.models import (
     avro_files,
     check_finite_model,
@@ -44,8 +44,9 @@ class FixedEffectWorkers(Protocol):
     def share(self, value: Any) -> Any:
         """``value`` placed where the workers read it."""
 
-    def request(self, command: FitCommand) -> list[FitReply]:
-        """Every worker's reply to ``command`` (re-run by a restarted group)."""
+    def request(self, command: FitCommand | DesignCommand) -> list:
+        """Every worker's reply to ``command`` (re-run by a restarted group): a
+        :class:`FitReply` to a fit, a :class:`DesignReply` to a design command."""
 
     def restarts(self) -> int:
         """How many times the group was started again after a failure."""
@@ -117,7 +118,7 @@ class FixedEffectCoordinate:
             val_index=self._index[1],
             prior=self.prior,
         )
-        replies = self.service.request(command)
+        replies: list[FitReply] = self.service.request(command)
         first = replies[0]
         if refit:
             self.theta, self.variances = first.theta, first.variances
@@ -133,6 +134,34 @@ class FixedEffectCoordinate:
         info["rows_per_worker"] = [r.train_pos.size for r in replies]
         info["worker_restarts"] = self.service.restarts()
         return Outcome(train=train, validation=val, info=info)
+
+    @property
+    def train_rows(self) -> int:
+        """Training rows (after :meth:`bind`)."""
+        return self._sizes[0]
+
+    @property
+    def params(self) -> int:
+        """The coefficients of its theta (the features, and the intercept if it fits one)."""
+        return self.dim + int(self.spec.fit_intercept)
+
+    def design(self, start: int, stop: int) -> np.ndarray:
+        """Columns ``start:stop`` of its training rows' design (theta order, the intercept a
+        column of ones), dense, in the global order: ``(rows, stop - start)``."""
+        replies: list[DesignReply] = self.service.request(
+            DesignCommand(self._index[0], columns=(start, stop))
+        )
+        out = np.zeros((self._sizes[0], stop - start))
+        for reply in replies:
+            out[reply.train_pos] = reply.value
+        return out
+
+    def cross(self, v: np.ndarray) -> np.ndarray:
+        """``X' W v`` over its training rows (``v``: global order, one column per product),
+        summed over the workers where the rows are: ``(params, v.shape[1])``."""
+        command = DesignCommand(self._index[0], against=self.service.share(v))
+        replies: list[DesignReply] = self.service.request(command)
+        return np.sum([reply.value for reply in replies], axis=0)
 
     def takes_intercept_shift(self) -> bool:
         """Whether its intercept is free (fitted, not penalized, no prior) and fitted: the

@@ -13,7 +13,9 @@ intercept last in ``theta`` (:mod:`raymix.solvers.layout`). With a Gaussian prio
 (:mod:`raymix.solvers.prior`, yesterday's model) the ridge is ``1/2 (theta - mu)' P (theta -
 mu)`` where the prior knows a coefficient, and the variances are the posterior's.
 
-Driver and workers exchange :class:`FitCommand` and :class:`FitReply`.
+Driver and workers exchange :class:`FitCommand` and :class:`FitReply`; for a linear
+model's marginal variances (:mod:`raymix.coordinates.marginal_variance`),
+:class:`DesignCommand` and :class:`DesignReply`.
 """
 
 from __future__ import annotations
@@ -190,6 +192,49 @@ def _penalized(spec: FixedEffect, objective: Objective, prior: Prior | None, n: 
         return objective.hessian(theta) + full
 
     return gradient, hessian
+
+
+@dataclass(frozen=True)
+class DesignCommand:
+    """Ask every worker about its training rows' design (theta order: the features, then the
+    intercept as a column of ones): ``columns=(start, stop)``, those columns, dense; or, with
+    ``against`` (a shared global-order matrix), the product ``X' W v`` of the whole design
+    with ``v`` (its rows at the worker's rows) and the rows' weights ``W``."""
+
+    train_index: Any
+    columns: tuple[int, int] | None = None
+    against: Any = None
+
+
+@dataclass(frozen=True)
+class DesignReply:
+    """A worker's answer to a :class:`DesignCommand`: the columns asked for (its rows, at
+    ``train_pos`` in the global order), or its share of ``X' W v``."""
+
+    value: np.ndarray
+    train_pos: np.ndarray
+
+
+def design_columns(X, start: int, stop: int, fit_intercept: bool) -> np.ndarray:
+    """Columns ``start:stop`` of ``[X, 1]`` (``X`` dense or CSR; the ones only with an
+    intercept), dense, shape ``(rows, stop - start)``."""
+    d = X.shape[1]
+    features = X[:, start : min(stop, d)]
+    block = features.toarray() if hasattr(features, "toarray") else np.asarray(features)
+    block = np.asarray(block, np.float64).reshape(X.shape[0], -1)
+    if fit_intercept and stop > d:
+        block = np.column_stack([block, np.ones(X.shape[0])])
+    return block
+
+
+def weighted_cross(X, weights: np.ndarray, v: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """``[X, 1]' diag(weights) v``, shape ``(params, v.shape[1])`` (the ones only with an
+    intercept)."""
+    wv = np.asarray(v, np.float64) * np.asarray(weights, np.float64)[:, None]
+    cross = np.asarray(X.T @ wv, np.float64)
+    if fit_intercept:
+        cross = np.vstack([cross, wv.sum(axis=0)])
+    return cross
 
 
 def linear_scores(X, theta: np.ndarray, fit_intercept: bool) -> np.ndarray:

@@ -83,6 +83,17 @@ class BucketHolders(Protocol):
     def fit(self, name: str, offsets: Sequence[object], command: FitCommand) -> list[BucketFit]:
         """Refit with these (shared) per-row offsets and score."""
 
+    def project(
+        self,
+        name: str,
+        labels: Sequence[object],
+        offsets: Sequence[object],
+        l2: float | None,
+        l2s: tuple[float, ...] | None,
+    ) -> list[np.ndarray]:
+        """The scores of linear fits of each column of the (shared) ``labels`` with those
+        ``offsets`` at this penalty; the held models stay as they are."""
+
     def score(self, name: str) -> list[BucketFit]:
         """Score with the models held (no refit)."""
 
@@ -192,6 +203,8 @@ class RandomEffectCoordinate:
         }
         if l2 is not None:
             info.update(l2=l2, em_iterations=em_iterations)
+        if l2s is not None:
+            info["l2_per_slot"] = list(l2s)
         if step is not None:
             info.update(
                 sigma2=step.sigma2, sigma_e2=step.sigma_e2, variance_method=self.residual.method
@@ -201,6 +214,26 @@ class RandomEffectCoordinate:
         if self.spec.prior is not None:
             info["entities_carried"] = self.carried
         return self._outcome(fits, info)
+
+    def project(
+        self,
+        labels: np.ndarray,
+        offsets: np.ndarray,
+        l2: float | None,
+        l2s: tuple[float, ...] | None,
+    ) -> np.ndarray:
+        """Its entities' penalized least-squares fits of each column of ``labels`` (global
+        order, ``(rows, k)``) with that column of ``offsets``, at ``l2`` (or ``l2s`` per
+        slot): their scores, ``(rows, k)``; its models stay as they are."""
+        share = self.pool.share
+        pieces = self.pool.project(
+            self.name,
+            share(gather(labels, self._train_pos)),
+            share(gather(offsets, self._train_pos)),
+            l2,
+            l2s,
+        )
+        return scatter(pieces, self._train_pos, self._sizes[0], labels.shape[1])
 
     def intercept_mean(self) -> float | None:
         """The mean of its penalized intercepts, when a shift of them all leaves every

@@ -25,11 +25,15 @@ import numpy as np
 
 from raymix.coordinates.base import HolderRows, WorkerRows
 from raymix.coordinates.fixed_effect_fit import (
+    DesignCommand,
+    DesignReply,
     FitCommand,
     FitReply,
     Objective,
+    design_columns,
     fit_fixed_effect,
     linear_scores,
+    weighted_cross,
 )
 from raymix.data.rows import Rows
 from raymix.data.source import Source
@@ -120,9 +124,11 @@ class Shard:
             self._positions[key] = np.searchsorted(ray.get(index_ref), uid)
         return self._positions[key]
 
-    def handle(self, posted: Posted) -> FitReply:
+    def handle(self, posted: Posted) -> FitReply | DesignReply:
         import ray
 
+        if isinstance(posted.command, DesignCommand):
+            return self.design(posted.command)
         command: FitCommand = posted.command
         self.spec = spec = command.spec  # the driver may swap hyper-parameters
         train_pos = self.positions(command.train_index, self.train.uid)
@@ -148,6 +154,18 @@ class Shard:
             summary=summary,
             variances=variances,
         )
+
+    def design(self, command: DesignCommand) -> DesignReply:
+        """Columns of its rows' design, or its share of ``X' W v`` (a linear model's
+        marginal variances)."""
+        import ray
+
+        pos = self.positions(command.train_index, self.train.uid)
+        X, intercept = self.train.X, self.spec.fit_intercept
+        if command.columns is not None:
+            return DesignReply(design_columns(X, *command.columns, intercept), pos)
+        against = ray.get(command.against)[pos]
+        return DesignReply(weighted_cross(X, self.train.weight, against, intercept), pos)
 
     def objective(self, command_id: CommandId, logged: list[Evaluation]) -> Objective:
         """The group's data term, answered from ``logged`` while the fit retraces it; rank 0

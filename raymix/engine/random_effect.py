@@ -27,6 +27,7 @@ from raymix.coordinates.buckets import (
     fit_bucket,
     group_train,
     loaded,
+    project_bucket,
     save_bucket_models,
     score_bucket,
     shifted_intercepts,
@@ -113,6 +114,20 @@ class BucketActor:
         )
         state.models = fit.models
         return fit
+
+    def project(
+        self,
+        name: str,
+        labels: np.ndarray,
+        offsets: np.ndarray,
+        l2: float | None,
+        l2s: tuple[float, ...] | None,
+    ) -> np.ndarray:
+        """Its entities' fits of each column of ``labels`` (models not kept): their scores."""
+        state = self._state(name)
+        return project_bucket(
+            state.spec, state.rows, labels, offsets, l2=l2, l2s=l2s, threads=self.threads
+        )
 
     def score(self, name: str) -> BucketFit:
         state = self._state(name)
@@ -278,6 +293,19 @@ class BucketPool:
     def fit(self, name: str, offsets: Sequence[object], command: FitCommand) -> list[BucketFit]:
         calls = [_fit_call(name, piece, command) for piece in offsets]
         return self._keep(name, self._on_each(calls))
+
+    def project(
+        self,
+        name: str,
+        labels: Sequence[object],
+        offsets: Sequence[object],
+        l2: float | None,
+        l2s: tuple[float, ...] | None,
+    ) -> list[np.ndarray]:
+        def call(labels: object, offsets: object) -> _Call:
+            return lambda actor: actor.project.remote(name, labels, offsets, l2, l2s)
+
+        return self._on_each([call(y, o) for y, o in zip(labels, offsets, strict=True)])
 
     def score(self, name: str) -> list[BucketFit]:
         return self._keep(name, self._on_each(self._same(lambda a: a.score.remote(name))))

@@ -9,11 +9,15 @@ from raymix import Columns, FixedEffect
 from raymix.coordinates.base import HolderRows, WorkerRows
 from raymix.coordinates.fixed_effect import FixedEffectCoordinate
 from raymix.coordinates.fixed_effect_fit import (
+    DesignCommand,
+    DesignReply,
     FitCommand,
     FitReply,
     Objective,
+    design_columns,
     fit_fixed_effect,
     linear_scores,
+    weighted_cross,
 )
 from raymix.coordinates.inputs import build_source
 from raymix.data.avro.models import read_models
@@ -34,6 +38,7 @@ class OneWorker:
     """A fixed effect's worker group of one worker, in this process."""
 
     def start(self, spec: FixedEffect, train: Source, validation: Source | None) -> None:
+        self.spec_intercept = spec.fit_intercept
         self.rows = rows_of(train)
         self.loss = GLMLoss(self.rows.X, self.rows.label, weights=self.rows.weight)
         self.requests = 0
@@ -46,9 +51,14 @@ class OneWorker:
     def share(self, value):
         return value
 
-    def request(self, command: FitCommand) -> list[FitReply]:
+    def request(self, command: FitCommand | DesignCommand) -> list:
         self.requests += 1
         pos = np.searchsorted(command.train_index, self.rows.uid)
+        if isinstance(command, DesignCommand):  # as the engine's Shard.design answers
+            X, intercept = self.rows.X, self.spec_intercept
+            if command.columns is not None:
+                return [DesignReply(design_columns(X, *command.columns, intercept), pos)]
+            return [DesignReply(weighted_cross(X, self.rows.weight, command.against[pos], intercept), pos)]  # fmt: skip
         self.loss.set_offsets(command.train_offsets[pos])
         loss = self.loss
         objective = Objective(loss.value_grad, loss.hessian, loss.n_params, loss.column_stats())

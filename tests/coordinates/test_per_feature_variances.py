@@ -29,9 +29,9 @@ def planted(seed, a=80, n=12, sigmas=(1.0, 0.25), sigma_e=0.7):
     return y, x, g
 
 
-def descent(tmp_path, y, x, g, per_feature=True, passes=40):
+def descent(tmp_path, y, x, g, per_feature=True, passes=40, variance=None):
     data = write(tmp_path, y, x, {"g": g})
-    fixed = FixedEffect(name="fe", feature_bag=("x",), task="linear", l2=0.0)
+    fixed = FixedEffect(name="fe", feature_bag=("x",), task="linear", l2=0.0, variance=variance)
     residual = ResidualVariance()
     fe = FixedEffectCoordinate(
         fixed, build_source(data, Columns(), split="train", bag=("x",), task="linear"),
@@ -66,6 +66,19 @@ def test_per_feature_descent_is_the_exact_ml(tmp_path):
     # the fixed intercept and the random intercepts' mean trade off slowly in backfitting
     # (40 passes: 3e-3 away; issue 20's 'slow fixed intercept' finding)
     assert fe.theta[1] == pytest.approx(ref.beta[0], abs=5e-3)
+
+
+def test_per_feature_fixed_effect_variances_are_lmers_vcov(tmp_path):
+    """With a random intercept and slope of their own sigmas, the fixed effect's marginal
+    variances (the design columns fitted at the per-slot ridges) are lmer's ``vcov``."""
+    from .test_linear_components import marginal
+
+    y, x, g = planted(0)
+    fe, re, state = descent(tmp_path, y, x, g, passes=60, variance="full")
+    variances, _ = marginal([fe, re], state)
+    X = np.column_stack([np.ones(y.size), x])
+    ref = fit_linear_mixed(y, X, [Factor(g, X, per_feature=True)])
+    np.testing.assert_allclose(np.sqrt(variances[::-1]), ref.beta_se, rtol=1e-3)
 
 
 def test_per_feature_recovers_different_planted_sigmas_and_shared_cannot(tmp_path):

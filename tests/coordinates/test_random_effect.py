@@ -10,6 +10,7 @@ from raymix.coordinates.buckets import (
     fit_bucket,
     group_train,
     loaded,
+    project_bucket,
     save_bucket_models,
     score_bucket,
     shifted_intercepts,
@@ -65,6 +66,9 @@ class LocalHolders:
             held[2] = fit.models
             fits.append(fit)
         return fits
+
+    def project(self, name, labels, offsets, l2, l2s):
+        return [project_bucket(spec, rows, y, o, l2=l2, l2s=l2s) for (spec, rows, _), y, o in zip(self.state[name], labels, offsets, strict=True)]  # fmt: skip
 
     def score(self, name):
         return [score_bucket(rows, models) for _, rows, models in self.state[name]]
