@@ -126,18 +126,20 @@ def request_columns(rows: list[dict]) -> dict:
     return columns
 
 
-def arrow_stream(columns: dict) -> bytes:
+def arrow_stream(columns: dict, narrow: bool = False) -> bytes:
     """:func:`request_columns` as an Arrow IPC stream: the dense bag a fixed_size_list, the
-    sparse bags struct<indices: list<int32>, values: list<double>>."""
+    sparse bags struct<indices: list<int32>, values: list<double>>; ``narrow``: the ids
+    int32 and the values float32 (as GDMix's TFRecords hold features)."""
     import pyarrow as pa
 
-    arrays = {name: pa.array(columns[name], pa.int64()) for name in ("uid", "user_id", "item_id")}
-    arrays["global"] = pa.array(columns["global"], pa.list_(pa.float64(), 50))
+    ids, number = (pa.int32(), pa.float32()) if narrow else (pa.int64(), pa.float64())
+    arrays = {name: pa.array(columns[name], ids) for name in ("uid", "user_id", "item_id")}
+    arrays["global"] = pa.array(columns["global"], pa.list_(number, 50))
     for bag in ("per_user", "per_item"):
         arrays[bag] = pa.StructArray.from_arrays(
             [
                 pa.array(columns[bag]["indices"], pa.list_(pa.int32())),
-                pa.array(columns[bag]["values"], pa.list_(pa.float64())),
+                pa.array(columns[bag]["values"], pa.list_(number)),
             ],
             names=["indices", "values"],
         )
@@ -149,6 +151,21 @@ def arrow_stream(columns: dict) -> bytes:
 
 
 ARROW = "application/vnd.apache.arrow.stream"
+
+
+def as_float32(rows: list[dict]) -> list[dict]:
+    """``rows`` with every feature value rounded to float32 (what a narrow body carries)."""
+
+    def rounded(v):
+        return float(np.float32(v))
+
+    out = []
+    for row in rows:
+        row = dict(row, **{"global": [rounded(v) for v in row["global"]]})
+        for bag in ("per_user", "per_item"):
+            row[bag] = {j: rounded(v) for j, v in row[bag].items()}
+        out.append(row)
+    return out
 
 
 def expected_scores(run, rows: list[dict]) -> np.ndarray:
@@ -273,6 +290,7 @@ def main() -> None:
     batches = [json.dumps({"rows": rows}).encode() for rows in chunks]
     as_columns = [request_columns(rows) for rows in chunks]
     arrow_bodies = [arrow_stream(c) for c in as_columns]
+    narrow_bodies = [arrow_stream(c, narrow=True) for c in as_columns]
     forms = {  # name: (url key, bodies, content type, the answer's form)
         "bare": ("bare", batches, "application/json", None),
         "raymix": ("raymix", batches, "application/json", None),
@@ -285,6 +303,8 @@ def main() -> None:
         "raymix-arrow": ("raymix", arrow_bodies, ARROW, None),
         "raymix-arrow-answer": ("raymix", arrow_bodies, ARROW, ARROW),  # Arrow both ways
         "bare-arrow": ("bare", arrow_bodies, ARROW, None),  # Serve's floor for the smaller bodies
+        "raymix-arrow32-answer": ("raymix", narrow_bodies, ARROW, ARROW),  # float32 features
+        "bare-arrow32": ("bare", narrow_bodies, ARROW, None),
     }
     results["body_bytes"] = {name: len(bodies[0]) for name, (_, bodies, _, _) in forms.items()}
 
@@ -316,7 +336,9 @@ def main() -> None:
             content_type=content_type,
             accept=accept,
         )
-    results["answer_bytes"] = check_forms(urls["raymix"], forms, expected_scores(run_1, chunks[0]))
+    expected = {name: expected_scores(run_1, chunks[0]) for name in forms}
+    expected["raymix-arrow32-answer"] = expected_scores(run_1, as_float32(chunks[0]))
+    results["answer_bytes"] = check_forms(urls["raymix"], forms, expected)
     print(json.dumps({"answer_bytes": results["answer_bytes"]}), flush=True)
 
     if not args.batch_only:
@@ -332,10 +354,14 @@ def main() -> None:
         for name, got in rounds.items()
         if name != "bare"
     }
-    for name in ("raymix-arrow", "raymix-arrow-answer"):
-        results["batch_ratio"][f"{name} / bare-arrow"] = [
+    for name, bare in (
+        ("raymix-arrow", "bare-arrow"),
+        ("raymix-arrow-answer", "bare-arrow"),
+        ("raymix-arrow32-answer", "bare-arrow32"),
+    ):
+        results["batch_ratio"][f"{name} / {bare}"] = [
             round(r["rows_per_s"] / b["rows_per_s"], 3)
-            for r, b in zip(rounds[name], rounds["bare-arrow"], strict=True)
+            for r, b in zip(rounds[name], rounds[bare], strict=True)
         ]
     print(json.dumps({"batch_ratio": results["batch_ratio"]}), flush=True)
     if args.batch_only:
@@ -382,9 +408,9 @@ def batch_rounds(urls: dict, forms: dict, args) -> dict:
     return out
 
 
-def check_forms(url: str, forms: dict, expected: np.ndarray) -> dict:
-    """Each of raymix's forms of the first 1,000-row body scores its rows as computed here;
-    each one's answer size in bytes."""
+def check_forms(url: str, forms: dict, expected: dict[str, np.ndarray]) -> dict:
+    """Each of raymix's forms of the first 1,000-row body scores its rows as computed here
+    (``expected`` by form); each one's answer size in bytes."""
     import httpx
     import pyarrow as pa
 
@@ -400,7 +426,7 @@ def check_forms(url: str, forms: dict, expected: np.ndarray) -> dict:
         else:
             answer = response.json()
             scores = answer.get("scores") or [p["score"] for p in answer["predictions"]]
-        if not np.allclose(scores, expected, rtol=0, atol=1e-9):
+        if not np.allclose(scores, expected[name], rtol=0, atol=1e-9):
             raise SystemExit(f"{name}: the served scores differ from the scores computed here")
     return sizes
 
