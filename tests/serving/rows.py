@@ -96,12 +96,16 @@ def as_columns(rows: list[dict], dense: str = "lists") -> dict:
     return columns
 
 
-def arrow_body(columns: dict, chunk: int | None = None, fixed: dict | None = None) -> bytes:
+def arrow_body(
+    columns: dict, chunk: int | None = None, fixed: dict | None = None, number=None
+) -> bytes:
     """JSON-style ``columns`` as an Arrow IPC stream (record batches of ``chunk`` rows): bags'
     pairs as ``struct<indices, values>``, lists of numbers as ``list<double>`` (as
-    ``fixed_size_list`` of ``fixed[name]`` values for the bags named there)."""
+    ``fixed_size_list`` of ``fixed[name]`` values for the bags named there); ``number``: the
+    bags' value type (float64 by default)."""
     import pyarrow as pa
 
+    number = number or pa.float64()
     arrays = {}
     for name, given in columns.items():
         if isinstance(given, dict):
@@ -109,12 +113,12 @@ def arrow_body(columns: dict, chunk: int | None = None, fixed: dict | None = Non
             arrays[name] = pa.StructArray.from_arrays(
                 [
                     pa.array(given["indices"], pa.list_(pa.string() if named else pa.int32())),
-                    pa.array(given["values"], pa.list_(pa.float64())),
+                    pa.array(given["values"], pa.list_(number)),
                 ],
                 names=["indices", "values"],
             )
         elif isinstance(given[0], list):
-            arrays[name] = pa.array(given, pa.list_(pa.float64(), (fixed or {}).get(name, -1)))
+            arrays[name] = pa.array(given, pa.list_(number, (fixed or {}).get(name, -1)))
         elif isinstance(given[0], float):
             arrays[name] = pa.array(given, pa.float64())
         else:
