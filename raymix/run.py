@@ -276,6 +276,7 @@ def fit(
                 )
                 if resume:
                     start = checkpoint.restore(state)
+                    _resume_estimates(coordinates, state)
                     say(f"resuming after pass {start[0] + 1}, coordinate {start[1]}")
 
                 def after_step(state, step):
@@ -379,6 +380,16 @@ class Stopwatch:
         self.laps[name] = self.laps.get(name, 0.0) + now - self._last
         self._last = now
         return self.laps[name]
+
+
+def _resume_estimates(coordinates: list, state) -> None:
+    """Give each random effect back what its restored steps recorded, in order (its
+    ``l2="auto"`` estimate, a linear model's residual variance: the fixed effect scales its
+    variances by it, also when it is not fitted again)."""
+    by_name = {c.name: c for c in coordinates if c.kind == "random_effect"}
+    for step in state.steps:
+        if step.coordinate in by_name:
+            by_name[step.coordinate].resume(step.info)
 
 
 def _with_checkpoint_models(recipe: Recipe, checkpoint) -> Recipe:

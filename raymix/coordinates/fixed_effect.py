@@ -9,11 +9,13 @@ exchanges, are :mod:`raymix.coordinates.fixed_effect_fit`.
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from raymix import storage
 from raymix.coordinates.base import HolderRows, Outcome, RowIndex, WorkerRows, scatter
 from raymix.coordinates.fixed_effect_fit import DesignCommand, DesignReply, FitCommand, FitReply
 from raymix.data.avro.models import (
@@ -30,6 +32,9 @@ from raymix.errors import DataError
 from raymix.recipe.spec import FixedEffect
 from raymix.solvers.prior import Prior
 from raymix.solvers.variance_components import ResidualVariance, intercept_kind
+
+#: a checkpoint's fixed-effect variances, beside its model: what --resume gives back
+CHECKPOINT_VARIANCES = "variances.npy"
 
 
 class FixedEffectWorkers(Protocol):
@@ -83,6 +88,7 @@ class FixedEffectCoordinate:
         self.rows_per_worker: list[int] = []
         if spec.warm_start:
             self.theta = self._load_warm_start(spec.warm_start)
+            self.variances = checkpointed_variances(spec.warm_start, self.params)
         self.prior = read_fixed_effect_prior(spec, names, self.dim)
         if residual is not None:  # what REML integrates out
             intercept = intercept_kind(spec.fit_intercept, spec.regularize_intercept)
@@ -209,7 +215,13 @@ class FixedEffectCoordinate:
             self.spec.task,
             variances,
         )
-        return [write_models(Path(directory) / "part-00000.avro", [record])]
+        written = [write_models(Path(directory) / "part-00000.avro", [record])]
+        if checkpoint and self.variances is not None:  # as held: theta order, unscaled
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(self.variances, np.float64))
+            where = storage.join(storage.normal(directory), CHECKPOINT_VARIANCES)
+            written.append(storage.as_path(storage.write_bytes(where, buffer.getvalue())))
+        return written
 
     def snapshot(self):
         return None if self.theta is None else (self.theta.copy(), self.variances)
@@ -239,6 +251,18 @@ class FixedEffectCoordinate:
             )
         coef[index] = value
         return np.concatenate([coef, [intercept]]) if self.spec.fit_intercept else coef
+
+
+def checkpointed_variances(directory: str, params: int) -> np.ndarray | None:
+    """The variances a checkpoint of the fixed effect holds beside its model (theta order,
+    relative to ``sigma_e^2``), None for any other model directory."""
+    where = storage.join(storage.normal(directory), CHECKPOINT_VARIANCES)
+    if not storage.is_file(where):
+        return None
+    variances = np.load(io.BytesIO(storage.read_bytes(where)), allow_pickle=False)
+    if variances.shape != (params,) or not np.all(np.isfinite(variances)):
+        raise DataError(f"expected {params} finite variances, found shape {variances.shape}", path=str(where))  # fmt: skip
+    return variances
 
 
 def read_fixed_effect_prior(

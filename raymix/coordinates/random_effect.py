@@ -209,6 +209,7 @@ class RandomEffectCoordinate:
             info.update(
                 sigma2=step.sigma2, sigma_e2=step.sigma_e2, variance_method=self.residual.method
             )
+            info["linear_step"] = dataclasses.asdict(step)  # what --resume gives back
         if per_feature is not None:
             info["sigma2_by_feature"] = self._by_feature(per_feature)
         if self.spec.prior is not None:
@@ -234,6 +235,20 @@ class RandomEffectCoordinate:
             l2s,
         )
         return scatter(pieces, self._train_pos, self._sizes[0], labels.shape[1])
+
+    def resume(self, info: dict) -> None:
+        """Take back what a fit of it recorded in its step's ``info`` (a run resumed from a
+        checkpoint): the estimate ``l2="auto"`` starts from, and a linear model's residual
+        variance record, so the next fit is the uninterrupted run's."""
+        if info.get("l2_per_slot") is not None:
+            self._auto_l2s = np.asarray(info["l2_per_slot"], np.float64)
+        elif self.spec.l2 == "auto" and "l2" in info:
+            self._auto_l2 = float(info["l2"])
+        if info.get("linear_step") is not None:
+            self.components = LinearStep(**info["linear_step"])
+            spec = self.spec
+            intercept = intercept_kind(spec.fit_intercept, spec.regularize_intercept)
+            self.residual.record(self.name, self.components, intercept)
 
     def intercept_mean(self) -> float | None:
         """The mean of its penalized intercepts, when a shift of them all leaves every
