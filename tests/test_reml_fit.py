@@ -122,19 +122,28 @@ def test_ml_is_the_default(tmp_path):
 
 
 @pytest.mark.ray
-def test_a_run_resumed_after_its_last_fixed_effect_fit_writes_the_same_variances(ray_session, tmp_path, monkeypatch):  # fmt: skip
+@pytest.mark.parametrize("crossed", [False, True], ids=["one-factor", "crossed"])
+def test_a_run_resumed_after_its_last_fixed_effect_fit_writes_the_same_models(ray_session, tmp_path, monkeypatch, crossed):  # fmt: skip
     """Stopped right after the last pass's fixed-effect fit, --resume refits only the random
-    effect: the fixed effect's variances come back from the checkpoint, and sigma_e^2 and
-    the l2 estimate from the steps, so the written models and summary equal the
-    uninterrupted run's bit for bit (before: no fixed-effect variances, and per-user models
-    ~1e-9 apart, their EM started from l2=1)."""
+    effects: the fixed effect's variances come back from the checkpoint, and sigma_e^2, the
+    l2 estimates and (crossed) the other factor's penalty from the steps, so the written
+    models and summary equal the uninterrupted run's bit for bit (before: no fixed-effect
+    variances, and random-effect models apart: ~1e-9 for one factor, their EM started from
+    l2=1; crossed, the first factor's PWRSS missed the other's penalty)."""
     import raymix.run
     from raymix.data.avro.models import read_models
 
     df = one_factor()
+    if crossed:
+        rng = np.random.default_rng(2)
+        df["item"] = rng.integers(0, 25, len(df))
+        df["response"] += rng.normal(0, 0.5, 25)[df["item"]]
     spec = recipe(df, tmp_path / "out", method="ml")
     fixed = spec.coordinates[0].model_copy(update={"variance": "full"})
-    spec = spec.model_copy(update={"coordinates": [fixed, spec.coordinates[1]], "passes": 4})
+    randoms = [spec.coordinates[1]]
+    if crossed:
+        randoms.append(randoms[0].model_copy(update={"name": "per-item", "entity": "item"}))
+    spec = spec.model_copy(update={"coordinates": [fixed, *randoms], "passes": 4})
     message = raymix.run.step_message
 
     def stop_after_the_last_fixed_effect(step, passes):
@@ -161,3 +170,7 @@ def test_a_run_resumed_after_its_last_fixed_effect_fit_writes_the_same_variances
         return sorted((r["modelId"], r["means"], r["variances"]) for r in read_models(str(out / "per-user" / "models")))  # fmt: skip
 
     assert per_user(resumed.output) == per_user(whole.output)
+    if crossed:
+        assert written(whole.output)[1]["sweeps"] > 1
+        items = [sorted(map(str, read_models(str(out / "per-item" / "models")))) for out in (resumed.output, whole.output)]  # fmt: skip
+        assert items[0] == items[1]
