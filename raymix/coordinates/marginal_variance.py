@@ -36,6 +36,7 @@ import numpy as np
 from raymix.coordinates.fixed_effect import FixedEffectCoordinate
 from raymix.coordinates.random_effect import RandomEffectCoordinate
 from raymix.solvers.anderson import Anderson
+from raymix.solvers.layout import glm_penalized
 from raymix.solvers.variance import coefficient_variances
 
 #: the most fixed-effect coefficients whose marginal variances are computed (a dense p x p)
@@ -47,6 +48,9 @@ BLOCK_ELEMENTS = 1 << 22
 MAX_SWEEPS = 200
 TOLERANCE = 1e-10
 ANDERSON_MEMORY = 8
+#: the marginal precision's smallest eigenvalue relative to its largest below which the
+#: design counts as rank deficient
+RANK_TOLERANCE = 1e-10
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,8 @@ def use_marginal_variances(coordinates: list, infos: dict[str, dict]) -> dict | 
     if reason is not None:
         return said | {"reason": reason}
     found = marginal_variances(fixed[0], randoms, penalties)
-    if found is None:
-        return said | {"reason": f"the backfitting did not settle in {MAX_SWEEPS} sweeps"}
+    if isinstance(found, str):
+        return said | {"reason": found}
     fixed[0].variances = found.variances
     return said | {"kind": "marginal", "sweeps": found.sweeps}
 
@@ -123,10 +127,11 @@ def marginal_variances(
     *,
     max_sweeps: int = MAX_SWEEPS,
     tol: float = TOLERANCE,
-) -> MarginalVariances | None:
+) -> MarginalVariances | str:
     """The fixed effect's variances marginal over ``randoms`` (module docstring), at the
-    ridges ``penalties`` (by name, :func:`fitted_penalty`); None when the backfitting has
-    not settled in ``max_sweeps``."""
+    ridges ``penalties`` (by name, :func:`fitted_penalty`); or why not: the backfitting has
+    not settled in ``max_sweeps``, or the precision is not positive definite (a
+    rank-deficient design without a ridge)."""
     p = fixed.params
     held = 1 if len(randoms) == 1 else len(randoms) * (2 * ANDERSON_MEMORY + 4)  # copies of a block
     width = max(1, min(p, BLOCK_ELEMENTS // max(fixed.train_rows * held, 1)))
@@ -137,11 +142,13 @@ def marginal_variances(
         columns = fixed.design(start, stop)
         projected, sweeps = _projection(columns, randoms, penalties, max_sweeps, tol)
         if projected is None:
-            return None
+            return f"the backfitting did not settle in {max_sweeps} sweeps"
         slowest = max(slowest, sweeps)
         precision[:, start:stop] = fixed.cross(columns - projected)
     precision = (precision + precision.T) / 2
     spec = fixed.spec
+    if not _positive_definite(precision, spec):
+        return "the design is rank deficient (give the fixed effect an l2, or drop a column)"
     mode = "simple" if spec.variance == "simple" else "full"
     variances = coefficient_variances(
         precision,
@@ -151,6 +158,16 @@ def marginal_variances(
         mode=mode,
     )
     return MarginalVariances(variances, slowest)
+
+
+def _positive_definite(precision: np.ndarray, spec) -> bool:
+    """Whether the marginal precision with the fixed effect's own ridge is positive definite
+    to working precision (its smallest eigenvalue above :data:`RANK_TOLERANCE` of the
+    largest; not so: a rank-deficient design without a ridge, whose coefficients are not
+    identified)."""
+    penalized = glm_penalized(precision.shape[0], spec.fit_intercept, spec.regularize_intercept)
+    eigenvalues = np.linalg.eigvalsh(precision + np.diag(spec.l2 * penalized))
+    return bool(eigenvalues[0] > RANK_TOLERANCE * max(eigenvalues[-1], 0.0))
 
 
 def _projection(columns, randoms, penalties, max_sweeps: int, tol: float):

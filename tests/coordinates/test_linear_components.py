@@ -316,7 +316,7 @@ def marginal(coordinates, state):
     infos = {s.coordinate: s.info for s in state.steps}
     penalties = {r.name: fitted_penalty(r.spec, infos[r.name]) for r in res}
     found = marginal_variances(fe, res, penalties)
-    assert found is not None
+    assert not isinstance(found, str), found
     return found.variances * fe.residual.sigma_e2, found.sweeps
 
 
@@ -359,3 +359,35 @@ def test_crossed_fixed_effect_variances_are_lmers_vcov(tmp_path):
         assert sweeps > 1
         ref = fit_linear_mixed(y, X, [Factor(c) for c in codes], method=method)
         np.testing.assert_allclose(np.sqrt(variances[::-1]), ref.beta_se, rtol=1e-3)
+
+
+def test_a_rank_deficient_design_keeps_no_marginal_variances(tmp_path):
+    """A fixed effect without a ridge whose design has a repeated column has no identified
+    coefficients: the marginal precision is singular and the reason is given, instead of
+    variances from a singular inverse (found on movieLens' one-hot features with l2=0)."""
+    from raymix.coordinates.marginal_variance import marginal_variances
+
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 20, 600)
+    x = rng.normal(size=600)
+    y = x + rng.normal(0, 0.7, 20)[codes] + rng.normal(size=600)
+    data = write(tmp_path, y, x, {"g": codes, "twice": 2 * x})  # column twice_id = 2x
+    bag = ("x", "twice_id")
+    residual = ResidualVariance()
+    fe = FixedEffectCoordinate(
+        FixedEffect(name="fe", feature_bag=bag, task="linear", l2=0.0, variance="full"),
+        build_source(data, Columns(), split="train", bag=bag, task="linear"),
+        None, None, LinearWorker(), residual,
+    )  # fmt: skip
+    re = RandomEffectCoordinate(
+        RandomEffect(name="g", entity="g_id", task="linear", l2=2.0, regularize_intercept=True),
+        build_source(data, Columns(), split="train", bag=None, entity="g_id", task="linear"),
+        None, None, pool=LocalHolders(2), seed=0, residual=residual,
+    )  # fmt: skip
+    state = load([fe, re])
+    descend([fe, re], state, passes=3, metric="rmse")
+    found = marginal_variances(fe, [re], {"g": (2.0, None)})
+    assert found == "the design is rank deficient (give the fixed effect an l2, or drop a column)"
+    ridge = fe.spec.model_copy(update={"l2": 1.0})
+    fe.spec = ridge
+    assert not isinstance(marginal_variances(fe, [re], {"g": (2.0, None)}), str)
